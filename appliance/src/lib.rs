@@ -1,0 +1,22 @@
+//! The Custos appliance core: the domain model of spec §4–§9, its field rules,
+//! the SQLite store that keeps it, and the crypto that protects it at rest.
+//!
+//! Everything a daemon needs to decide is decided here, once: who may do what
+//! (`access`), which values are valid (`model`, `password`), how secrets are
+//! sealed (`crypto`) and how certificates are made (`pki`). The daemons only
+//! translate their wire formats to and from these types.
+
+pub mod access;
+pub mod crypto;
+mod error;
+pub mod model;
+pub mod password;
+pub mod pki;
+pub mod secret;
+pub mod store;
+
+pub use error::{Error, Result};
+pub use store::Store;
+
+/// The appliance version, as shown on the dashboard, in SNMP and in images.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,218 @@
+//! The appliance store: one SQLite database in WAL mode with full fsync,
+//! versioned migrations, and a single connection behind a mutex, so there is
+//! exactly one writer and every acknowledged write is on disk.
+//!
+//! Each public operation runs in one transaction: the permission check, the
+//! field rules, the change and its audit entry commit together or not at all.
+
+mod admins;
+mod audit;
+mod domains;
+mod hosts;
+mod keys;
+mod prefs;
+mod system;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use time::OffsetDateTime;
+
+use crate::access::{Actor, Membership};
+use crate::crypto::MasterKey;
+use crate::model::{Severity, fmt_time, roles_from_string};
+use crate::{Error, Result};
+
+pub use admins::{AdminUpdate, AdminView, LoginOutcome, NewAdmin};
+pub use audit::{AuditEntry, AuditPage, AuditQuery};
+pub use domains::{DomainView, MemberView, NewDomain};
+pub use hosts::{HostView, KeyRelease, NewSecret, Registration, SecretView};
+pub use keys::{KeyVersionView, KeyView, NewKey, Rotated};
+pub use prefs::{Preferences, PreferencesUpdate};
+pub use system::Identities;
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "custos.db";
+
+/// The migrations, in order; the schema version is their count.
+const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql")];
+
+pub struct Store {
+    conn: Mutex<Connection>,
+    master: MasterKey,
+    dir: PathBuf,
+    release_audit: Mutex<std::collections::HashMap<(i64, i64, i64), OffsetDateTime>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("dir", &self.dir).finish()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, with its master key.
+    pub fn open(dir: &Path) -> Result<Store> {
+        let io = |source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let master = MasterKey::load_or_create(dir)?;
+        let mut conn = Connection::open(dir.join(DB_FILE))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        migrate(&mut conn)?;
+        let store = Store {
+            conn: Mutex::new(conn),
+            master,
+            dir: dir.to_path_buf(),
+            release_audit: Mutex::new(Default::default()),
+        };
+        store.ensure_defaults()?;
+        Ok(store)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Runs `f` in one immediate transaction; commits when it returns Ok.
+    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn.lock().expect("store mutex poisoned");
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Runs `f` in a read transaction (a consistent snapshot).
+    fn read<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn.lock().expect("store mutex poisoned");
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
+        let out = f(&tx)?;
+        tx.finish()?;
+        Ok(out)
+    }
+
+    fn ensure_defaults(&self) -> Result<()> {
+        self.write(|tx| {
+            admins::ensure_builtin_admin(tx)?;
+            Ok(())
+        })
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let supported = MIGRATIONS.len() as i64;
+    if version > supported {
+        return Err(Error::SchemaTooNew {
+            found: version,
+            supported,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "store migrated");
+    }
+    Ok(())
+}
+
+pub(crate) fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+/// Writes one audit entry inside the caller's transaction.
+pub(crate) fn audit(
+    tx: &Transaction<'_>,
+    who: &str,
+    source: &str,
+    via: &str,
+    severity: Severity,
+    domain_id: Option<i64>,
+    what: &str,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO audit(at, who, source, via, severity, domain_id, what) VALUES (?1,?2,?3,?4,?5,?6,?7)",
+        params![fmt_time(now()), who, source, via, severity.as_str(), domain_id, what],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn audit_actor(
+    tx: &Transaction<'_>,
+    actor: &Actor,
+    severity: Severity,
+    domain_id: Option<i64>,
+    what: &str,
+) -> Result<()> {
+    audit(tx, &actor.login, &actor.source, actor.via, severity, domain_id, what)
+}
+
+/// A domain's id by name, or NotFound.
+pub(crate) fn domain_id(tx: &Transaction<'_>, name: &str) -> Result<i64> {
+    tx.query_row("SELECT id FROM domains WHERE name = ?1", [name], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| Error::not_found("domain", name))
+}
+
+/// The actor's membership of a domain, if any.
+pub(crate) fn membership(tx: &Transaction<'_>, admin_id: i64, domain_id: i64) -> Result<Option<Membership>> {
+    Ok(tx
+        .query_row(
+            "SELECT roles, enabled FROM domain_members WHERE admin_id = ?1 AND domain_id = ?2",
+            params![admin_id, domain_id],
+            |r| {
+                Ok(Membership {
+                    roles: roles_from_string(&r.get::<_, String>(0)?),
+                    enabled: r.get(1)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+/// Looks a domain up for an actor, hiding its existence from administrators
+/// who do not belong to it (they get "does not exist", not "forbidden").
+pub(crate) fn domain_for(
+    tx: &Transaction<'_>,
+    actor: &Actor,
+    name: &str,
+) -> Result<(i64, Option<Membership>)> {
+    let id = domain_id(tx, name)?;
+    let m = membership(tx, actor.id, id)?;
+    if m.is_none() && actor.user_type != crate::model::UserType::System {
+        return Err(Error::not_found("domain", name));
+    }
+    Ok((id, m))
+}
+
+pub(crate) fn opt_time(s: Option<String>) -> Result<Option<OffsetDateTime>> {
+    s.map(|s| crate::model::parse_stored_time(&s)).transpose()
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+    use crate::model::UserType;
+
+    pub fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).expect("open");
+        (dir, s)
+    }
+
+    pub fn system_actor(s: &Store) -> Actor {
+        let mut a = s.actor("admin", "test", "api").expect("actor");
+        a.must_change_password = false;
+        assert_eq!(a.user_type, UserType::System);
+        a
+    }
+}

@@ -1,0 +1,113 @@
+//! The appliance's own certificate authorities and server certificates,
+//! created at first start and kept sealed in the store.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{Store, audit, now};
+use crate::model::{Severity, fmt_time};
+use crate::pki::{self, CaKind, CaSubject, Identity};
+use crate::secret::SecretString;
+use crate::{Error, Result};
+
+/// The four identities the key service serves with.
+#[derive(Debug, Clone)]
+pub struct Identities {
+    pub ca_rsa: Identity,
+    pub ca_ec: Identity,
+    pub server_rsa: Identity,
+    pub server_ec: Identity,
+}
+
+impl Identities {
+    pub fn ca(&self, kind: CaKind) -> &Identity {
+        match kind {
+            CaKind::Rsa => &self.ca_rsa,
+            CaKind::Ec => &self.ca_ec,
+        }
+    }
+    pub fn server(&self, kind: CaKind) -> &Identity {
+        match kind {
+            CaKind::Rsa => &self.server_rsa,
+            CaKind::Ec => &self.server_ec,
+        }
+    }
+}
+
+pub(crate) fn ca_name(kind: CaKind) -> &'static str {
+    match kind {
+        CaKind::Rsa => "ca_rsa",
+        CaKind::Ec => "ca_ec",
+    }
+}
+
+fn server_name(kind: CaKind) -> &'static str {
+    match kind {
+        CaKind::Rsa => "server_rsa",
+        CaKind::Ec => "server_ec",
+    }
+}
+
+fn context(name: &str) -> String {
+    format!("system_identities:{name}")
+}
+
+impl Store {
+    pub(crate) fn identity(&self, name: &str) -> Result<Identity> {
+        self.identity_opt(name)?
+            .ok_or_else(|| Error::Certificate(format!("the appliance has no {name} yet")))
+    }
+
+    fn identity_opt(&self, name: &str) -> Result<Option<Identity>> {
+        let row: Option<(String, Vec<u8>)> = self.read(|tx| {
+            Ok(tx
+                .query_row("SELECT cert_pem, key_sealed FROM system_identities WHERE name = ?1", [name], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?)
+        })?;
+        row.map(|(cert_pem, sealed)| {
+            let key = self.master.open(&context(name), &sealed)?;
+            let key_pem = String::from_utf8(key.expose().to_vec()).map_err(|_| Error::Crypto("stored key is not PEM"))?;
+            Ok(Identity { cert_pem, key_pem: SecretString::new(key_pem) })
+        })
+        .transpose()
+    }
+
+    fn put_identity(&self, name: &str, id: &Identity, what: &str) -> Result<()> {
+        let sealed = self.master.seal(&context(name), id.key_pem.expose().as_bytes())?;
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO system_identities(name, cert_pem, key_sealed, created_at) VALUES (?1,?2,?3,?4)
+                 ON CONFLICT(name) DO UPDATE SET cert_pem = excluded.cert_pem, key_sealed = excluded.key_sealed, created_at = excluded.created_at",
+                params![name, id.cert_pem, sealed, fmt_time(now())],
+            )?;
+            audit(tx, "system", "appliance", "system", Severity::Info, None, &format!("{what} (fingerprint {})", id.fingerprint()?))
+        })
+    }
+
+    /// Loads the CAs and server certificates, generating whatever is missing
+    /// (first start). `names` are the host names and addresses the server
+    /// certificates must cover.
+    pub fn ensure_identities(&self, host_name: &str, names: &[String]) -> Result<Identities> {
+        let get = |kind: CaKind| -> Result<(Identity, Identity)> {
+            let ca = match self.identity_opt(ca_name(kind))? {
+                Some(ca) => ca,
+                None => {
+                    let ca = pki::generate_ca(kind, &CaSubject::default_for(host_name))?;
+                    self.put_identity(ca_name(kind), &ca, &format!("generated the {} certificate authority", kind.as_str().to_uppercase()))?;
+                    ca
+                }
+            };
+            let server = match self.identity_opt(server_name(kind))? {
+                Some(s) => s,
+                None => {
+                    let s = pki::issue_server(&ca, kind, names)?;
+                    self.put_identity(server_name(kind), &s, &format!("issued the {} server certificate", kind.as_str().to_uppercase()))?;
+                    s
+                }
+            };
+            Ok((ca, server))
+        };
+        let (ca_rsa, server_rsa) = get(CaKind::Rsa)?;
+        let (ca_ec, server_ec) = get(CaKind::Ec)?;
+        Ok(Identities { ca_rsa, ca_ec, server_rsa, server_ec })
+    }
+}
