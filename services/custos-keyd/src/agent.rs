@@ -1,0 +1,135 @@
+//! The agent protocol (§8): enrolment on 8443/8446 and key retrieval over
+//! mutual TLS on 8444/8447. JSON over HTTPS, errors in the API's shape.
+
+use std::sync::Arc;
+
+use appliance::pki::CaKind;
+use appliance::secret::SecretString;
+use appliance::store::Registration;
+use axum::extract::{Extension, Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::api::{ApiJson, ApiQuery};
+use crate::error::{ApiError, ApiResult};
+use crate::serve::Peer;
+use crate::state::AppState;
+
+#[derive(Clone)]
+struct Enrol {
+    state: Arc<AppState>,
+    kind: CaKind,
+    key_port: u16,
+}
+
+/// The enrolment service of one authority (RSA on 8443, P-384 on 8446).
+pub fn enrol_router(state: Arc<AppState>, kind: CaKind, key_port: u16) -> Router {
+    Router::new()
+        .route("/agent/v1/ca", get(ca))
+        .route("/agent/v1/register", post(register))
+        .fallback(|| async { ApiError::Core(appliance::Error::not_found("resource", "this path")) })
+        .with_state(Enrol { state, kind, key_port })
+}
+
+async fn ca(State(e): State<Enrol>) -> ApiResult<Response> {
+    let ca = e.state.identities.ca(e.kind);
+    let fp = ca.fingerprint()?;
+    Ok(Json(json!({ "ca_certificate": ca.cert_pem, "fingerprint": fp })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterReq {
+    host_name: String,
+    domain: String,
+    shared_secret: SecretString,
+    csr: String,
+}
+
+async fn register(State(e): State<Enrol>, Extension(peer): Extension<Peer>, ApiJson(req): ApiJson<RegisterReq>) -> ApiResult<Response> {
+    let reg = Registration {
+        host_name: req.host_name.clone(),
+        domain: req.domain.clone(),
+        shared_secret: req.shared_secret,
+        csr_pem: req.csr,
+    };
+    let kind = e.kind;
+    let source = peer.addr.ip().to_string();
+    let (certificate, ca_certificate) = e.state.store(move |s| s.register_host(&reg, kind, &source)).await?;
+    Ok(Json(json!({
+        "certificate": certificate,
+        "ca_certificate": ca_certificate,
+        "key_port": e.key_port,
+        "host_name": req.host_name,
+        "domain": req.domain,
+    }))
+    .into_response())
+}
+
+/// The key service of one authority; the TLS layer has already verified
+/// the client certificate against that authority.
+pub fn keys_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/agent/v1/keys/{name}", get(get_key))
+        .route("/agent/v1/status", get(status))
+        .fallback(|| async { ApiError::Core(appliance::Error::not_found("resource", "this path")) })
+        .with_state(state)
+}
+
+fn host_fingerprint(peer: &Peer) -> ApiResult<String> {
+    peer.cert_fingerprint
+        .clone()
+        .ok_or_else(|| appliance::Error::Forbidden("a client certificate is required".into()).into())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VersionQuery {
+    version: Option<i64>,
+}
+
+async fn get_key(
+    State(st): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    Path(name): Path<String>,
+    ApiQuery(q): ApiQuery<VersionQuery>,
+) -> ApiResult<Response> {
+    let fp = host_fingerprint(&peer)?;
+    if q.version.is_some_and(|v| v < 1) {
+        return Err(ApiError::BadRequest { field: "version", message: "version: must be 1 or more".into() });
+    }
+    let source = peer.addr.ip().to_string();
+    let r = st.store(move |s| s.release_key(&fp, &name, q.version, &source)).await?;
+    let key = zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(r.material.expose()));
+    Ok(Json(json!({
+        "name": r.name,
+        "domain": r.domain,
+        "version": r.version,
+        "current_version": r.current_version,
+        "algorithm": r.algorithm,
+        "key_type": r.key_type,
+        "refresh_period_minutes": r.refresh_period_minutes,
+        "created_at": r.created_at,
+        "expires_at": r.expires_at,
+        "key": key.as_str(),
+    }))
+    .into_response())
+}
+
+async fn status(State(st): State<Arc<AppState>>, Extension(peer): Extension<Peer>) -> ApiResult<Response> {
+    let fp = host_fingerprint(&peer)?;
+    let host = st.store(move |s| s.host_by_certificate(&fp)).await?;
+    Ok(Json(json!({
+        "host_name": host.host_name,
+        "domain": host.domain,
+        "registered_at": host.registered_at,
+        "last_contact": host.last_contact,
+        "server_time": appliance::model::fmt_time(time::OffsetDateTime::now_utc()),
+        "security_mode": st.mode,
+    }))
+    .into_response())
+}

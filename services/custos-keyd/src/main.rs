@@ -1,0 +1,275 @@
+//! `custos-keyd`, the key service: the admin REST API (and, with its issue,
+//! the web console) on 8445/443, agent enrolment on 8443/8446 and key
+//! retrieval over mutual TLS on 8444/8447, and the key rotation scheduler.
+//! The security mode (§9) in the store is applied when it starts.
+
+mod agent;
+mod api;
+mod config;
+mod error;
+mod openapi;
+mod serve;
+mod state;
+mod tls;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use appliance::Store;
+use appliance::model::SecurityMode;
+use appliance::pki::CaKind;
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use clap::Parser;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::config::{Config, Flags};
+use crate::state::{AppState, Ports, Sessions};
+use crate::tls::Suites;
+
+/// Every request runs in a span with its method and matched route.
+async fn request_span(req: Request, next: Next) -> Response {
+    let path = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "(unmatched)".into());
+    let span = tracing::info_span!("request", method = %req.method(), path = %path);
+    async move {
+        let started = std::time::Instant::now();
+        let resp = next.run(req).await;
+        tracing::debug!(status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64, "handled");
+        resp
+    }
+    .instrument(span)
+    .await
+}
+
+pub fn with_tracing(r: Router) -> Router {
+    r.layer(axum::middleware::from_fn(request_span))
+}
+
+struct Listener {
+    name: &'static str,
+    ready_name: Option<&'static str>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: Router,
+}
+
+async fn bind(cfg: &Config, port: u16) -> std::io::Result<TcpListener> {
+    TcpListener::bind(SocketAddr::new(cfg.listen, port)).await
+}
+
+fn url_host(cfg: &Config) -> String {
+    if cfg.listen.is_unspecified() {
+        "127.0.0.1".into()
+    } else if cfg.listen.is_ipv6() {
+        format!("[{}]", cfg.listen)
+    } else {
+        cfg.listen.to_string()
+    }
+}
+
+async fn run(cfg: Config) -> anyhow::Result<()> {
+    let data = cfg.data.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&data))
+        .await?
+        .with_context(|| format!("opening the store in {}", cfg.data.display()))?;
+    let store = Arc::new(store);
+    let (host, names) = (cfg.host_name.clone(), cfg.server_names());
+    let s2 = store.clone();
+    let identities = tokio::task::spawn_blocking(move || s2.ensure_identities(&host, &names))
+        .await?
+        .context("creating or loading the certificate authorities")?;
+    let prefs = store.preferences_unchecked()?;
+    let mode = prefs.security_mode;
+    tracing::info!(mode = mode.as_str(), "security mode");
+    let state = Arc::new(AppState {
+        store: store.clone(),
+        sessions: Sessions::default(),
+        identities: identities.clone(),
+        mode,
+        ports: Default::default(),
+        host_name: cfg.host_name.clone(),
+    });
+
+    // Bind everything first: key ports are told to hosts at enrolment.
+    let keys_ec = bind(&cfg, cfg.keys_ec_port).await.with_context(|| format!("binding keys-ec port {}", cfg.keys_ec_port))?;
+    let enrol_ec = bind(&cfg, cfg.enrol_ec_port).await.with_context(|| format!("binding enrol-ec port {}", cfg.enrol_ec_port))?;
+    let web = bind(&cfg, cfg.web_port).await.with_context(|| format!("binding web port {}", cfg.web_port))?;
+    let (keys, enrol) = if mode == SecurityMode::Compatible {
+        (
+            Some(bind(&cfg, cfg.keys_port).await.with_context(|| format!("binding keys port {}", cfg.keys_port))?),
+            Some(bind(&cfg, cfg.enrol_port).await.with_context(|| format!("binding enrol port {}", cfg.enrol_port))?),
+        )
+    } else {
+        tracing::info!("Suite B mode: the RSA agent ports {} and {} are closed", cfg.enrol_port, cfg.keys_port);
+        (None, None)
+    };
+    let web_alt = match cfg.web_alt_port {
+        None => {
+            tracing::info!("local run: the privileged HTTPS port 443 is skipped; the console is on {}", cfg.web_port);
+            None
+        }
+        Some(p) => match bind(&cfg, p).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(port = p, error = %e, "HTTPS port not bound; the console stays reachable on {}", cfg.web_port);
+                None
+            }
+        },
+    };
+    let port = |l: &TcpListener| l.local_addr().map(|a| a.port());
+    let ports = Ports {
+        web: port(&web)?,
+        enrol: enrol.as_ref().map(port).transpose()?,
+        keys: keys.as_ref().map(port).transpose()?,
+        enrol_ec: port(&enrol_ec)?,
+        keys_ec: port(&keys_ec)?,
+    };
+    state.ports.set(ports.clone()).ok();
+
+    let web_suites = if mode == SecurityMode::SuiteB { Suites::SuiteB } else { Suites::Compatible };
+    let web_kind = CaKind::for_mode(mode);
+    let web_tls = tls::server_config(web_suites, identities.server(web_kind), None)?;
+    let api = with_tracing(api::router(state.clone()));
+    let mut listeners = vec![Listener { name: "web", ready_name: Some("web"), listener: web, tls: web_tls.clone(), app: api.clone() }];
+    if let Some(l) = web_alt {
+        listeners.push(Listener { name: "web-443", ready_name: None, listener: l, tls: web_tls, app: api });
+    }
+    if let (Some(enrol), Some(keys)) = (enrol, keys) {
+        listeners.push(Listener {
+            name: "enrol",
+            ready_name: Some("enrol"),
+            listener: enrol,
+            tls: tls::server_config(Suites::Compatible, &identities.server_rsa, None)?,
+            app: with_tracing(agent::enrol_router(state.clone(), CaKind::Rsa, ports.keys.unwrap_or_default())),
+        });
+        listeners.push(Listener {
+            name: "keys",
+            ready_name: Some("keys"),
+            listener: keys,
+            tls: tls::server_config(Suites::Compatible, &identities.server_rsa, Some(&identities.ca_rsa))?,
+            app: with_tracing(agent::keys_router(state.clone())),
+        });
+    }
+    listeners.push(Listener {
+        name: "enrol-ec",
+        ready_name: Some("enrol-ec"),
+        listener: enrol_ec,
+        tls: tls::server_config(Suites::SuiteB, &identities.server_ec, None)?,
+        app: with_tracing(agent::enrol_router(state.clone(), CaKind::Ec, ports.keys_ec)),
+    });
+    listeners.push(Listener {
+        name: "keys-ec",
+        ready_name: Some("keys-ec"),
+        listener: keys_ec,
+        tls: tls::server_config(Suites::SuiteB, &identities.server_ec, Some(&identities.ca_ec))?,
+        app: with_tracing(agent::keys_router(state.clone())),
+    });
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut ready = String::new();
+    for l in listeners {
+        let addr = l.listener.local_addr()?;
+        tracing::info!(listener = l.name, %addr, "listening");
+        if let Some(n) = l.ready_name {
+            ready.push_str(&format!("ready {n} https://{}:{}\n", url_host(&cfg), addr.port()));
+        }
+        tasks.spawn(serve::serve(l.name, l.listener, l.tls, l.app, stop_rx.clone()));
+    }
+    tasks.spawn(rotation_scheduler(store.clone(), cfg.rotation_interval, stop_rx.clone()));
+
+    let admin = store.actor("admin", "console", "system").ok();
+    let mut out = std::io::stdout().lock();
+    out.write_all(ready.as_bytes())?;
+    match admin {
+        Some(a) if a.must_change_password => {
+            writeln!(out, "default web login: admin / admin123 (a new password is required at first login)")?
+        }
+        Some(_) => writeln!(out, "web login: admin (its password was changed from the default)")?,
+        None => writeln!(out, "web login: the built-in admin was removed")?,
+    }
+    out.flush()?;
+    drop(out);
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+
+    shutdown_signal().await;
+    tracing::info!("stopping");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    stop_tx.send(true).ok();
+    while tasks.join_next().await.is_some() {}
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// §7 automatic rotation: runs at start and then every `interval`.
+async fn rotation_scheduler(store: Arc<Store>, interval: std::time::Duration, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.rotate_due(time::OffsetDateTime::now_utc())).await {
+            Ok(Ok(rotated)) => {
+                for r in rotated {
+                    tracing::info!(domain = %r.domain, key = %r.name, version = r.version, "key rotated automatically");
+                }
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "rotation scheduler failed"),
+            Err(e) => tracing::error!(error = %e, "rotation scheduler task died"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM");
+            std::future::pending::<()>().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let flags = Flags::parse();
+    let result = Config::load(flags).and_then(|cfg| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the runtime")?
+            .block_on(run(cfg))
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("custos-keyd: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
