@@ -1,0 +1,423 @@
+//! Test fixtures: the built `custos-keyd` started on a temporary data
+//! directory with ephemeral ports, a real HTTPS client for its admin API,
+//! and the built `custos-agent`. The daemon is killed when the fixture drops.
+//!
+//! The binaries come from the workspace's target directory; `cargo xtask
+//! test` builds them before running the tests.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+/// The directory holding the workspace's built binaries (next to `deps/`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let mut dir = exe.parent().expect("deps dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is not built: run `cargo build --workspace --bins` first (cargo xtask test does)",
+        p.display()
+    );
+    p
+}
+
+/// A running key service on its own data directory.
+pub struct Appliance {
+    pub data: tempfile::TempDir,
+    child: Option<Child>,
+    pub urls: HashMap<String, String>,
+    extra_args: Vec<String>,
+    /// Ports of the first start, kept across restarts like a real appliance's.
+    ports: Option<Vec<(String, u16)>>,
+}
+
+const PORT_FLAGS: [(&str, &str); 5] = [
+    ("web", "--web-port"),
+    ("enrol", "--enrol-port"),
+    ("keys", "--keys-port"),
+    ("enrol-ec", "--enrol-ec-port"),
+    ("keys-ec", "--keys-ec-port"),
+];
+
+impl Appliance {
+    pub fn start() -> Appliance {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Appliance {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut a = Appliance {
+            data,
+            child: None,
+            urls: HashMap::new(),
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            ports: None,
+        };
+        a.spawn().expect("custos-keyd starts");
+        a
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let mut cmd = Command::new(bin("custos-keyd"));
+        cmd.arg("--data").arg(self.data.path()).args(["--local", "--host-name", "custos-test"]);
+        for (name, flag) in PORT_FLAGS {
+            let port = self
+                .ports
+                .as_ref()
+                .and_then(|p| p.iter().find(|(n, _)| n == name).map(|(_, p)| *p))
+                .unwrap_or(0);
+            cmd.arg(flag).arg(port.to_string());
+        }
+        let mut child = cmd
+            .args(&self.extra_args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("spawning custos-keyd")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut urls = HashMap::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut lines = BufReader::new(stdout).lines();
+        loop {
+            if Instant::now() > deadline {
+                bail!("custos-keyd did not become ready");
+            }
+            let Some(line) = lines.next() else {
+                bail!("custos-keyd exited before it was ready: {:?}", child.wait());
+            };
+            let line = line?;
+            if let Some(rest) = line.strip_prefix("ready ") {
+                let (name, url) = rest.split_once(' ').context("ready line")?;
+                urls.insert(name.to_owned(), url.to_owned());
+            } else if line.contains("login") {
+                break;
+            }
+        }
+        // Keep draining stdout so the daemon never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        if self.ports.is_none() {
+            self.ports = Some(
+                urls.iter()
+                    .filter_map(|(n, u)| Some((n.clone(), u.rsplit(':').next()?.parse().ok()?)))
+                    .collect(),
+            );
+        }
+        self.urls = urls;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    pub fn url(&self, name: &str) -> &str {
+        self.urls.get(name).map(String::as_str).unwrap_or_else(|| panic!("no endpoint {name}: {:?}", self.urls))
+    }
+
+    pub fn port(&self, name: &str) -> u16 {
+        self.url(name).rsplit(':').next().and_then(|p| p.parse().ok()).expect("port")
+    }
+
+    /// SIGTERM and wait: a clean stop.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn().expect("custos-keyd restarts");
+    }
+
+    pub fn start_again(&mut self) {
+        self.spawn().expect("custos-keyd restarts");
+    }
+
+    /// Every row of every table but the audit log, as text: "the store is
+    /// unchanged" is checked by comparing two of these.
+    pub fn snapshot(&self) -> String {
+        let conn = rusqlite::Connection::open_with_flags(
+            self.data.path().join("custos.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .expect("open store read-only");
+        let tables: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name != 'audit' ORDER BY name")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .expect("tables");
+        let mut out = String::new();
+        for t in tables {
+            let mut stmt = conn.prepare(&format!("SELECT * FROM {t} ORDER BY 1, 2")).expect("select");
+            let n = stmt.column_count();
+            let rows = stmt
+                .query_map([], |r| {
+                    (0..n)
+                        .map(|i| r.get_ref(i).map(|v| format!("{v:?}")))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .expect("rows");
+            for row in rows {
+                out.push_str(&format!("{t}: {}\n", row.expect("row").join(" | ")));
+            }
+        }
+        out
+    }
+
+    /// The CA certificate served on an enrolment port (trust on first use,
+    /// as an operator would, then compared with the API's fingerprint).
+    pub fn ca_pem(&self, enrol: &str) -> String {
+        let c = reqwest::blocking::Client::builder()
+            .tls_danger_accept_invalid_certs(true)
+            .build()
+            .expect("client");
+        let v: Value = c
+            .get(format!("{}/agent/v1/ca", self.url(enrol)))
+            .send()
+            .and_then(|r| r.json())
+            .expect("ca");
+        v["ca_certificate"].as_str().expect("pem").to_owned()
+    }
+
+    /// An API client that verifies the web server against the appliance CA.
+    pub fn api(&self) -> Api {
+        Api::new(self.url("web"), &self.ca_pem(if self.urls.contains_key("enrol") { "enrol" } else { "enrol-ec" }))
+    }
+
+    /// Runs `custos-agent` with `args`.
+    pub fn agent(&self, args: &[&str]) -> AgentOutput {
+        let out = Command::new(bin("custos-agent")).args(args).output().expect("run custos-agent");
+        AgentOutput {
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+}
+
+impl Drop for Appliance {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[derive(Debug)]
+pub struct AgentOutput {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl AgentOutput {
+    pub fn ok(&self) -> &Self {
+        assert_eq!(self.status, 0, "custos-agent failed:\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        self
+    }
+}
+
+/// A blocking HTTPS JSON client of the admin API, signed in or not.
+#[derive(Clone)]
+pub struct Api {
+    base: String,
+    client: reqwest::blocking::Client,
+    pub token: Option<String>,
+}
+
+/// A response: status and JSON body (Null when empty).
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Resp {
+    pub fn ok(self) -> Value {
+        assert!((200..300).contains(&self.status), "expected success, got {}: {}", self.status, self.body);
+        self.body
+    }
+    pub fn expect(self, status: u16) -> Value {
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.body);
+        self.body
+    }
+}
+
+impl Api {
+    pub fn new(base: &str, ca_pem: &str) -> Api {
+        let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("CA PEM");
+        let client = reqwest::blocking::Client::builder()
+            .tls_certs_only([ca])
+            .build()
+            .expect("client");
+        Api { base: base.to_owned(), client, token: None }
+    }
+
+    pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> Resp {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self.client.request(method.parse().expect("method"), &url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let status = resp.status().as_u16();
+        let text = resp.text().unwrap_or_default();
+        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        Resp { status, body }
+    }
+
+    pub fn raw(&self, method: &str, path: &str, content_type: &str, body: &str) -> Resp {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self
+            .client
+            .request(method.parse().expect("method"), &url)
+            .header("content-type", content_type)
+            .body(body.to_owned());
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().expect("send");
+        let status = resp.status().as_u16();
+        let text = resp.text().unwrap_or_default();
+        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        Resp { status, body }
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        self.call("GET", path, None)
+    }
+    pub fn post(&self, path: &str, body: Value) -> Resp {
+        self.call("POST", path, Some(body))
+    }
+
+    /// Signs in; returns a client carrying the token.
+    pub fn login(&self, login: &str, password: &str) -> Api {
+        let v = self.post("/api/v1/login", json!({"login": login, "password": password})).ok();
+        let mut a = self.clone();
+        a.token = Some(v["token"].as_str().expect("token").to_owned());
+        a
+    }
+
+    /// Signs in and completes a forced password change when asked for one.
+    pub fn login_changing(&self, login: &str, first: &str, new: &str) -> Api {
+        let v = self.post("/api/v1/login", json!({"login": login, "password": first})).ok();
+        let mut a = self.clone();
+        a.token = Some(v["token"].as_str().expect("token").to_owned());
+        if v["must_change_password"] == json!(true) {
+            a.post("/api/v1/password", json!({"old": first, "new": new})).ok();
+        }
+        a
+    }
+}
+
+
+/// Passwords used by the recommended setup.
+pub const ADMIN_PW: &str = "Adm1n!Custos";
+pub const SYS_PW: &str = "Sys!Adm1nPw";
+pub const DOM_PW: &str = "Dom!Adm1nPw";
+pub const SEC_PW: &str = "Sec!Adm1nPw";
+pub const SHARED_SECRET: &str = "Rec0rder-Secret!";
+pub const DOMAIN: &str = "RecorderDomain";
+
+/// The signed-in administrators of spec §5's recommended setup.
+pub struct Setup {
+    pub admin: Api,
+    pub sys: Api,
+    pub dom: Api,
+    pub sec: Api,
+}
+
+/// Runs spec §5's recommended setup through the REST API and returns the
+/// signed-in administrators. Key `recorder` and the shared secret exist.
+pub fn recommended_setup(app: &Appliance) -> Setup {
+    let anon = app.api();
+    let admin = anon.login_changing("admin", "admin123", ADMIN_PW);
+    for (login, t, pw) in [
+        ("SystemAdministrator", "system", "Sys!Tmp0pw"),
+        ("DomainAdministrator", "domain", "Dom!Tmp0pw"),
+        ("SecurityAdministrator", "security", "Sec!Tmp0pw"),
+    ] {
+        admin
+            .post("/api/v1/administrators", json!({"login": login, "password": pw, "confirm_password": pw, "user_type": t}))
+            .expect(201);
+    }
+    let sys = anon.login_changing("SystemAdministrator", "Sys!Tmp0pw", SYS_PW);
+    sys.post(
+        "/api/v1/domains",
+        json!({"name": DOMAIN, "kind": "global", "description": "Call recordings", "domain_administrator": "DomainAdministrator"}),
+    )
+    .expect(201);
+    let dom = anon.login_changing("DomainAdministrator", "Dom!Tmp0pw", DOM_PW);
+    dom.post(
+        &format!("/api/v1/domains/{DOMAIN}/administrators"),
+        json!({"login": "SecurityAdministrator", "roles": ["audit", "key", "policy", "host", "challenge_response"]}),
+    )
+    .expect(201);
+    let sec = anon.login_changing("SecurityAdministrator", "Sec!Tmp0pw", SEC_PW);
+    sec.post(
+        &format!("/api/v1/domains/{DOMAIN}/keys"),
+        json!({"name": "recorder", "algorithm": "AES256", "key_type": "stored_on_server",
+               "automatic_key_rotation": true, "key_version_life_span": 7, "key_refresh_period": 5}),
+    )
+    .expect(201);
+    sec.call(
+        "PUT",
+        &format!("/api/v1/domains/{DOMAIN}/registration-secret"),
+        Some(json!({"creation_method": "manual", "shared_secret": SHARED_SECRET})),
+    )
+    .ok();
+    Setup { admin, sys, dom, sec }
+}
+
+/// Registers a host with `custos-agent` into `dir`.
+pub fn register_host(app: &Appliance, enrol: &str, host: &str, secret: &str, dir: &Path) -> AgentOutput {
+    let server = format!("127.0.0.1:{}", app.port(enrol));
+    app.agent(&[
+        "register", "--server", &server, "--domain", DOMAIN, "--secret", secret,
+        "--dir", dir.to_str().expect("utf-8 dir"), "--host-name", host,
+    ])
+}
+
+/// Fetches a key's bytes (hex) and version with `custos-agent get-key --reveal`.
+pub fn fetch_key(app: &Appliance, dir: &Path, name: &str, version: Option<u32>) -> (String, u32) {
+    let mut args = vec!["get-key".to_string(), name.to_string(), "--reveal".into(), "--dir".into(), dir.display().to_string()];
+    if let Some(v) = version {
+        args.push("--version".into());
+        args.push(v.to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = app.agent(&args);
+    out.ok();
+    let field = |k: &str| {
+        out.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_owned()))
+            .unwrap_or_else(|| panic!("no '{k}' in agent output: {}", out.stdout))
+    };
+    (field("key:"), field("version:").parse().expect("version number"))
+}
