@@ -37,7 +37,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(ApiJson(v)),
-            Err(rej) => Err(ApiError::BadRequest { field: "body", message: rej.body_text() }),
+            Err(rej) => Err(ApiError::BodyRejected { status: rej.status(), message: rej.body_text() }),
         }
     }
 }
@@ -50,7 +50,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match Query::<T>::from_request_parts(parts, state).await {
             Ok(Query(v)) => Ok(ApiQuery(v)),
-            Err(rej) => Err(ApiError::BadRequest { field: "query", message: rej.body_text() }),
+            Err(rej) => Err(ApiError::BadRequest { field: "query", message: format!("query: {}", rej.body_text()) }),
         }
     }
 }

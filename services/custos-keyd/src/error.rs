@@ -13,6 +13,8 @@ pub enum ApiError {
     Unauthenticated(&'static str),
     /// The request body or query could not be read.
     BadRequest { field: &'static str, message: String },
+    /// The body could not be read as JSON (its status: 400, 413, 415, 422).
+    BodyRejected { status: StatusCode, message: String },
     /// A blocking task died; the detail is logged.
     Internal(String),
 }
@@ -62,6 +64,7 @@ impl IntoResponse for ApiError {
             },
             ApiError::Unauthenticated(why) => body(StatusCode::UNAUTHORIZED, "unauthenticated", why.into(), None),
             ApiError::BadRequest { field, message } => body(StatusCode::BAD_REQUEST, "invalid", message, Some(field)),
+            ApiError::BodyRejected { status, message } => body(status, "invalid", format!("body: {message}"), Some("body")),
             ApiError::Internal(detail) => internal(&detail),
         }
     }
