@@ -276,6 +276,12 @@ impl Api {
     }
 
     pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> Resp {
+        self.try_call(method, path, body)
+            .unwrap_or_else(|e| panic!("{method} {}{path}: {e}", self.base))
+    }
+
+    /// Like `call`, but a transport failure (daemon gone) is an `Err`.
+    pub fn try_call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Resp, String> {
         let url = format!("{}{}", self.base, path);
         let mut req = self.client.request(method.parse().expect("method"), &url);
         if let Some(t) = &self.token {
@@ -284,11 +290,11 @@ impl Api {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let resp = req.send().map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
-        let text = resp.text().unwrap_or_default();
+        let text = resp.text().map_err(|e| e.to_string())?;
         let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
-        Resp { status, body }
+        Ok(Resp { status, body })
     }
 
     pub fn raw(&self, method: &str, path: &str, content_type: &str, body: &str) -> Resp {
