@@ -1,0 +1,481 @@
+//! Build orchestration for Custos, run as `cargo xtask TASK` (matklad/cargo-xtask):
+//!
+//! * `run [--data DIR] [--release]`: build `custos-keyd` and run it locally until
+//!   Ctrl-C, which is passed on as SIGTERM.
+//! * `test [-- ARGS]`: install what the tests need (Debian, as root), build every
+//!   binary, run every test, and close with one summary line.
+//! * `bench keys [--hosts N] [--seconds S]`: the key-service load benchmark.
+//! * `dist`: the image build, which is not there yet and says so.
+//!
+//! Everything runs from the workspace root, found from this crate's manifest folder.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::{env, fs, io, thread};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use xshell::{Shell, cmd};
+
+/// Programs the tests run, and the Debian package that provides each:
+/// (command, package).
+const REQUIRED_DEBIAN_PACKAGES: &[(&str, &str)] = &[
+    // TLS tests check the appliance ports with `openssl s_client`.
+    ("openssl", "openssl"),
+];
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Custos build orchestration"
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Build custos-keyd and run it locally (--local) until Ctrl-C.
+    Run {
+        /// The data folder [default: target/custos-data in the workspace].
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+        /// Build and run the release profile.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Install test prerequisites, build every binary, run every test.
+    Test {
+        /// Extra arguments for `cargo test --workspace`, e.g. a test name filter,
+        /// or `-- --nocapture` for the test binaries.
+        #[arg(last = true, value_name = "ARGS")]
+        args: Vec<String>,
+    },
+    /// Run a benchmark.
+    Bench {
+        #[command(subcommand)]
+        bench: Bench,
+    },
+    /// Build the appliance images (not available yet).
+    Dist,
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Key fetches per second over mutual TLS from many registered hosts.
+    Keys {
+        /// Number of simulated protected hosts.
+        #[arg(long, value_name = "N", default_value_t = 10)]
+        hosts: u32,
+        /// How long to measure.
+        #[arg(long, value_name = "S", default_value_t = 10)]
+        seconds: u32,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.task {
+        Task::Run { data, release } => run(data, release),
+        Task::Test { args } => test(&args),
+        Task::Bench {
+            bench: Bench::Keys { hosts, seconds },
+        } => bench_keys(hosts, seconds),
+        Task::Dist => {
+            eprintln!(
+                "cargo xtask dist: the image build arrives with the images issue (#3); \
+                 use cargo xtask run meanwhile"
+            );
+            Ok(ExitCode::from(2))
+        }
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_owned)
+        .context("the xtask crate has no parent folder")
+}
+
+/// The cargo that runs us (so `cargo +toolchain xtask` keeps its toolchain).
+fn cargo() -> String {
+    env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+fn shell() -> Result<Shell> {
+    let sh = Shell::new().context("creating a shell")?;
+    sh.change_dir(workspace_root()?);
+    Ok(sh)
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    match env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
+    }
+}
+
+/// What the supervising loop of `run` waits for.
+enum Event {
+    Interrupted,
+    Exited(io::Result<ExitStatus>),
+}
+
+fn run(data: Option<PathBuf>, release: bool) -> Result<ExitCode> {
+    let root = workspace_root()?;
+    let sh = shell()?;
+    let cargo = cargo();
+    let release_flag = release.then_some("--release");
+    cmd!(sh, "{cargo} build -p custos-keyd {release_flag...}")
+        .run()
+        .context("building custos-keyd")?;
+
+    let data = data.unwrap_or_else(|| root.join("target").join("custos-data"));
+    fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+    let binary = target_dir(&root)
+        .join(if release { "release" } else { "debug" })
+        .join("custos-keyd");
+
+    let (events, received) = mpsc::channel();
+    let interrupts = events.clone();
+    ctrlc::set_handler(move || {
+        let _ = interrupts.send(Event::Interrupted);
+    })
+    .context("installing the Ctrl-C handler")?;
+
+    // The daemon gets its own process group, so Ctrl-C at the terminal reaches only
+    // this supervisor, which turns it into the SIGTERM the daemon shuts down on.
+    let mut child = Command::new(&binary)
+        .arg("--data")
+        .arg(&data)
+        .arg("--local")
+        .stdin(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    let pid = Pid::from_raw(i32::try_from(child.id()).context("child process id")?);
+    thread::spawn(move || {
+        let _ = events.send(Event::Exited(child.wait()));
+    });
+
+    let mut stopping = false;
+    loop {
+        match received.recv().context("waiting for custos-keyd")? {
+            Event::Exited(status) => {
+                let status = status.context("waiting for custos-keyd")?;
+                if stopping {
+                    eprintln!("custos-keyd stopped ({status})");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                eprintln!("custos-keyd exited ({status})");
+                return Ok(exit_code(status));
+            }
+            Event::Interrupted => {
+                // A second Ctrl-C while waiting does not wait any longer.
+                let signal = if stopping {
+                    Signal::SIGKILL
+                } else {
+                    Signal::SIGTERM
+                };
+                stopping = true;
+                eprintln!("stopping custos-keyd ({signal})");
+                match kill(pid, signal) {
+                    Ok(()) | Err(Errno::ESRCH) => {}
+                    Err(error) => {
+                        return Err(error).context("signalling custos-keyd");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The status to exit with for a child's status: its code, or 128 + signal.
+fn exit_code(status: ExitStatus) -> ExitCode {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        (None, Some(signal)) => ExitCode::from(u8::try_from(128 + signal).unwrap_or(1)),
+        (None, None) => ExitCode::FAILURE,
+    }
+}
+
+fn test(args: &[String]) -> Result<ExitCode> {
+    let sh = shell()?;
+    ensure_packages(&sh)?;
+    let cargo = cargo();
+    if let Err(error) = cmd!(sh, "{cargo} build --workspace --bins").run() {
+        eprintln!("{error}");
+        println!("xtask: FAILED: the workspace does not build");
+        return Ok(ExitCode::FAILURE);
+    }
+
+    // cargo test's stdout is passed through line by line and its result lines
+    // are added up for the summary.
+    eprintln!("$ {cargo} test --workspace {}", args.join(" "));
+    let mut child = Command::new(&cargo)
+        .current_dir(workspace_root()?)
+        .args(["test", "--workspace"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting cargo test")?;
+    let stdout = child.stdout.take().context("cargo test's stdout")?;
+    let mut totals = TestCounts::default();
+    let mut out = io::stdout().lock();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo test's output")?;
+        if let Some(counts) = TestCounts::parse(&line) {
+            totals.add(counts);
+        }
+        writeln!(out, "{line}").context("writing to stdout")?;
+    }
+    drop(out);
+    let status = child.wait().context("waiting for cargo test")?;
+
+    if status.success() {
+        println!(
+            "xtask: {} passed, {} failed, {} skipped",
+            totals.passed, totals.failed, totals.ignored
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!(
+            "xtask: FAILED (cargo test {status}): {} passed, {} failed, {} skipped",
+            totals.passed, totals.failed, totals.ignored
+        );
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// The counts of libtest's `test result:` lines.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct TestCounts {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl TestCounts {
+    /// Reads `test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; …`.
+    fn parse(line: &str) -> Option<Self> {
+        let rest = line.trim().strip_prefix("test result: ")?;
+        let (_, counts) = rest.split_once(". ")?;
+        let mut result = TestCounts::default();
+        for part in counts.split(';') {
+            let Some((number, what)) = part.trim().split_once(' ') else {
+                continue;
+            };
+            let Ok(number) = number.parse::<u64>() else {
+                continue;
+            };
+            match what {
+                "passed" => result.passed = number,
+                "failed" => result.failed = number,
+                "ignored" => result.ignored = number,
+                _ => {}
+            }
+        }
+        Some(result)
+    }
+
+    fn add(&mut self, other: TestCounts) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+        self.ignored += other.ignored;
+    }
+}
+
+/// Makes sure the programs in [`REQUIRED_DEBIAN_PACKAGES`] are installed: as root
+/// on Debian it installs the missing packages, otherwise it names them and fails.
+fn ensure_packages(sh: &Shell) -> Result<()> {
+    let missing = missing_packages(sh);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let uid = cmd!(sh, "id -u")
+        .quiet()
+        .read()
+        .context("reading the user id")?;
+    let debian = Path::new("/etc/debian_version").exists();
+    if uid.trim() != "0" || !debian {
+        bail!(
+            "the tests need these Debian packages, which are missing: {}\n\
+             install them as root with: apt-get install --no-install-recommends {}",
+            missing.join(", "),
+            missing.join(" ")
+        );
+    }
+    eprintln!("installing missing packages: {}", missing.join(" "));
+    cmd!(sh, "apt-get update").run().context("apt-get update")?;
+    cmd!(
+        sh,
+        "apt-get install -y --no-install-recommends {missing...}"
+    )
+    .env("DEBIAN_FRONTEND", "noninteractive")
+    .run()
+    .context("apt-get install")?;
+    let still_missing = missing_packages(sh);
+    if !still_missing.is_empty() {
+        bail!("installed, yet still missing: {}", still_missing.join(", "));
+    }
+    Ok(())
+}
+
+fn missing_packages(sh: &Shell) -> Vec<&'static str> {
+    REQUIRED_DEBIAN_PACKAGES
+        .iter()
+        .filter(|(command, _)| !has_command(sh, command))
+        .map(|(_, package)| *package)
+        .collect()
+}
+
+fn has_command(sh: &Shell, command: &str) -> bool {
+    let script = r#"command -v "$1" >/dev/null 2>&1"#;
+    cmd!(sh, "sh -c {script} sh {command}")
+        .quiet()
+        .ignore_status()
+        .output()
+        .is_ok_and(|output| output.status.success())
+}
+
+fn bench_keys(hosts: u32, seconds: u32) -> Result<ExitCode> {
+    let sh = shell()?;
+    let cargo = cargo();
+    let hosts = hosts.to_string();
+    let seconds = seconds.to_string();
+    // The benchmark drives the release daemon it finds next to itself.
+    cmd!(sh, "{cargo} build --release -p custos-keyd -p custos-agent")
+        .run()
+        .context("building the release binaries")?;
+    cmd!(
+        sh,
+        "{cargo} run --release -p tests --bin bench-keys -- --hosts {hosts} --seconds {seconds}"
+    )
+    .run()
+    .context("the key benchmark failed")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Task {
+        Cli::try_parse_from(std::iter::once("xtask").chain(args.iter().copied()))
+            .expect("parses")
+            .task
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_defaults_to_debug_and_the_target_data_folder() {
+        assert!(matches!(
+            parse(&["run"]),
+            Task::Run {
+                data: None,
+                release: false
+            }
+        ));
+        let Task::Run { data, release } = parse(&["run", "--data", "/tmp/d", "--release"]) else {
+            panic!("not run");
+        };
+        assert_eq!(data, Some(PathBuf::from("/tmp/d")));
+        assert!(release);
+    }
+
+    #[test]
+    fn test_passes_arguments_after_the_separator() {
+        let Task::Test { args } = parse(&["test", "--", "agent", "--", "--nocapture"]) else {
+            panic!("not test");
+        };
+        assert_eq!(args, ["agent", "--", "--nocapture"]);
+        assert!(Cli::try_parse_from(["xtask", "test", "--nocapture"]).is_err());
+    }
+
+    #[test]
+    fn bench_keys_takes_hosts_and_seconds() {
+        let Task::Bench {
+            bench: Bench::Keys { hosts, seconds },
+        } = parse(&["bench", "keys", "--hosts", "50", "--seconds", "30"])
+        else {
+            panic!("not bench keys");
+        };
+        assert_eq!((hosts, seconds), (50, 30));
+        assert!(matches!(
+            parse(&["bench", "keys"]),
+            Task::Bench {
+                bench: Bench::Keys {
+                    hosts: 10,
+                    seconds: 10
+                }
+            }
+        ));
+    }
+
+    #[test]
+    fn test_result_lines_are_counted() {
+        assert_eq!(
+            TestCounts::parse(
+                "test result: ok. 22 passed; 0 failed; 1 ignored; 0 measured; \
+                 0 filtered out; finished in 0.13s"
+            ),
+            Some(TestCounts {
+                passed: 22,
+                failed: 0,
+                ignored: 1
+            })
+        );
+        assert_eq!(
+            TestCounts::parse("test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured"),
+            Some(TestCounts {
+                passed: 3,
+                failed: 2,
+                ignored: 0
+            })
+        );
+        assert_eq!(TestCounts::parse("test agent::works ... ok"), None);
+    }
+
+    #[test]
+    fn exit_code_follows_the_child() {
+        assert_eq!(exit_code(ExitStatus::from_raw(0)), ExitCode::SUCCESS);
+        assert_eq!(exit_code(ExitStatus::from_raw(3 << 8)), ExitCode::from(3));
+        assert_eq!(exit_code(ExitStatus::from_raw(15)), ExitCode::from(143));
+    }
+
+    #[test]
+    fn commands_are_found_with_command_v() {
+        let sh = Shell::new().expect("shell");
+        assert!(has_command(&sh, "sh"));
+        assert!(!has_command(&sh, "custos-no-such-command"));
+    }
+
+    #[test]
+    fn required_packages_start_with_openssl() {
+        assert_eq!(
+            REQUIRED_DEBIAN_PACKAGES.first(),
+            Some(&("openssl", "openssl"))
+        );
+    }
+}
