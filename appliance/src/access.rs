@@ -88,7 +88,9 @@ impl Actor {
             Some(_) => Err(Error::Forbidden(
                 "your membership of this domain is disabled".into(),
             )),
-            None => Err(Error::Forbidden("you are not an administrator of this domain".into())),
+            None => Err(Error::Forbidden(
+                "you are not an administrator of this domain".into(),
+            )),
         }
     }
 
@@ -110,7 +112,9 @@ impl Actor {
                 "the {} role in this domain is required",
                 role.as_str()
             ))),
-            None => Err(Error::Forbidden("you are not an administrator of this domain".into())),
+            None => Err(Error::Forbidden(
+                "you are not an administrator of this domain".into(),
+            )),
         }
     }
 }
@@ -138,15 +142,30 @@ mod tests {
             enabled: true,
         };
         let sec = actor(UserType::Security, false);
-        assert!(sec.require_role(Some(&keys), Role::Key, Access::Write).is_ok());
-        assert!(sec.require_role(Some(&keys), Role::Host, Access::Read).is_err());
+        assert!(
+            sec.require_role(Some(&keys), Role::Key, Access::Write)
+                .is_ok()
+        );
+        assert!(
+            sec.require_role(Some(&keys), Role::Host, Access::Read)
+                .is_err()
+        );
         assert!(sec.require_role(None, Role::Key, Access::Read).is_err());
         assert!(sec.require_system(Access::Read).is_err());
         let ro = actor(UserType::Security, true);
-        assert!(ro.require_role(Some(&keys), Role::Key, Access::Read).is_ok());
-        assert!(ro.require_role(Some(&keys), Role::Key, Access::Write).is_err());
+        assert!(
+            ro.require_role(Some(&keys), Role::Key, Access::Read)
+                .is_ok()
+        );
+        assert!(
+            ro.require_role(Some(&keys), Role::Key, Access::Write)
+                .is_err()
+        );
         let sys = actor(UserType::System, false);
-        assert!(sys.require_role(Some(&keys), Role::Key, Access::Read).is_err());
+        assert!(
+            sys.require_role(Some(&keys), Role::Key, Access::Read)
+                .is_err()
+        );
         let mut fresh = actor(UserType::System, false);
         fresh.must_change_password = true;
         assert!(matches!(

@@ -497,7 +497,10 @@ mod tests {
     #[test]
     fn domain_name_rules() {
         assert!(check_domain_name("RecorderDomain").is_ok());
-        assert_eq!(field_of(check_domain_name(&"a".repeat(65)).unwrap_err()), "name");
+        assert_eq!(
+            field_of(check_domain_name(&"a".repeat(65)).unwrap_err()),
+            "name"
+        );
         assert!(check_domain_name(&"a".repeat(64)).is_ok());
         assert!(check_domain_name("with space").is_err());
         assert!(check_domain_name("").is_err());

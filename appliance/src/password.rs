@@ -1,7 +1,7 @@
 //! §6 administrator passwords: the policy and the memory-hard hash (argon2id).
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 
 use crate::model::is_special;
 use crate::{Error, Result};
@@ -25,25 +25,16 @@ pub fn check_policy(field: &'static str, login: &str, password: &str) -> Result<
         ));
     }
     if !password.chars().any(|c| c.is_uppercase()) {
-        return Err(Error::invalid(
-            field,
-            "must contain an upper-case letter",
-        ));
+        return Err(Error::invalid(field, "must contain an upper-case letter"));
     }
     if !password.chars().any(|c| c.is_lowercase()) {
-        return Err(Error::invalid(
-            field,
-            "must contain a lower-case letter",
-        ));
+        return Err(Error::invalid(field, "must contain a lower-case letter"));
     }
     if !password.chars().any(|c| c.is_ascii_digit()) {
         return Err(Error::invalid(field, "must contain a digit"));
     }
     if !password.chars().any(is_special) {
-        return Err(Error::invalid(
-            field,
-            "must contain a special character",
-        ));
+        return Err(Error::invalid(field, "must contain a special character"));
     }
     if password.eq_ignore_ascii_case(login) {
         return Err(Error::invalid(field, "must not be the same as the login"));

@@ -170,9 +170,18 @@ pub fn issue_server(ca: &Identity, kind: CaKind, names: &[String]) -> Result<Ide
 /// Signs a protected host's CSR. The certificate's subject is the host name
 /// the appliance registered (whatever the CSR asked for), for client
 /// authentication only. In Suite B the host key must be ECDSA P-384.
-pub fn sign_host_csr(ca: &Identity, kind: CaKind, csr_pem: &str, host_name: &str) -> Result<String> {
-    let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)
-        .map_err(|e| Error::invalid("csr", format!("is not a valid PEM certificate signing request ({e})")))?;
+pub fn sign_host_csr(
+    ca: &Identity,
+    kind: CaKind,
+    csr_pem: &str,
+    host_name: &str,
+) -> Result<String> {
+    let mut csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| {
+        Error::invalid(
+            "csr",
+            format!("is not a valid PEM certificate signing request ({e})"),
+        )
+    })?;
     let alg = rcgen::PublicKeyData::algorithm(&csr.public_key);
     let acceptable = match kind {
         CaKind::Ec => alg == &rcgen::PKCS_ECDSA_P384_SHA384,
@@ -236,8 +245,12 @@ mod tests {
     #[test]
     fn ec_ca_signs_server_and_host() {
         let ca = generate_ca(CaKind::Ec, &CaSubject::default_for("custos.local")).expect("ca");
-        let server = issue_server(&ca, CaKind::Ec, &["custos.local".into(), "127.0.0.1".into()])
-            .expect("server");
+        let server = issue_server(
+            &ca,
+            CaKind::Ec,
+            &["custos.local".into(), "127.0.0.1".into()],
+        )
+        .expect("server");
         assert!(server.cert_pem.contains("BEGIN CERTIFICATE"));
         let host_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).expect("key");
         let csr = CertificateParams::new(vec!["whatever".to_string()])

@@ -72,7 +72,9 @@ impl Appliance {
 
     fn spawn(&mut self) -> anyhow::Result<()> {
         let mut cmd = Command::new(bin("custos-keyd"));
-        cmd.arg("--data").arg(self.data.path()).args(["--local", "--host-name", "custos-test"]);
+        cmd.arg("--data")
+            .arg(self.data.path())
+            .args(["--local", "--host-name", "custos-test"]);
         for (name, flag) in PORT_FLAGS {
             let port = self
                 .ports
@@ -122,17 +124,27 @@ impl Appliance {
     }
 
     pub fn url(&self, name: &str) -> &str {
-        self.urls.get(name).map(String::as_str).unwrap_or_else(|| panic!("no endpoint {name}: {:?}", self.urls))
+        self.urls
+            .get(name)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("no endpoint {name}: {:?}", self.urls))
     }
 
     pub fn port(&self, name: &str) -> u16 {
-        self.url(name).rsplit(':').next().and_then(|p| p.parse().ok()).expect("port")
+        self.url(name)
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port")
     }
 
     /// SIGTERM and wait: a clean stop.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
             let _ = c.wait();
         }
     }
@@ -168,7 +180,9 @@ impl Appliance {
             .expect("tables");
         let mut out = String::new();
         for t in tables {
-            let mut stmt = conn.prepare(&format!("SELECT * FROM {t} ORDER BY 1, 2")).expect("select");
+            let mut stmt = conn
+                .prepare(&format!("SELECT * FROM {t} ORDER BY 1, 2"))
+                .expect("select");
             let n = stmt.column_count();
             let rows = stmt
                 .query_map([], |r| {
@@ -201,12 +215,22 @@ impl Appliance {
 
     /// An API client that verifies the web server against the appliance CA.
     pub fn api(&self) -> Api {
-        Api::new(self.url("web"), &self.ca_pem(if self.urls.contains_key("enrol") { "enrol" } else { "enrol-ec" }))
+        Api::new(
+            self.url("web"),
+            &self.ca_pem(if self.urls.contains_key("enrol") {
+                "enrol"
+            } else {
+                "enrol-ec"
+            }),
+        )
     }
 
     /// Runs `custos-agent` with `args`.
     pub fn agent(&self, args: &[&str]) -> AgentOutput {
-        let out = Command::new(bin("custos-agent")).args(args).output().expect("run custos-agent");
+        let out = Command::new(bin("custos-agent"))
+            .args(args)
+            .output()
+            .expect("run custos-agent");
         AgentOutput {
             status: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -234,7 +258,11 @@ pub struct AgentOutput {
 
 impl AgentOutput {
     pub fn ok(&self) -> &Self {
-        assert_eq!(self.status, 0, "custos-agent failed:\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert_eq!(
+            self.status, 0,
+            "custos-agent failed:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
         self
     }
 }
@@ -256,11 +284,20 @@ pub struct Resp {
 
 impl Resp {
     pub fn ok(self) -> Value {
-        assert!((200..300).contains(&self.status), "expected success, got {}: {}", self.status, self.body);
+        assert!(
+            (200..300).contains(&self.status),
+            "expected success, got {}: {}",
+            self.status,
+            self.body
+        );
         self.body
     }
     pub fn expect(self, status: u16) -> Value {
-        assert_eq!(self.status, status, "unexpected status; body: {}", self.body);
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.body
+        );
         self.body
     }
 }
@@ -272,7 +309,11 @@ impl Api {
             .tls_certs_only([ca])
             .build()
             .expect("client");
-        Api { base: base.to_owned(), client, token: None }
+        Api {
+            base: base.to_owned(),
+            client,
+            token: None,
+        }
     }
 
     pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> Resp {
@@ -293,7 +334,11 @@ impl Api {
         let resp = req.send().map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
         let text = resp.text().map_err(|e| e.to_string())?;
-        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         Ok(Resp { status, body })
     }
 
@@ -310,7 +355,11 @@ impl Api {
         let resp = req.send().expect("send");
         let status = resp.status().as_u16();
         let text = resp.text().unwrap_or_default();
-        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         Resp { status, body }
     }
 
@@ -323,7 +372,12 @@ impl Api {
 
     /// Signs in; returns a client carrying the token.
     pub fn login(&self, login: &str, password: &str) -> Api {
-        let v = self.post("/api/v1/login", json!({"login": login, "password": password})).ok();
+        let v = self
+            .post(
+                "/api/v1/login",
+                json!({"login": login, "password": password}),
+            )
+            .ok();
         let mut a = self.clone();
         a.token = Some(v["token"].as_str().expect("token").to_owned());
         a
@@ -331,16 +385,18 @@ impl Api {
 
     /// Signs in and completes a forced password change when asked for one.
     pub fn login_changing(&self, login: &str, first: &str, new: &str) -> Api {
-        let v = self.post("/api/v1/login", json!({"login": login, "password": first})).ok();
+        let v = self
+            .post("/api/v1/login", json!({"login": login, "password": first}))
+            .ok();
         let mut a = self.clone();
         a.token = Some(v["token"].as_str().expect("token").to_owned());
         if v["must_change_password"] == json!(true) {
-            a.post("/api/v1/password", json!({"old": first, "new": new})).ok();
+            a.post("/api/v1/password", json!({"old": first, "new": new}))
+                .ok();
         }
         a
     }
 }
-
 
 /// Passwords used by the recommended setup.
 pub const ADMIN_PW: &str = "Adm1n!Custos";
@@ -369,7 +425,10 @@ pub fn recommended_setup(app: &Appliance) -> Setup {
         ("SecurityAdministrator", "security", "Sec!Tmp0pw"),
     ] {
         admin
-            .post("/api/v1/administrators", json!({"login": login, "password": pw, "confirm_password": pw, "user_type": t}))
+            .post(
+                "/api/v1/administrators",
+                json!({"login": login, "password": pw, "confirm_password": pw, "user_type": t}),
+            )
             .expect(201);
     }
     let sys = anon.login_changing("SystemAdministrator", "Sys!Tmp0pw", SYS_PW);
@@ -397,21 +456,47 @@ pub fn recommended_setup(app: &Appliance) -> Setup {
         Some(json!({"creation_method": "manual", "shared_secret": SHARED_SECRET})),
     )
     .ok();
-    Setup { admin, sys, dom, sec }
+    Setup {
+        admin,
+        sys,
+        dom,
+        sec,
+    }
 }
 
 /// Registers a host with `custos-agent` into `dir`.
-pub fn register_host(app: &Appliance, enrol: &str, host: &str, secret: &str, dir: &Path) -> AgentOutput {
+pub fn register_host(
+    app: &Appliance,
+    enrol: &str,
+    host: &str,
+    secret: &str,
+    dir: &Path,
+) -> AgentOutput {
     let server = format!("127.0.0.1:{}", app.port(enrol));
     app.agent(&[
-        "register", "--server", &server, "--domain", DOMAIN, "--secret", secret,
-        "--dir", dir.to_str().expect("utf-8 dir"), "--host-name", host,
+        "register",
+        "--server",
+        &server,
+        "--domain",
+        DOMAIN,
+        "--secret",
+        secret,
+        "--dir",
+        dir.to_str().expect("utf-8 dir"),
+        "--host-name",
+        host,
     ])
 }
 
 /// Fetches a key's bytes (hex) and version with `custos-agent get-key --reveal`.
 pub fn fetch_key(app: &Appliance, dir: &Path, name: &str, version: Option<u32>) -> (String, u32) {
-    let mut args = vec!["get-key".to_string(), name.to_string(), "--reveal".into(), "--dir".into(), dir.display().to_string()];
+    let mut args = vec![
+        "get-key".to_string(),
+        name.to_string(),
+        "--reveal".into(),
+        "--dir".into(),
+        dir.display().to_string(),
+    ];
     if let Some(v) = version {
         args.push("--version".into());
         args.push(v.to_string());
@@ -425,5 +510,8 @@ pub fn fetch_key(app: &Appliance, dir: &Path, name: &str, version: Option<u32>) 
             .find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_owned()))
             .unwrap_or_else(|| panic!("no '{k}' in agent output: {}", out.stdout))
     };
-    (field("key:"), field("version:").parse().expect("version number"))
+    (
+        field("key:"),
+        field("version:").parse().expect("version number"),
+    )
 }

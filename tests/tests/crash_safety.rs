@@ -22,7 +22,11 @@ fn keys_acknowledged_before_a_sigkill_survive_it() {
         writers.push(std::thread::spawn(move || {
             for i in 0..10_000 {
                 let name = format!("burst-{t}-{i}");
-                let r = sec.try_call("POST", &format!("/api/v1/domains/{DOMAIN}/keys"), Some(json!({"name": name})));
+                let r = sec.try_call(
+                    "POST",
+                    &format!("/api/v1/domains/{DOMAIN}/keys"),
+                    Some(json!({"name": name})),
+                );
                 match r {
                     Ok(r) if r.status == 201 => acked.lock().expect("lock").push(name),
                     _ => return,
@@ -45,9 +49,17 @@ fn keys_acknowledged_before_a_sigkill_survive_it() {
     app.start_again();
     let sec = app.api().login("SecurityAdministrator", SEC_PW);
     let keys = sec.get(&format!("/api/v1/domains/{DOMAIN}/keys")).ok();
-    let names: Vec<&str> = keys.as_array().expect("list").iter().filter_map(|k| k["name"].as_str()).collect();
+    let names: Vec<&str> = keys
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|k| k["name"].as_str())
+        .collect();
     for name in &acked {
-        assert!(names.contains(&name.as_str()), "acknowledged key {name} was lost");
+        assert!(
+            names.contains(&name.as_str()),
+            "acknowledged key {name} was lost"
+        );
     }
     // Every one of them is readable by the host.
     for name in acked.iter().step_by(5) {

@@ -6,7 +6,9 @@ use serde_json::{Value, json};
 use tests::*;
 
 /// Actors, in the column order of the matrix below.
-const WHO: [&str; 9] = ["sys", "sysro", "dom", "domro", "sec", "secro", "norole", "outsider", "anon"];
+const WHO: [&str; 9] = [
+    "sys", "sysro", "dom", "domro", "sec", "secro", "norole", "outsider", "anon",
+];
 
 /// One route: method, path and body ({who} is replaced by the actor's name),
 /// and the expected status for each actor in `WHO` order.
@@ -18,7 +20,12 @@ struct Case {
 }
 
 fn case(method: &'static str, path: &'static str, body: Option<Value>, expect: [u16; 9]) -> Case {
-    Case { method, path, body, expect }
+    Case {
+        method,
+        path,
+        body,
+        expect,
+    }
 }
 
 fn fill(v: &Value, who: &str) -> Value {
@@ -37,7 +44,10 @@ fn every_route_for_every_administrator_type() {
     // Accounts of every kind.
     let mk = |login: &str, t: &str, ro: bool| {
         s.admin
-            .post("/api/v1/administrators", json!({"login": login, "password": pw, "user_type": t, "read_only": ro}))
+            .post(
+                "/api/v1/administrators",
+                json!({"login": login, "password": pw, "user_type": t, "read_only": ro}),
+            )
             .expect(201);
     };
     mk("sysro", "system", true);
@@ -52,20 +62,60 @@ fn every_route_for_every_administrator_type() {
         }
     }
     let all_roles = json!(["audit", "key", "policy", "host", "challenge_response"]);
-    s.dom.post(&format!("{d}/administrators"), json!({"login": "domro"})).expect(201);
-    s.dom.post(&format!("{d}/administrators"), json!({"login": "secro", "roles": all_roles})).expect(201);
-    s.dom.post(&format!("{d}/administrators"), json!({"login": "norole"})).expect(201);
+    s.dom
+        .post(&format!("{d}/administrators"), json!({"login": "domro"}))
+        .expect(201);
+    s.dom
+        .post(
+            &format!("{d}/administrators"),
+            json!({"login": "secro", "roles": all_roles}),
+        )
+        .expect(201);
+    s.dom
+        .post(&format!("{d}/administrators"), json!({"login": "norole"}))
+        .expect(201);
     for w in WHO {
-        s.dom.post(&format!("{d}/administrators"), json!({"login": format!("p-{w}"), "roles": ["key"]})).expect(201);
-        s.dom.post(&format!("{d}/administrators"), json!({"login": format!("r-{w}")})).expect(201);
-        s.sys.post("/api/v1/domains", json!({"name": format!("Empty-{w}")})).expect(201);
-        s.sec.post(&format!("{d}/keys"), json!({"name": format!("del-{w}")})).expect(201);
-        s.sec.post(&format!("{d}/hosts"), json!({"host_name": format!("hd-{w}")})).expect(201);
+        s.dom
+            .post(
+                &format!("{d}/administrators"),
+                json!({"login": format!("p-{w}"), "roles": ["key"]}),
+            )
+            .expect(201);
+        s.dom
+            .post(
+                &format!("{d}/administrators"),
+                json!({"login": format!("r-{w}")}),
+            )
+            .expect(201);
+        s.sys
+            .post("/api/v1/domains", json!({"name": format!("Empty-{w}")}))
+            .expect(201);
+        s.sec
+            .post(&format!("{d}/keys"), json!({"name": format!("del-{w}")}))
+            .expect(201);
+        s.sec
+            .post(
+                &format!("{d}/hosts"),
+                json!({"host_name": format!("hd-{w}")}),
+            )
+            .expect(201);
     }
-    s.sec.post(&format!("{d}/hosts"), json!({"host_name": "fixed-host"})).expect(201);
-    s.sys.post("/api/v1/domains", json!({"name": "OtherDomain", "domain_administrator": "OtherDA"})).expect(201);
+    s.sec
+        .post(&format!("{d}/hosts"), json!({"host_name": "fixed-host"}))
+        .expect(201);
+    s.sys
+        .post(
+            "/api/v1/domains",
+            json!({"name": "OtherDomain", "domain_administrator": "OtherDA"}),
+        )
+        .expect(201);
     let other = anon.login_changing("OtherDA", pw, new_pw);
-    other.post("/api/v1/domains/OtherDomain/administrators", json!({"login": "outsider", "roles": all_roles})).expect(201);
+    other
+        .post(
+            "/api/v1/domains/OtherDomain/administrators",
+            json!({"login": "outsider", "roles": all_roles}),
+        )
+        .expect(201);
 
     let mut clients = vec![s.sys.clone()];
     for w in ["sysro"] {
@@ -81,42 +131,188 @@ fn every_route_for_every_administrator_type() {
 
     let ok = 200;
     let cases = vec![
-        case("GET", "/api/v1/system", None, [ok, ok, ok, ok, ok, ok, ok, ok, 401]),
-        case("GET", "/api/v1/administrators", None, [ok, ok, ok, ok, 403, 403, 403, 403, 401]),
-        case("POST", "/api/v1/administrators", Some(json!({"login": "new-{who}", "password": "New!Passw0rd", "user_type": "security"})),
-             [201, 403, 403, 403, 403, 403, 403, 403, 401]),
-        case("GET", "/api/v1/administrators/DomainAdministrator", None, [ok, ok, ok, ok, 403, 403, 403, 403, 401]),
-        case("PATCH", "/api/v1/administrators/victim-{who}", Some(json!({"description": "changed"})),
-             [ok, 403, 403, 403, 403, 403, 403, 403, 401]),
-        case("DELETE", "/api/v1/administrators/victim2-{who}", None, [204, 403, 403, 403, 403, 403, 403, 403, 401]),
-        case("GET", "/api/v1/domains", None, [ok, ok, ok, ok, ok, ok, ok, ok, 401]),
-        case("POST", "/api/v1/domains", Some(json!({"name": "D-{who}"})), [201, 403, 403, 403, 403, 403, 403, 403, 401]),
-        case("GET", "/api/v1/domains/RecorderDomain", None, [ok, ok, ok, ok, ok, ok, ok, 404, 401]),
-        case("DELETE", "/api/v1/domains/Empty-{who}", None, [204, 403, 403, 403, 403, 403, 403, 403, 401]),
-        case("GET", "/api/v1/domains/RecorderDomain/administrators", None, [ok, ok, ok, ok, 403, 403, 403, 404, 401]),
-        case("POST", "/api/v1/domains/RecorderDomain/administrators", Some(json!({"login": "m-{who}", "roles": ["key"]})),
-             [403, 403, 201, 403, 403, 403, 403, 404, 401]),
-        case("PATCH", "/api/v1/domains/RecorderDomain/administrators/p-{who}", Some(json!({"roles": ["audit"]})),
-             [403, 403, ok, 403, 403, 403, 403, 404, 401]),
-        case("DELETE", "/api/v1/domains/RecorderDomain/administrators/r-{who}", None, [403, 403, 204, 403, 403, 403, 403, 404, 401]),
-        case("GET", "/api/v1/domains/RecorderDomain/keys", None, [403, 403, 403, 403, ok, ok, 403, 404, 401]),
-        case("POST", "/api/v1/domains/RecorderDomain/keys", Some(json!({"name": "k-{who}"})), [403, 403, 403, 403, 201, 403, 403, 404, 401]),
-        case("GET", "/api/v1/domains/RecorderDomain/keys/recorder", None, [403, 403, 403, 403, ok, ok, 403, 404, 401]),
-        case("POST", "/api/v1/domains/RecorderDomain/keys/recorder/rotate", Some(json!({})), [403, 403, 403, 403, ok, 403, 403, 404, 401]),
-        case("DELETE", "/api/v1/domains/RecorderDomain/keys/del-{who}", None, [403, 403, 403, 403, 204, 403, 403, 404, 401]),
-        case("GET", "/api/v1/domains/RecorderDomain/registration-secret", None, [403, 403, 403, 403, ok, ok, 403, 404, 401]),
-        case("PUT", "/api/v1/domains/RecorderDomain/registration-secret", Some(json!({"creation_method": "manual", "shared_secret": SHARED_SECRET})),
-             [403, 403, 403, 403, ok, 403, 403, 404, 401]),
-        case("GET", "/api/v1/domains/RecorderDomain/hosts", None, [403, 403, 403, 403, ok, ok, 403, 404, 401]),
-        case("POST", "/api/v1/domains/RecorderDomain/hosts", Some(json!({"host_name": "h-{who}"})), [403, 403, 403, 403, 201, 403, 403, 404, 401]),
-        case("GET", "/api/v1/domains/RecorderDomain/hosts/fixed-host", None, [403, 403, 403, 403, ok, ok, 403, 404, 401]),
-        case("PATCH", "/api/v1/domains/RecorderDomain/hosts/fixed-host", Some(json!({"registration_allowed": true})),
-             [403, 403, 403, 403, ok, 403, 403, 404, 401]),
-        case("DELETE", "/api/v1/domains/RecorderDomain/hosts/hd-{who}", None, [403, 403, 403, 403, 204, 403, 403, 404, 401]),
-        case("POST", "/api/v1/domains/RecorderDomain/registration-secret/expire", Some(json!({})), [403, 403, 403, 403, ok, 403, 403, 404, 401]),
-        case("GET", "/api/v1/preferences", None, [ok, ok, ok, ok, ok, ok, ok, ok, 401]),
-        case("PATCH", "/api/v1/preferences", Some(json!({"session_timeout": 30})), [ok, 403, 403, 403, 403, 403, 403, 403, 401]),
-        case("GET", "/api/v1/audit", None, [ok, ok, ok, ok, ok, ok, 403, ok, 401]),
+        case(
+            "GET",
+            "/api/v1/system",
+            None,
+            [ok, ok, ok, ok, ok, ok, ok, ok, 401],
+        ),
+        case(
+            "GET",
+            "/api/v1/administrators",
+            None,
+            [ok, ok, ok, ok, 403, 403, 403, 403, 401],
+        ),
+        case(
+            "POST",
+            "/api/v1/administrators",
+            Some(
+                json!({"login": "new-{who}", "password": "New!Passw0rd", "user_type": "security"}),
+            ),
+            [201, 403, 403, 403, 403, 403, 403, 403, 401],
+        ),
+        case(
+            "GET",
+            "/api/v1/administrators/DomainAdministrator",
+            None,
+            [ok, ok, ok, ok, 403, 403, 403, 403, 401],
+        ),
+        case(
+            "PATCH",
+            "/api/v1/administrators/victim-{who}",
+            Some(json!({"description": "changed"})),
+            [ok, 403, 403, 403, 403, 403, 403, 403, 401],
+        ),
+        case(
+            "DELETE",
+            "/api/v1/administrators/victim2-{who}",
+            None,
+            [204, 403, 403, 403, 403, 403, 403, 403, 401],
+        ),
+        case(
+            "GET",
+            "/api/v1/domains",
+            None,
+            [ok, ok, ok, ok, ok, ok, ok, ok, 401],
+        ),
+        case(
+            "POST",
+            "/api/v1/domains",
+            Some(json!({"name": "D-{who}"})),
+            [201, 403, 403, 403, 403, 403, 403, 403, 401],
+        ),
+        case(
+            "GET",
+            "/api/v1/domains/RecorderDomain",
+            None,
+            [ok, ok, ok, ok, ok, ok, ok, 404, 401],
+        ),
+        case(
+            "DELETE",
+            "/api/v1/domains/Empty-{who}",
+            None,
+            [204, 403, 403, 403, 403, 403, 403, 403, 401],
+        ),
+        case(
+            "GET",
+            "/api/v1/domains/RecorderDomain/administrators",
+            None,
+            [ok, ok, ok, ok, 403, 403, 403, 404, 401],
+        ),
+        case(
+            "POST",
+            "/api/v1/domains/RecorderDomain/administrators",
+            Some(json!({"login": "m-{who}", "roles": ["key"]})),
+            [403, 403, 201, 403, 403, 403, 403, 404, 401],
+        ),
+        case(
+            "PATCH",
+            "/api/v1/domains/RecorderDomain/administrators/p-{who}",
+            Some(json!({"roles": ["audit"]})),
+            [403, 403, ok, 403, 403, 403, 403, 404, 401],
+        ),
+        case(
+            "DELETE",
+            "/api/v1/domains/RecorderDomain/administrators/r-{who}",
+            None,
+            [403, 403, 204, 403, 403, 403, 403, 404, 401],
+        ),
+        case(
+            "GET",
+            "/api/v1/domains/RecorderDomain/keys",
+            None,
+            [403, 403, 403, 403, ok, ok, 403, 404, 401],
+        ),
+        case(
+            "POST",
+            "/api/v1/domains/RecorderDomain/keys",
+            Some(json!({"name": "k-{who}"})),
+            [403, 403, 403, 403, 201, 403, 403, 404, 401],
+        ),
+        case(
+            "GET",
+            "/api/v1/domains/RecorderDomain/keys/recorder",
+            None,
+            [403, 403, 403, 403, ok, ok, 403, 404, 401],
+        ),
+        case(
+            "POST",
+            "/api/v1/domains/RecorderDomain/keys/recorder/rotate",
+            Some(json!({})),
+            [403, 403, 403, 403, ok, 403, 403, 404, 401],
+        ),
+        case(
+            "DELETE",
+            "/api/v1/domains/RecorderDomain/keys/del-{who}",
+            None,
+            [403, 403, 403, 403, 204, 403, 403, 404, 401],
+        ),
+        case(
+            "GET",
+            "/api/v1/domains/RecorderDomain/registration-secret",
+            None,
+            [403, 403, 403, 403, ok, ok, 403, 404, 401],
+        ),
+        case(
+            "PUT",
+            "/api/v1/domains/RecorderDomain/registration-secret",
+            Some(json!({"creation_method": "manual", "shared_secret": SHARED_SECRET})),
+            [403, 403, 403, 403, ok, 403, 403, 404, 401],
+        ),
+        case(
+            "GET",
+            "/api/v1/domains/RecorderDomain/hosts",
+            None,
+            [403, 403, 403, 403, ok, ok, 403, 404, 401],
+        ),
+        case(
+            "POST",
+            "/api/v1/domains/RecorderDomain/hosts",
+            Some(json!({"host_name": "h-{who}"})),
+            [403, 403, 403, 403, 201, 403, 403, 404, 401],
+        ),
+        case(
+            "GET",
+            "/api/v1/domains/RecorderDomain/hosts/fixed-host",
+            None,
+            [403, 403, 403, 403, ok, ok, 403, 404, 401],
+        ),
+        case(
+            "PATCH",
+            "/api/v1/domains/RecorderDomain/hosts/fixed-host",
+            Some(json!({"registration_allowed": true})),
+            [403, 403, 403, 403, ok, 403, 403, 404, 401],
+        ),
+        case(
+            "DELETE",
+            "/api/v1/domains/RecorderDomain/hosts/hd-{who}",
+            None,
+            [403, 403, 403, 403, 204, 403, 403, 404, 401],
+        ),
+        case(
+            "POST",
+            "/api/v1/domains/RecorderDomain/registration-secret/expire",
+            Some(json!({})),
+            [403, 403, 403, 403, ok, 403, 403, 404, 401],
+        ),
+        case(
+            "GET",
+            "/api/v1/preferences",
+            None,
+            [ok, ok, ok, ok, ok, ok, ok, ok, 401],
+        ),
+        case(
+            "PATCH",
+            "/api/v1/preferences",
+            Some(json!({"session_timeout": 30})),
+            [ok, 403, 403, 403, 403, 403, 403, 403, 401],
+        ),
+        case(
+            "GET",
+            "/api/v1/audit",
+            None,
+            [ok, ok, ok, ok, ok, ok, 403, ok, 401],
+        ),
     ];
 
     let mut failures = vec![];
@@ -126,14 +322,26 @@ fn every_route_for_every_administrator_type() {
             let body = c.body.as_ref().map(|b| fill(b, who));
             let r = clients[i].call(c.method, &path, body);
             if r.status != c.expect[i] {
-                failures.push(format!("{} {path} as {who}: expected {}, got {} {}", c.method, c.expect[i], r.status, r.body));
+                failures.push(format!(
+                    "{} {path} as {who}: expected {}, got {} {}",
+                    c.method, c.expect[i], r.status, r.body
+                ));
             }
             if r.status == 403 || r.status == 401 {
-                assert!(r.body["message"].as_str().is_some_and(|m| !m.is_empty()), "a refusal says why: {}", r.body);
+                assert!(
+                    r.body["message"].as_str().is_some_and(|m| !m.is_empty()),
+                    "a refusal says why: {}",
+                    r.body
+                );
             }
         }
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 
     // Every operation of the OpenAPI document was exercised by the matrix
     // (or by the login/password/logout tests).
@@ -141,11 +349,20 @@ fn every_route_for_every_administrator_type() {
     for (path, ops) in doc["paths"].as_object().expect("paths") {
         for method in ops.as_object().expect("ops").keys() {
             let m = method.to_uppercase();
-            let covered = cases.iter().any(|c| c.method == m && c.path.replace("{who}", "x").split('/').count() == path.split('/').count()
-                && c.path.split('/').zip(path.split('/')).all(|(a, b)| a == b || b.starts_with('{') || a.contains("{who}")))
-                || ["/api/v1/login", "/api/v1/password", "/api/v1/logout"].contains(&path.as_str())
+            let covered = cases.iter().any(|c| {
+                c.method == m
+                    && c.path.replace("{who}", "x").split('/').count() == path.split('/').count()
+                    && c.path
+                        .split('/')
+                        .zip(path.split('/'))
+                        .all(|(a, b)| a == b || b.starts_with('{') || a.contains("{who}"))
+            }) || ["/api/v1/login", "/api/v1/password", "/api/v1/logout"]
+                .contains(&path.as_str())
                 || (m == "PUT" && path == "/api/v1/preferences");
-            assert!(covered, "{m} {path} is documented but not in the permission matrix");
+            assert!(
+                covered,
+                "{m} {path} is documented but not in the permission matrix"
+            );
         }
     }
 }
@@ -155,17 +372,33 @@ fn read_only_administrators_change_only_their_own_password() {
     let app = Appliance::start();
     let s = recommended_setup(&app);
     s.admin
-        .post("/api/v1/administrators", json!({"login": "auditor", "password": "Aud!t0rPw", "read_only": true}))
+        .post(
+            "/api/v1/administrators",
+            json!({"login": "auditor", "password": "Aud!t0rPw", "read_only": true}),
+        )
         .expect(201);
-    let ro = app.api().login_changing("auditor", "Aud!t0rPw", "Aud!t0rPw2");
+    let ro = app
+        .api()
+        .login_changing("auditor", "Aud!t0rPw", "Aud!t0rPw2");
     // It sees what a System Administrator sees ...
     ro.get("/api/v1/administrators").ok();
     ro.get("/api/v1/audit").ok();
     // ... changes its own password ...
-    ro.post("/api/v1/password", json!({"old": "Aud!t0rPw2", "new": "Aud!t0rPw3"})).ok();
+    ro.post(
+        "/api/v1/password",
+        json!({"old": "Aud!t0rPw2", "new": "Aud!t0rPw3"}),
+    )
+    .ok();
     // ... and nothing else.
-    let v = ro.post("/api/v1/domains", json!({"name": "Nope"})).expect(403);
-    assert!(v["message"].as_str().expect("message").contains("read-only"));
+    let v = ro
+        .post("/api/v1/domains", json!({"name": "Nope"}))
+        .expect(403);
+    assert!(
+        v["message"]
+            .as_str()
+            .expect("message")
+            .contains("read-only")
+    );
     // Signing out ends the session.
     ro.post("/api/v1/logout", json!({})).expect(204);
     ro.get("/api/v1/preferences").expect(401);

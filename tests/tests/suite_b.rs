@@ -17,12 +17,22 @@ use tests::*;
 /// whether the handshake succeeded, and its output.
 fn openssl(port: u16, opts: &[&str]) -> (bool, String) {
     let out = Command::new("openssl")
-        .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-servername", "localhost"])
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-servername",
+            "localhost",
+        ])
         .args(opts)
         .stdin(Stdio::null())
         .output()
         .expect("openssl s_client (cargo xtask test installs it)");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let ok = text.contains("Cipher is ") && !text.contains("Cipher is (NONE)");
     (ok, text)
 }
@@ -46,8 +56,11 @@ fn rustls_handshake(
         .expect("versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let mut conn = rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("127.0.0.1").expect("name"))
-        .expect("conn");
+    let mut conn = rustls::ClientConnection::new(
+        Arc::new(config),
+        ServerName::try_from("127.0.0.1").expect("name"),
+    )
+    .expect("conn");
     let mut tcp = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
     while conn.is_handshaking() {
         conn.complete_io(&mut tcp).map_err(|e| e.to_string())?;
@@ -68,31 +81,70 @@ fn suite_b_mode_accepts_only_the_suite_b_suites() {
     let mut app = Appliance::start();
     let s = recommended_setup(&app);
     let dir = tempfile::tempdir().expect("tempdir");
-    register_host(&app, "enrol-ec", "rec1.example.com", SHARED_SECRET, dir.path()).ok();
+    register_host(
+        &app,
+        "enrol-ec",
+        "rec1.example.com",
+        SHARED_SECRET,
+        dir.path(),
+    )
+    .ok();
     let (before, _) = fetch_key(&app, dir.path(), "recorder", None);
     let rsa_enrol = app.port("enrol");
     let rsa_keys = app.port("keys");
 
     // In compatible mode the web console uses RSA and more suites.
-    let (ok, text) = openssl(app.port("web"), &["-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256"]);
-    assert!(ok, "compatible web console takes a standard RSA suite: {text}");
+    let (ok, text) = openssl(
+        app.port("web"),
+        &["-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256"],
+    );
+    assert!(
+        ok,
+        "compatible web console takes a standard RSA suite: {text}"
+    );
 
-    let v = s.sys.call("PATCH", "/api/v1/preferences", Some(json!({"security_mode": "suite_b"}))).ok();
+    let v = s
+        .sys
+        .call(
+            "PATCH",
+            "/api/v1/preferences",
+            Some(json!({"security_mode": "suite_b"})),
+        )
+        .ok();
     assert_eq!(v["restart_required"], true);
     app.restart();
-    assert!(!app.urls.contains_key("enrol") && !app.urls.contains_key("keys"), "{:?}", app.urls);
+    assert!(
+        !app.urls.contains_key("enrol") && !app.urls.contains_key("keys"),
+        "{:?}",
+        app.urls
+    );
     for p in [rsa_enrol, rsa_keys] {
-        assert!(TcpStream::connect(("127.0.0.1", p)).is_err(), "RSA port {p} is still open in Suite B mode");
+        assert!(
+            TcpStream::connect(("127.0.0.1", p)).is_err(),
+            "RSA port {p} is still open in Suite B mode"
+        );
     }
     let ec_ca = app.ca_pem("enrol-ec");
 
     for name in ["web", "enrol-ec", "keys-ec"] {
         let port = app.port(name);
         // The two allowed suites, through OpenSSL.
-        let (ok, text) = openssl(port, &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-GCM-SHA384"]);
-        assert!(ok && text.contains("ECDHE-ECDSA-AES256-GCM-SHA384"), "{name}: TLS 1.2 Suite B suite refused:\n{text}");
-        let (ok, text) = openssl(port, &["-tls1_3", "-ciphersuites", "TLS_AES_256_GCM_SHA384"]);
-        assert!(ok && text.contains("TLS_AES_256_GCM_SHA384"), "{name}: TLS 1.3 Suite B suite refused:\n{text}");
+        let (ok, text) = openssl(
+            port,
+            &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-GCM-SHA384"],
+        );
+        assert!(
+            ok && text.contains("ECDHE-ECDSA-AES256-GCM-SHA384"),
+            "{name}: TLS 1.2 Suite B suite refused:\n{text}"
+        );
+        let (ok, text) = openssl(
+            port,
+            &["-tls1_3", "-ciphersuites", "TLS_AES_256_GCM_SHA384"],
+        );
+        assert!(
+            ok && text.contains("TLS_AES_256_GCM_SHA384"),
+            "{name}: TLS 1.3 Suite B suite refused:\n{text}"
+        );
         // Anything else is refused.
         for opts in [
             &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"][..],
@@ -103,17 +155,28 @@ fn suite_b_mode_accepts_only_the_suite_b_suites() {
             &["-tls1_1"][..],
         ] {
             let (ok, text) = openssl(port, opts);
-            assert!(!ok, "{name}: {opts:?} was accepted in Suite B mode:\n{text}");
+            assert!(
+                !ok,
+                "{name}: {opts:?} was accepted in Suite B mode:\n{text}"
+            );
         }
         // rustls: the allowed suites with a P-384 certificate; other groups refused.
         for suite in [
             aws_lc_rs::cipher_suite::TLS13_AES_256_GCM_SHA384,
             aws_lc_rs::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
         ] {
-            let (got, leaf) = rustls_handshake(port, &ec_ca, vec![suite], vec![aws_lc_rs::kx_group::SECP384R1])
-                .unwrap_or_else(|e| panic!("{name}: {suite:?} refused: {e}"));
+            let (got, leaf) = rustls_handshake(
+                port,
+                &ec_ca,
+                vec![suite],
+                vec![aws_lc_rs::kx_group::SECP384R1],
+            )
+            .unwrap_or_else(|e| panic!("{name}: {suite:?} refused: {e}"));
             assert_eq!(got.suite(), suite.suite());
-            assert!(is_p384_leaf(&leaf), "{name}: the server certificate is not P-384");
+            assert!(
+                is_p384_leaf(&leaf),
+                "{name}: the server certificate is not P-384"
+            );
         }
         let r = rustls_handshake(
             port,
@@ -121,14 +184,23 @@ fn suite_b_mode_accepts_only_the_suite_b_suites() {
             vec![aws_lc_rs::cipher_suite::TLS13_AES_256_GCM_SHA384],
             vec![aws_lc_rs::kx_group::X25519],
         );
-        assert!(r.is_err(), "{name}: X25519 key exchange accepted in Suite B mode");
+        assert!(
+            r.is_err(),
+            "{name}: X25519 key exchange accepted in Suite B mode"
+        );
         let r = rustls_handshake(
             port,
             &ec_ca,
-            vec![aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256, aws_lc_rs::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256],
+            vec![
+                aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256,
+                aws_lc_rs::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            ],
             vec![aws_lc_rs::kx_group::SECP384R1],
         );
-        assert!(r.is_err(), "{name}: AES-128 suites accepted in Suite B mode");
+        assert!(
+            r.is_err(),
+            "{name}: AES-128 suites accepted in Suite B mode"
+        );
     }
 
     // The host enrolled on the P-384 port still gets its key, unchanged.

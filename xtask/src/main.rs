@@ -23,9 +23,11 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use xshell::{Shell, cmd};
 
-/// Programs the tests run, and the Debian package that provides each:
+/// Programs the build and the tests run, and the Debian package that provides each:
 /// (command, package).
 const REQUIRED_DEBIAN_PACKAGES: &[(&str, &str)] = &[
+    // aws-lc (rustls' crypto) and SQLite are C code compiled by the build.
+    ("cc", "gcc"),
     // TLS tests check the appliance ports with `openssl s_client`.
     ("openssl", "openssl"),
 ];
@@ -140,6 +142,7 @@ enum Event {
 fn run(data: Option<PathBuf>, release: bool) -> Result<ExitCode> {
     let root = workspace_root()?;
     let sh = shell()?;
+    ensure_packages(&sh)?;
     let cargo = cargo();
     let release_flag = release.then_some("--release");
     cmd!(sh, "{cargo} build -p custos-keyd {release_flag...}")

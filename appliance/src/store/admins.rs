@@ -6,9 +6,7 @@ use time::Duration;
 
 use super::{Store, audit, audit_actor, now, opt_time};
 use crate::access::{Access, Actor};
-use crate::model::{
-    Severity, UserType, check_description, check_login, check_text, fmt_time,
-};
+use crate::model::{Severity, UserType, check_description, check_login, check_text, fmt_time};
 use crate::secret::SecretString;
 use crate::{Error, Result, password};
 
@@ -66,14 +64,24 @@ pub(super) fn ensure_builtin_admin(tx: &Transaction<'_>) -> Result<()> {
         [BUILTIN_ADMIN],
         |r| r.get(0),
     )?;
-    let any: bool = tx.query_row("SELECT EXISTS(SELECT 1 FROM administrators)", [], |r| r.get(0))?;
+    let any: bool = tx.query_row("SELECT EXISTS(SELECT 1 FROM administrators)", [], |r| {
+        r.get(0)
+    })?;
     if !exists && !any {
         tx.execute(
             "INSERT INTO administrators(login, description, user_type, password_hash, must_change_password, created_at)
              VALUES (?1, 'Built-in administrator', 'system', ?2, 1, ?3)",
             params![BUILTIN_ADMIN, password::hash(BUILTIN_PASSWORD)?, fmt_time(now())],
         )?;
-        audit(tx, "system", "appliance", "system", Severity::Info, None, "created the built-in administrator admin")?;
+        audit(
+            tx,
+            "system",
+            "appliance",
+            "system",
+            Severity::Info,
+            None,
+            "created the built-in administrator admin",
+        )?;
     }
     Ok(())
 }
@@ -123,9 +131,13 @@ fn admin_view(tx: &Transaction<'_>, id: i64) -> Result<AdminView> {
 }
 
 pub(super) fn admin_id(tx: &Transaction<'_>, login: &str) -> Result<i64> {
-    tx.query_row("SELECT id FROM administrators WHERE login = ?1", [login], |r| r.get(0))
-        .optional()?
-        .ok_or_else(|| Error::not_found("administrator", login))
+    tx.query_row(
+        "SELECT id FROM administrators WHERE login = ?1",
+        [login],
+        |r| r.get(0),
+    )
+    .optional()?
+    .ok_or_else(|| Error::not_found("administrator", login))
 }
 
 /// A fixed argon2id hash to verify against when the login is unknown, so a
@@ -168,7 +180,13 @@ impl Store {
 
     /// §6 sign-in. Every attempt is audited; repeated failures lock the
     /// account for the lock-out period of the preferences.
-    pub fn login(&self, login: &str, password: &SecretString, source: &str, via: &'static str) -> Result<LoginOutcome> {
+    pub fn login(
+        &self,
+        login: &str,
+        password: &SecretString,
+        source: &str,
+        via: &'static str,
+    ) -> Result<LoginOutcome> {
         // Verify outside the write lock: argon2 is deliberately slow.
         let row = self.read(|tx| {
             Ok(tx
@@ -183,7 +201,15 @@ impl Store {
         let Some((id, hash, locked_until, must_change)) = row else {
             password::verify(password.expose(), &DUMMY_HASH);
             self.write(|tx| {
-                audit(tx, shown_login, source, via, Severity::Warn, None, &format!("failed login: unknown login '{}'", sanitize(login)))
+                audit(
+                    tx,
+                    shown_login,
+                    source,
+                    via,
+                    Severity::Warn,
+                    None,
+                    &format!("failed login: unknown login '{}'", sanitize(login)),
+                )
             })?;
             return Err(Error::BadCredentials);
         };
@@ -224,17 +250,37 @@ impl Store {
     }
 
     /// §6 own password change (allowed for read-only administrators too).
-    pub fn change_password(&self, actor: &Actor, old: &SecretString, new: &SecretString) -> Result<()> {
+    pub fn change_password(
+        &self,
+        actor: &Actor,
+        old: &SecretString,
+        new: &SecretString,
+    ) -> Result<()> {
         password::check_policy("new", &actor.login, new.expose())?;
         let hash: String = self.read(|tx| {
-            Ok(tx.query_row("SELECT password_hash FROM administrators WHERE id = ?1", [actor.id], |r| r.get(0))?)
+            Ok(tx.query_row(
+                "SELECT password_hash FROM administrators WHERE id = ?1",
+                [actor.id],
+                |r| r.get(0),
+            )?)
         })?;
         if !password::verify(old.expose(), &hash) {
-            self.write(|tx| audit_actor(tx, actor, Severity::Warn, None, "password change refused: wrong current password"))?;
+            self.write(|tx| {
+                audit_actor(
+                    tx,
+                    actor,
+                    Severity::Warn,
+                    None,
+                    "password change refused: wrong current password",
+                )
+            })?;
             return Err(Error::invalid("old", "is not the current password"));
         }
         if password::verify(new.expose(), &hash) {
-            return Err(Error::invalid("new", "must differ from the current password"));
+            return Err(Error::invalid(
+                "new",
+                "must differ from the current password",
+            ));
         }
         let new_hash = password::hash(new.expose())?;
         self.write(|tx| {
@@ -275,7 +321,10 @@ impl Store {
         if let Some(confirm) = &new.confirm_password
             && !confirm.ct_eq(new.password.expose())
         {
-            return Err(Error::invalid("confirm_password", "does not match password"));
+            return Err(Error::invalid(
+                "confirm_password",
+                "does not match password",
+            ));
         }
         if new.restrict_to_domain.is_some() && new.user_type != UserType::Domain {
             return Err(Error::invalid(
@@ -316,9 +365,16 @@ impl Store {
             password::check_policy("password", login, p.expose())?;
         }
         if up.read_only == Some(true) && (login == BUILTIN_ADMIN || login == actor.login) {
-            return Err(Error::invalid("read_only", "the built-in admin and your own account cannot be made read-only"));
+            return Err(Error::invalid(
+                "read_only",
+                "the built-in admin and your own account cannot be made read-only",
+            ));
         }
-        let hash = up.password.as_ref().map(|p| password::hash(p.expose())).transpose()?;
+        let hash = up
+            .password
+            .as_ref()
+            .map(|p| password::hash(p.expose()))
+            .transpose()?;
         self.write(|tx| {
             let id = admin_id(tx, login)?;
             let mut changed = vec![];
@@ -352,10 +408,16 @@ impl Store {
     pub fn delete_admin(&self, actor: &Actor, login: &str) -> Result<()> {
         actor.require_system(Access::Write)?;
         if login == BUILTIN_ADMIN {
-            return Err(Error::invalid("login", "the built-in admin cannot be deleted"));
+            return Err(Error::invalid(
+                "login",
+                "the built-in admin cannot be deleted",
+            ));
         }
         if login == actor.login {
-            return Err(Error::invalid("login", "you cannot delete your own account"));
+            return Err(Error::invalid(
+                "login",
+                "you cannot delete your own account",
+            ));
         }
         self.write(|tx| {
             let id = admin_id(tx, login)?;
@@ -381,7 +443,10 @@ impl Store {
 
 /// Makes an untrusted string safe to put in one audit line.
 pub(crate) fn sanitize(s: &str) -> String {
-    s.chars().take(64).map(|c| if c.is_control() { '?' } else { c }).collect()
+    s.chars()
+        .take(64)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 #[cfg(test)]
@@ -392,17 +457,29 @@ mod tests {
     #[test]
     fn builtin_admin_must_change_and_lockout() {
         let (_d, s) = store();
-        let out = s.login("admin", &"admin123".into(), "127.0.0.1", "api").expect("login");
+        let out = s
+            .login("admin", &"admin123".into(), "127.0.0.1", "api")
+            .expect("login");
         assert!(out.must_change_password);
         let a = s.actor("admin", "127.0.0.1", "api").expect("actor");
-        assert!(matches!(s.list_admins(&a), Err(Error::PasswordChangeRequired)));
-        s.change_password(&a, &"admin123".into(), &"N3w!password".into()).expect("change");
+        assert!(matches!(
+            s.list_admins(&a),
+            Err(Error::PasswordChangeRequired)
+        ));
+        s.change_password(&a, &"admin123".into(), &"N3w!password".into())
+            .expect("change");
         let a = s.actor("admin", "127.0.0.1", "api").expect("actor");
         assert_eq!(s.list_admins(&a).expect("list").len(), 1);
         for _ in 0..5 {
-            assert!(matches!(s.login("admin", &"wrong".into(), "x", "api"), Err(Error::BadCredentials)));
+            assert!(matches!(
+                s.login("admin", &"wrong".into(), "x", "api"),
+                Err(Error::BadCredentials)
+            ));
         }
-        assert!(matches!(s.login("admin", &"N3w!password".into(), "x", "api"), Err(Error::Locked)));
+        assert!(matches!(
+            s.login("admin", &"N3w!password".into(), "x", "api"),
+            Err(Error::Locked)
+        ));
     }
 
     #[test]
@@ -419,11 +496,20 @@ mod tests {
             restrict_to_domain: None,
             read_only: false,
         };
-        s.create_admin(&a, new("SecurityAdministrator", "S3curity!pw")).expect("create");
-        let e = s.create_admin(&a, new("SecurityAdministrator", "S3curity!pw")).unwrap_err();
+        s.create_admin(&a, new("SecurityAdministrator", "S3curity!pw"))
+            .expect("create");
+        let e = s
+            .create_admin(&a, new("SecurityAdministrator", "S3curity!pw"))
+            .unwrap_err();
         assert!(matches!(e, Error::Conflict { field: "login", .. }));
         let e = s.create_admin(&a, new("weakling", "weak")).unwrap_err();
-        assert!(matches!(e, Error::Invalid { field: "password", .. }));
+        assert!(matches!(
+            e,
+            Error::Invalid {
+                field: "password",
+                ..
+            }
+        ));
         assert_eq!(s.list_admins(&a).expect("list").len(), 2);
     }
 }

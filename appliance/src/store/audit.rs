@@ -47,7 +47,10 @@ impl Store {
         actor.require_signed_in(Access::Read)?;
         let limit = q.limit.unwrap_or(100);
         if !(1..=MAX_PAGE).contains(&limit) {
-            return Err(Error::invalid("limit", format!("must be between 1 and {MAX_PAGE}")));
+            return Err(Error::invalid(
+                "limit",
+                format!("must be between 1 and {MAX_PAGE}"),
+            ));
         }
         let offset = q.offset.unwrap_or(0);
         if offset < 0 {
@@ -117,7 +120,14 @@ impl Store {
     }
 
     /// Records an event of a daemon (not an administrator's change).
-    pub fn log_event(&self, who: &str, source: &str, via: &str, severity: Severity, what: &str) -> Result<()> {
+    pub fn log_event(
+        &self,
+        who: &str,
+        source: &str,
+        via: &str,
+        severity: Severity,
+        what: &str,
+    ) -> Result<()> {
         self.write(|tx| super::audit(tx, who, source, via, severity, None, what))
     }
 

@@ -80,13 +80,22 @@ fn add_member_row(tx: &Transaction<'_>, did: i64, login: &str, roles: &[Role]) -
         .ok_or_else(|| Error::invalid("login", "names no existing administrator"))?;
     let user_type = UserType::parse(&t)?;
     if user_type == UserType::System {
-        return Err(Error::invalid("login", "System Administrators do not belong to domains"));
+        return Err(Error::invalid(
+            "login",
+            "System Administrators do not belong to domains",
+        ));
     }
     if user_type != UserType::Security && !roles.is_empty() {
-        return Err(Error::invalid("roles", "roles are given to Security Administrators only"));
+        return Err(Error::invalid(
+            "roles",
+            "roles are given to Security Administrators only",
+        ));
     }
     if restrict.is_some_and(|r| r != did) {
-        return Err(Error::invalid("login", "this administrator is restricted to another domain"));
+        return Err(Error::invalid(
+            "login",
+            "this administrator is restricted to another domain",
+        ));
     }
     let already: bool = tx.query_row(
         "SELECT EXISTS(SELECT 1 FROM domain_members WHERE domain_id = ?1 AND admin_id = ?2)",
@@ -94,9 +103,14 @@ fn add_member_row(tx: &Transaction<'_>, did: i64, login: &str, roles: &[Role]) -
         |r| r.get(0),
     )?;
     if already {
-        return Err(Error::conflict("login", "is already an administrator of this domain"));
+        return Err(Error::conflict(
+            "login",
+            "is already an administrator of this domain",
+        ));
     }
-    let kind: String = tx.query_row("SELECT kind FROM domains WHERE id = ?1", [did], |r| r.get(0))?;
+    let kind: String = tx.query_row("SELECT kind FROM domains WHERE id = ?1", [did], |r| {
+        r.get(0)
+    })?;
     let elsewhere: Option<(String, String)> = tx
         .query_row(
             "SELECT d.name, d.kind FROM domain_members m JOIN domains d ON d.id = m.domain_id
@@ -107,10 +121,18 @@ fn add_member_row(tx: &Transaction<'_>, did: i64, login: &str, roles: &[Role]) -
         .optional()?;
     if let Some((other, other_kind)) = elsewhere {
         if other_kind == "restricted" {
-            return Err(Error::invalid("login", format!("belongs to the restricted domain {other} and cannot join another")));
+            return Err(Error::invalid(
+                "login",
+                format!("belongs to the restricted domain {other} and cannot join another"),
+            ));
         }
         if kind == "restricted" {
-            return Err(Error::invalid("login", format!("already belongs to domain {other}; a restricted domain's administrators belong to it only")));
+            return Err(Error::invalid(
+                "login",
+                format!(
+                    "already belongs to domain {other}; a restricted domain's administrators belong to it only"
+                ),
+            ));
         }
     }
     tx.execute(
@@ -156,7 +178,9 @@ impl Store {
         check_domain_name(&new.name)?;
         check_text("organization", &new.organization, 256)?;
         check_description(&new.description)?;
-        let help = new.help_desk_information.unwrap_or_else(|| HELP_DESK_DEFAULT.to_owned());
+        let help = new
+            .help_desk_information
+            .unwrap_or_else(|| HELP_DESK_DEFAULT.to_owned());
         check_text("help_desk_information", &help, 256)?;
         self.write(|tx| {
             if tx.query_row("SELECT EXISTS(SELECT 1 FROM domains WHERE name = ?1)", [&new.name], |r| r.get::<_, bool>(0))? {
@@ -224,7 +248,13 @@ impl Store {
     /// Adds an administrator to a domain. A Domain Administrator of the
     /// domain adds Domain or Security Administrators (the latter with roles);
     /// a System Administrator only assigns the first Domain Administrator.
-    pub fn add_member(&self, actor: &Actor, domain: &str, login: &str, roles: &[Role]) -> Result<MemberView> {
+    pub fn add_member(
+        &self,
+        actor: &Actor,
+        domain: &str,
+        login: &str,
+        roles: &[Role],
+    ) -> Result<MemberView> {
         self.write(|tx| {
             let (did, m) = domain_for(tx, actor, domain)?;
             if actor.user_type == UserType::System {
@@ -250,7 +280,14 @@ impl Store {
         })
     }
 
-    pub fn update_member(&self, actor: &Actor, domain: &str, login: &str, roles: Option<&[Role]>, enabled: Option<bool>) -> Result<MemberView> {
+    pub fn update_member(
+        &self,
+        actor: &Actor,
+        domain: &str,
+        login: &str,
+        roles: Option<&[Role]>,
+        enabled: Option<bool>,
+    ) -> Result<MemberView> {
         self.write(|tx| {
             let (did, m) = domain_for(tx, actor, domain)?;
             actor.require_domain_admin(m.as_ref(), Access::Write)?;

@@ -77,7 +77,8 @@ pub struct KeyRelease {
 
 const SECRET_VALIDITY_DEFAULT_DAYS: i64 = 3650;
 const GENERATED_SECRET_LEN: usize = 24;
-const SECRET_ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789!#%+-=?@^_~";
+const SECRET_ALPHABET: &[u8] =
+    b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789!#%+-=?@^_~";
 /// Host contact times and key-release audit entries are written at most this often.
 const CONTACT_RESOLUTION: Duration = Duration::seconds(60);
 
@@ -122,13 +123,23 @@ fn host_view(tx: &Transaction<'_>, hid: i64) -> Result<HostView> {
 }
 
 fn host_id(tx: &Transaction<'_>, did: i64, host_name: &str) -> Result<i64> {
-    tx.query_row("SELECT id FROM hosts WHERE domain_id = ?1 AND host_name = ?2", params![did, host_name], |r| r.get(0))
-        .optional()?
-        .ok_or_else(|| Error::not_found("host", host_name))
+    tx.query_row(
+        "SELECT id FROM hosts WHERE domain_id = ?1 AND host_name = ?2",
+        params![did, host_name],
+        |r| r.get(0),
+    )
+    .optional()?
+    .ok_or_else(|| Error::not_found("host", host_name))
 }
 
 impl Store {
-    fn secret_view(&self, tx: &Transaction<'_>, did: i64, domain: &str, show: bool) -> Result<SecretView> {
+    fn secret_view(
+        &self,
+        tx: &Transaction<'_>,
+        did: i64,
+        domain: &str,
+        show: bool,
+    ) -> Result<SecretView> {
         let row: Option<(Vec<u8>, String, String, bool, bool, String)> = tx
             .query_row(
                 "SELECT secret_sealed, creation_method, valid_until, require_hosts_first_added, expired, created_at
@@ -142,7 +153,10 @@ impl Store {
         let past = crate::model::parse_stored_time(&valid_until)? <= now();
         let shared_secret = if show {
             let plain = self.master.open(&secret_context(did), &sealed)?;
-            Some(String::from_utf8(plain.expose().to_vec()).map_err(|_| Error::Crypto("stored secret is not text"))?)
+            Some(
+                String::from_utf8(plain.expose().to_vec())
+                    .map_err(|_| Error::Crypto("stored secret is not text"))?,
+            )
         } else {
             None
         };
@@ -164,7 +178,13 @@ impl Store {
                 let (did, m) = domain_for(tx, actor, domain)?;
                 actor.require_role(m.as_ref(), Role::Host, Access::Read)?;
                 let v = self.secret_view(tx, did, domain, true)?;
-                audit_actor(tx, actor, Severity::Info, Some(did), &format!("displayed the registration shared secret of domain {domain}"))?;
+                audit_actor(
+                    tx,
+                    actor,
+                    Severity::Info,
+                    Some(did),
+                    &format!("displayed the registration shared secret of domain {domain}"),
+                )?;
                 Ok(v)
             });
         }
@@ -181,12 +201,24 @@ impl Store {
                 check_shared_secret(s.expose())?;
                 s
             }
-            (CreationMethod::Manual, None) => return Err(Error::invalid("shared_secret", "is required for a manual secret")),
-            (CreationMethod::Generate, Some(_)) => return Err(Error::invalid("shared_secret", "is only given for a manual secret")),
+            (CreationMethod::Manual, None) => {
+                return Err(Error::invalid(
+                    "shared_secret",
+                    "is required for a manual secret",
+                ));
+            }
+            (CreationMethod::Generate, Some(_)) => {
+                return Err(Error::invalid(
+                    "shared_secret",
+                    "is only given for a manual secret",
+                ));
+            }
             (CreationMethod::Generate, None) => generate_secret(),
         };
         let t = now();
-        let valid_until = new.valid_until.unwrap_or(t + Duration::days(SECRET_VALIDITY_DEFAULT_DAYS));
+        let valid_until = new
+            .valid_until
+            .unwrap_or(t + Duration::days(SECRET_VALIDITY_DEFAULT_DAYS));
         if valid_until <= t {
             return Err(Error::invalid("valid_until", "must be in the future"));
         }
@@ -213,10 +245,23 @@ impl Store {
         self.write(|tx| {
             let (did, m) = domain_for(tx, actor, domain)?;
             actor.require_role(m.as_ref(), Role::Host, Access::Write)?;
-            if tx.execute("UPDATE registration_secrets SET expired = 1 WHERE domain_id = ?1", [did])? == 0 {
-                return Err(Error::not_found("registration shared secret of domain", domain));
+            if tx.execute(
+                "UPDATE registration_secrets SET expired = 1 WHERE domain_id = ?1",
+                [did],
+            )? == 0
+            {
+                return Err(Error::not_found(
+                    "registration shared secret of domain",
+                    domain,
+                ));
             }
-            audit_actor(tx, actor, Severity::Info, Some(did), &format!("expired the registration shared secret of domain {domain}"))?;
+            audit_actor(
+                tx,
+                actor,
+                Severity::Info,
+                Some(did),
+                &format!("expired the registration shared secret of domain {domain}"),
+            )?;
             self.secret_view(tx, did, domain, false)
         })
     }
@@ -243,7 +288,13 @@ impl Store {
 
     /// Adds a host before it registers (needed when the domain's secret says
     /// hosts must be added first).
-    pub fn add_host(&self, actor: &Actor, domain: &str, host_name: &str, registration_allowed: bool) -> Result<HostView> {
+    pub fn add_host(
+        &self,
+        actor: &Actor,
+        domain: &str,
+        host_name: &str,
+        registration_allowed: bool,
+    ) -> Result<HostView> {
         check_host_name("host_name", host_name)?;
         self.write(|tx| {
             let (did, m) = domain_for(tx, actor, domain)?;
@@ -263,14 +314,31 @@ impl Store {
 
     /// Allows (or stops) a host's next registration; allowing it again is how
     /// a host re-registers after a new CA or a lost key.
-    pub fn set_host_registration(&self, actor: &Actor, domain: &str, host_name: &str, allowed: bool) -> Result<HostView> {
+    pub fn set_host_registration(
+        &self,
+        actor: &Actor,
+        domain: &str,
+        host_name: &str,
+        allowed: bool,
+    ) -> Result<HostView> {
         self.write(|tx| {
             let (did, m) = domain_for(tx, actor, domain)?;
             actor.require_role(m.as_ref(), Role::Host, Access::Write)?;
             let hid = host_id(tx, did, host_name)?;
-            tx.execute("UPDATE hosts SET registration_allowed = ?2 WHERE id = ?1", params![hid, allowed])?;
-            audit_actor(tx, actor, Severity::Info, Some(did), &format!(
-                "{} registration of host {host_name} in domain {domain}", if allowed { "allowed" } else { "disallowed" }))?;
+            tx.execute(
+                "UPDATE hosts SET registration_allowed = ?2 WHERE id = ?1",
+                params![hid, allowed],
+            )?;
+            audit_actor(
+                tx,
+                actor,
+                Severity::Info,
+                Some(did),
+                &format!(
+                    "{} registration of host {host_name} in domain {domain}",
+                    if allowed { "allowed" } else { "disallowed" }
+                ),
+            )?;
             host_view(tx, hid)
         })
     }
@@ -281,27 +349,51 @@ impl Store {
             actor.require_role(m.as_ref(), Role::Host, Access::Write)?;
             let hid = host_id(tx, did, host_name)?;
             tx.execute("DELETE FROM hosts WHERE id = ?1", [hid])?;
-            audit_actor(tx, actor, Severity::Info, Some(did), &format!("deleted host {host_name} from domain {domain}"))
+            audit_actor(
+                tx,
+                actor,
+                Severity::Info,
+                Some(did),
+                &format!("deleted host {host_name} from domain {domain}"),
+            )
         })
     }
 
     /// §8 enrolment: checks the shared secret and the host's standing, signs
     /// its CSR with the authority of `kind`, and records the certificate.
     /// Returns the host certificate and the CA certificate (PEM).
-    pub fn register_host(&self, req: &Registration, kind: CaKind, source: &str) -> Result<(String, String)> {
+    pub fn register_host(
+        &self,
+        req: &Registration,
+        kind: CaKind,
+        source: &str,
+    ) -> Result<(String, String)> {
         check_host_name("host_name", &req.host_name)?;
         let ca = self.identity(crate::store::system::ca_name(kind))?;
         let who = format!("host:{}", sanitize(&req.host_name));
         let refuse = |why: String| -> Result<(String, String)> {
             self.write(|tx| {
                 let did = domain_id(tx, &req.domain).ok();
-                audit(tx, &who, source, "agent", Severity::Warn, did, &format!("registration refused: {why}"))
+                audit(
+                    tx,
+                    &who,
+                    source,
+                    "agent",
+                    Severity::Warn,
+                    did,
+                    &format!("registration refused: {why}"),
+                )
             })?;
             Err(Error::Forbidden(format!("registration refused: {why}")))
         };
         let did = match self.read(|tx| domain_id(tx, &req.domain)) {
             Ok(did) => did,
-            Err(Error::NotFound { .. }) => return Err(Error::invalid("domain", "names no domain on this appliance")),
+            Err(Error::NotFound { .. }) => {
+                return Err(Error::invalid(
+                    "domain",
+                    "names no domain on this appliance",
+                ));
+            }
             Err(e) => return Err(e),
         };
         let secret = self.read(|tx| {
@@ -366,16 +458,28 @@ impl Store {
     pub fn host_by_certificate(&self, cert_fingerprint: &str) -> Result<HostView> {
         self.read(|tx| {
             let hid: i64 = tx
-                .query_row("SELECT id FROM hosts WHERE cert_fingerprint = ?1", [cert_fingerprint], |r| r.get(0))
+                .query_row(
+                    "SELECT id FROM hosts WHERE cert_fingerprint = ?1",
+                    [cert_fingerprint],
+                    |r| r.get(0),
+                )
                 .optional()?
-                .ok_or_else(|| Error::Forbidden("the client certificate belongs to no registered host".into()))?;
+                .ok_or_else(|| {
+                    Error::Forbidden("the client certificate belongs to no registered host".into())
+                })?;
             host_view(tx, hid)
         })
     }
 
     /// §7 key release to a registered host of the key's domain, identified by
     /// the fingerprint of the client certificate it authenticated with.
-    pub fn release_key(&self, cert_fingerprint: &str, name: &str, version: Option<i64>, source: &str) -> Result<KeyRelease> {
+    pub fn release_key(
+        &self,
+        cert_fingerprint: &str,
+        name: &str,
+        version: Option<i64>,
+        source: &str,
+    ) -> Result<KeyRelease> {
         let global = self.preferences_unchecked()?.key_refresh_period;
         let t = now();
         let (release, hid, did, kid, host_name, touch) = self.read(|tx| {
@@ -426,9 +530,14 @@ impl Store {
         // Contact time and an audit line per host, key and version, at most once a minute,
         // so a busy host does not turn every fetch into a disk sync.
         let audit_due = {
-            let mut seen = self.release_audit.lock().expect("release audit mutex poisoned");
+            let mut seen = self
+                .release_audit
+                .lock()
+                .expect("release audit mutex poisoned");
             let key = (hid, kid, release.version);
-            let due = seen.get(&key).is_none_or(|last| t - *last >= CONTACT_RESOLUTION);
+            let due = seen
+                .get(&key)
+                .is_none_or(|last| t - *last >= CONTACT_RESOLUTION);
             if due {
                 seen.insert(key, t);
             }
@@ -437,11 +546,24 @@ impl Store {
         if touch || audit_due {
             self.write(|tx| {
                 if touch {
-                    tx.execute("UPDATE hosts SET last_contact = ?2 WHERE id = ?1", params![hid, fmt_time(t)])?;
+                    tx.execute(
+                        "UPDATE hosts SET last_contact = ?2 WHERE id = ?1",
+                        params![hid, fmt_time(t)],
+                    )?;
                 }
                 if audit_due {
-                    audit(tx, &format!("host:{host_name}"), source, "agent", Severity::Info, Some(did),
-                        &format!("released key {name} version {} to host {host_name}", release.version))?;
+                    audit(
+                        tx,
+                        &format!("host:{host_name}"),
+                        source,
+                        "agent",
+                        Severity::Info,
+                        Some(did),
+                        &format!(
+                            "released key {name} version {} to host {host_name}",
+                            release.version
+                        ),
+                    )?;
                 }
                 Ok(())
             })?;

@@ -75,13 +75,21 @@ pub(super) fn version_context(key_id: i64, version: i64) -> String {
 }
 
 pub(super) fn key_id(tx: &Transaction<'_>, did: i64, name: &str) -> Result<i64> {
-    tx.query_row("SELECT id FROM agent_keys WHERE domain_id = ?1 AND name = ?2", params![did, name], |r| r.get(0))
-        .optional()?
-        .ok_or_else(|| Error::not_found("key", name))
+    tx.query_row(
+        "SELECT id FROM agent_keys WHERE domain_id = ?1 AND name = ?2",
+        params![did, name],
+        |r| r.get(0),
+    )
+    .optional()?
+    .ok_or_else(|| Error::not_found("key", name))
 }
 
 pub(super) fn current_version(tx: &Transaction<'_>, kid: i64) -> Result<i64> {
-    Ok(tx.query_row("SELECT MAX(version) FROM key_versions WHERE key_id = ?1", [kid], |r| r.get(0))?)
+    Ok(tx.query_row(
+        "SELECT MAX(version) FROM key_versions WHERE key_id = ?1",
+        [kid],
+        |r| r.get(0),
+    )?)
 }
 
 fn key_view(tx: &Transaction<'_>, kid: i64, global_refresh: i64) -> Result<KeyView> {
@@ -121,11 +129,22 @@ fn key_view(tx: &Transaction<'_>, kid: i64, global_refresh: i64) -> Result<KeyVi
         })
     })??;
     let mut stmt = tx.prepare_cached("SELECT version, created_at, expires_at FROM key_versions WHERE key_id = ?1 ORDER BY version")?;
-    let rows = stmt.query_map([kid], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?)))?;
+    let rows = stmt.query_map([kid], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<String>>(2)?,
+        ))
+    })?;
     for row in rows {
         let (version, created_at, expires_at) = row?;
         let expired = opt_time(expires_at.clone())?.is_some_and(|e| e <= t);
-        view.versions.push(KeyVersionView { version, created_at, expires_at, expired });
+        view.versions.push(KeyVersionView {
+            version,
+            created_at,
+            expires_at,
+            expired,
+        });
     }
     view.current_version = view.versions.last().map(|v| v.version).unwrap_or(0);
     Ok(view)
@@ -133,7 +152,15 @@ fn key_view(tx: &Transaction<'_>, kid: i64, global_refresh: i64) -> Result<KeyVi
 
 impl Store {
     /// Inserts version `version` of key `kid` with fresh (or given) material.
-    fn insert_version(&self, tx: &Transaction<'_>, kid: i64, version: i64, alg: Algorithm, material: Option<&SecretBytes>, expires_at: Option<OffsetDateTime>) -> Result<()> {
+    fn insert_version(
+        &self,
+        tx: &Transaction<'_>,
+        kid: i64,
+        version: i64,
+        alg: Algorithm,
+        material: Option<&SecretBytes>,
+        expires_at: Option<OffsetDateTime>,
+    ) -> Result<()> {
         let generated;
         let material = match material {
             Some(m) => m,
@@ -142,7 +169,9 @@ impl Store {
                 &generated
             }
         };
-        let sealed = self.master.seal(&version_context(kid, version), material.expose())?;
+        let sealed = self
+            .master
+            .seal(&version_context(kid, version), material.expose())?;
         tx.execute(
             "INSERT INTO key_versions(key_id, version, material_sealed, created_at, expires_at) VALUES (?1,?2,?3,?4,?5)",
             params![kid, version, sealed, fmt_time(now()), expires_at.map(fmt_time)],
@@ -175,7 +204,10 @@ impl Store {
     pub fn create_key(&self, actor: &Actor, domain: &str, new: NewKey) -> Result<KeyView> {
         check_key_name(&new.name)?;
         check_description(&new.description)?;
-        let template = new.template.clone().unwrap_or_else(|| TEMPLATE_DEFAULT.to_owned());
+        let template = new
+            .template
+            .clone()
+            .unwrap_or_else(|| TEMPLATE_DEFAULT.to_owned());
         if template.is_empty() {
             return Err(Error::invalid("template", "is required"));
         }
@@ -187,7 +219,10 @@ impl Store {
             check_life_span(l)?;
         }
         if new.automatic_key_rotation && new.key_version_life_span.is_none() {
-            return Err(Error::invalid("key_version_life_span", "is required when automatic_key_rotation is on"));
+            return Err(Error::invalid(
+                "key_version_life_span",
+                "is required when automatic_key_rotation is on",
+            ));
         }
         let t = now();
         if let Some(e) = new.expiration_date
@@ -196,12 +231,28 @@ impl Store {
             return Err(Error::invalid("expiration_date", "must be in the future"));
         }
         match (new.key_creation_method, &new.key_material) {
-            (CreationMethod::Manual, None) => return Err(Error::invalid("key_material", "is required for manual input")),
-            (CreationMethod::Manual, Some(m)) if m.len() != new.algorithm.key_len() => {
-                return Err(Error::invalid("key_material", format!(
-                    "must be exactly {} bytes for {}", new.algorithm.key_len(), new.algorithm.as_str())));
+            (CreationMethod::Manual, None) => {
+                return Err(Error::invalid(
+                    "key_material",
+                    "is required for manual input",
+                ));
             }
-            (CreationMethod::Generate, Some(_)) => return Err(Error::invalid("key_material", "is only given for manual input")),
+            (CreationMethod::Manual, Some(m)) if m.len() != new.algorithm.key_len() => {
+                return Err(Error::invalid(
+                    "key_material",
+                    format!(
+                        "must be exactly {} bytes for {}",
+                        new.algorithm.key_len(),
+                        new.algorithm.as_str()
+                    ),
+                ));
+            }
+            (CreationMethod::Generate, Some(_)) => {
+                return Err(Error::invalid(
+                    "key_material",
+                    "is only given for manual input",
+                ));
+            }
             _ => {}
         }
         let first_expiry = new.expiration_date.or_else(|| {
@@ -241,7 +292,13 @@ impl Store {
             let kid = key_id(tx, did, name)?;
             let versions = current_version(tx, kid)?;
             tx.execute("DELETE FROM agent_keys WHERE id = ?1", [kid])?;
-            audit_actor(tx, actor, Severity::Warn, Some(did), &format!("deleted key {name} in domain {domain} with {versions} version(s)"))
+            audit_actor(
+                tx,
+                actor,
+                Severity::Warn,
+                Some(did),
+                &format!("deleted key {name} in domain {domain} with {versions} version(s)"),
+            )
         })
     }
 
@@ -302,7 +359,12 @@ impl Store {
     }
 
     /// Opens the material of one key version.
-    pub(super) fn open_version(&self, tx: &Transaction<'_>, kid: i64, version: i64) -> Result<Option<(SecretBytes, String, Option<String>)>> {
+    pub(super) fn open_version(
+        &self,
+        tx: &Transaction<'_>,
+        kid: i64,
+        version: i64,
+    ) -> Result<Option<(SecretBytes, String, Option<String>)>> {
         let row: Option<(Vec<u8>, String, Option<String>)> = tx
             .query_row(
                 "SELECT material_sealed, created_at, expires_at FROM key_versions WHERE key_id = ?1 AND version = ?2",
@@ -310,7 +372,168 @@ impl Store {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
-        row.map(|(sealed, c, e)| Ok((self.master.open(&version_context(kid, version), &sealed)?, c, e)))
-            .transpose()
+        row.map(|(sealed, c, e)| {
+            Ok((
+                self.master.open(&version_context(kid, version), &sealed)?,
+                c,
+                e,
+            ))
+        })
+        .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{DomainKind, UserType};
+    use crate::store::test_support::*;
+    use crate::store::{NewAdmin, NewDomain};
+
+    /// A domain with a Security Administrator holding the Key role.
+    fn key_admin(s: &Store) -> Actor {
+        let sys = system_actor(s);
+        for (login, t) in [("da", UserType::Domain), ("sa", UserType::Security)] {
+            s.create_admin(
+                &sys,
+                NewAdmin {
+                    login: login.into(),
+                    description: String::new(),
+                    rsa_user_id: None,
+                    password: "T3st!passw".into(),
+                    confirm_password: None,
+                    user_type: t,
+                    restrict_to_domain: None,
+                    read_only: false,
+                },
+            )
+            .expect("admin");
+        }
+        s.create_domain(
+            &sys,
+            NewDomain {
+                name: "D".into(),
+                kind: DomainKind::Global,
+                organization: String::new(),
+                description: String::new(),
+                help_desk_information: None,
+                domain_administrator: Some("da".into()),
+            },
+        )
+        .expect("domain");
+        let mut da = s.actor("da", "t", "api").expect("da");
+        da.must_change_password = false;
+        s.add_member(&da, "D", "sa", &[Role::Key]).expect("member");
+        let mut sa = s.actor("sa", "t", "api").expect("sa");
+        sa.must_change_password = false;
+        sa
+    }
+
+    fn new_key(name: &str, auto: bool, life: Option<i64>) -> NewKey {
+        NewKey {
+            name: name.into(),
+            description: String::new(),
+            template: None,
+            expiration_date: None,
+            algorithm: Algorithm::Aes256,
+            key_type: KeyType::StoredOnServer,
+            unique_to_host: false,
+            key_creation_method: CreationMethod::Generate,
+            key_material: None,
+            key_refresh_period: None,
+            automatic_key_rotation: auto,
+            key_version_life_span: life,
+        }
+    }
+
+    #[test]
+    fn scheduler_rotates_at_expiry_then_every_life_span() {
+        let (_d, s) = store();
+        let sa = key_admin(&s);
+        let k = s
+            .create_key(&sa, "D", new_key("recorder", true, Some(7)))
+            .expect("key");
+        s.create_key(&sa, "D", new_key("manual", false, None))
+            .expect("key");
+        let first_expiry =
+            crate::model::parse_stored_time(k.versions[0].expires_at.as_deref().expect("expiry"))
+                .expect("time");
+        let t0 = now();
+
+        // Nothing is due before the first version expires.
+        assert!(
+            s.rotate_due(t0 + Duration::days(6))
+                .expect("run")
+                .is_empty()
+        );
+        // At expiry a new version is made, expiring one life span later.
+        let r = s
+            .rotate_due(t0 + Duration::days(7) + Duration::minutes(1))
+            .expect("run");
+        assert_eq!(r.len(), 1);
+        assert_eq!((r[0].name.as_str(), r[0].version), ("recorder", 2));
+        let k = s.get_key(&sa, "D", "recorder").expect("key");
+        assert_eq!(k.current_version, 2);
+        let v2_expiry =
+            crate::model::parse_stored_time(k.versions[1].expires_at.as_deref().expect("expiry"))
+                .expect("time");
+        assert_eq!(v2_expiry, first_expiry + Duration::days(7));
+        // Running again at the same time does nothing more.
+        assert!(
+            s.rotate_due(t0 + Duration::days(7) + Duration::minutes(1))
+                .expect("run")
+                .is_empty()
+        );
+        // After a long outage: one new version, aligned to the schedule.
+        let r = s.rotate_due(t0 + Duration::days(40)).expect("run");
+        assert_eq!(r.len(), 1);
+        let k = s.get_key(&sa, "D", "recorder").expect("key");
+        let v3_expiry =
+            crate::model::parse_stored_time(k.versions[2].expires_at.as_deref().expect("expiry"))
+                .expect("time");
+        assert_eq!(v3_expiry, first_expiry + Duration::days(35));
+        // Keys without automatic rotation are left alone; every version stays readable.
+        assert_eq!(
+            s.get_key(&sa, "D", "manual").expect("key").current_version,
+            1
+        );
+        s.read(|tx| {
+            let kid = key_id(tx, 1, "recorder")?;
+            for v in 1..=3 {
+                assert_eq!(s.open_version(tx, kid, v)?.expect("version").0.len(), 32);
+            }
+            Ok(())
+        })
+        .expect("read");
+    }
+
+    #[test]
+    fn manual_material_is_kept_exactly_and_sealed() {
+        let (dir, s) = store();
+        let sa = key_admin(&s);
+        let mut k = new_key("imported", false, None);
+        k.key_creation_method = CreationMethod::Manual;
+        k.key_material = Some(SecretBytes::new(vec![0x5a; 32]));
+        s.create_key(&sa, "D", k).expect("key");
+        s.read(|tx| {
+            let kid = key_id(tx, 1, "imported")?;
+            assert_eq!(
+                s.open_version(tx, kid, 1)?.expect("v1").0.expose(),
+                &[0x5a; 32]
+            );
+            Ok(())
+        })
+        .expect("read");
+        drop(s);
+        // The material is not in the database file in clear.
+        let db = std::fs::read(dir.path().join(crate::store::DB_FILE)).expect("db");
+        let wal = std::fs::read(dir.path().join(format!("{}-wal", crate::store::DB_FILE)))
+            .unwrap_or_default();
+        for bytes in [db, wal] {
+            assert!(
+                !bytes.windows(32).any(|w| w == [0x5a; 32]),
+                "key material found in clear on disk"
+            );
+        }
     }
 }

@@ -153,18 +153,32 @@ pub(crate) fn audit_actor(
     domain_id: Option<i64>,
     what: &str,
 ) -> Result<()> {
-    audit(tx, &actor.login, &actor.source, actor.via, severity, domain_id, what)
+    audit(
+        tx,
+        &actor.login,
+        &actor.source,
+        actor.via,
+        severity,
+        domain_id,
+        what,
+    )
 }
 
 /// A domain's id by name, or NotFound.
 pub(crate) fn domain_id(tx: &Transaction<'_>, name: &str) -> Result<i64> {
-    tx.query_row("SELECT id FROM domains WHERE name = ?1", [name], |r| r.get(0))
-        .optional()?
-        .ok_or_else(|| Error::not_found("domain", name))
+    tx.query_row("SELECT id FROM domains WHERE name = ?1", [name], |r| {
+        r.get(0)
+    })
+    .optional()?
+    .ok_or_else(|| Error::not_found("domain", name))
 }
 
 /// The actor's membership of a domain, if any.
-pub(crate) fn membership(tx: &Transaction<'_>, admin_id: i64, domain_id: i64) -> Result<Option<Membership>> {
+pub(crate) fn membership(
+    tx: &Transaction<'_>,
+    admin_id: i64,
+    domain_id: i64,
+) -> Result<Option<Membership>> {
     Ok(tx
         .query_row(
             "SELECT roles, enabled FROM domain_members WHERE admin_id = ?1 AND domain_id = ?2",

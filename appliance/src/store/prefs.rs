@@ -46,7 +46,10 @@ pub struct PreferencesUpdate {
 
 fn range(field: &'static str, v: i64, lo: i64, hi: i64, unit: &str) -> Result<()> {
     if !(lo..=hi).contains(&v) {
-        return Err(Error::invalid(field, format!("must be between {lo} and {hi}{unit}")));
+        return Err(Error::invalid(
+            field,
+            format!("must be between {lo} and {hi}{unit}"),
+        ));
     }
     Ok(())
 }
@@ -57,7 +60,11 @@ fn load(tx: &Transaction<'_>) -> Result<Preferences> {
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
     for row in rows {
         let (name, value) = row?;
-        let int = || value.parse::<i64>().map_err(|_| Error::Crypto("stored preference is malformed"));
+        let int = || {
+            value
+                .parse::<i64>()
+                .map_err(|_| Error::Crypto("stored preference is malformed"))
+        };
         match name.as_str() {
             "key_refresh_period" => p.key_refresh_period = int()?,
             "session_timeout" => p.session_timeout = int()?,

@@ -60,19 +60,29 @@ impl Store {
     fn identity_opt(&self, name: &str) -> Result<Option<Identity>> {
         let row: Option<(String, Vec<u8>)> = self.read(|tx| {
             Ok(tx
-                .query_row("SELECT cert_pem, key_sealed FROM system_identities WHERE name = ?1", [name], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_row(
+                    "SELECT cert_pem, key_sealed FROM system_identities WHERE name = ?1",
+                    [name],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
                 .optional()?)
         })?;
         row.map(|(cert_pem, sealed)| {
             let key = self.master.open(&context(name), &sealed)?;
-            let key_pem = String::from_utf8(key.expose().to_vec()).map_err(|_| Error::Crypto("stored key is not PEM"))?;
-            Ok(Identity { cert_pem, key_pem: SecretString::new(key_pem) })
+            let key_pem = String::from_utf8(key.expose().to_vec())
+                .map_err(|_| Error::Crypto("stored key is not PEM"))?;
+            Ok(Identity {
+                cert_pem,
+                key_pem: SecretString::new(key_pem),
+            })
         })
         .transpose()
     }
 
     fn put_identity(&self, name: &str, id: &Identity, what: &str) -> Result<()> {
-        let sealed = self.master.seal(&context(name), id.key_pem.expose().as_bytes())?;
+        let sealed = self
+            .master
+            .seal(&context(name), id.key_pem.expose().as_bytes())?;
         self.write(|tx| {
             tx.execute(
                 "INSERT INTO system_identities(name, cert_pem, key_sealed, created_at) VALUES (?1,?2,?3,?4)
@@ -92,7 +102,14 @@ impl Store {
                 Some(ca) => ca,
                 None => {
                     let ca = pki::generate_ca(kind, &CaSubject::default_for(host_name))?;
-                    self.put_identity(ca_name(kind), &ca, &format!("generated the {} certificate authority", kind.as_str().to_uppercase()))?;
+                    self.put_identity(
+                        ca_name(kind),
+                        &ca,
+                        &format!(
+                            "generated the {} certificate authority",
+                            kind.as_str().to_uppercase()
+                        ),
+                    )?;
                     ca
                 }
             };
@@ -100,7 +117,14 @@ impl Store {
                 Some(s) => s,
                 None => {
                     let s = pki::issue_server(&ca, kind, names)?;
-                    self.put_identity(server_name(kind), &s, &format!("issued the {} server certificate", kind.as_str().to_uppercase()))?;
+                    self.put_identity(
+                        server_name(kind),
+                        &s,
+                        &format!(
+                            "issued the {} server certificate",
+                            kind.as_str().to_uppercase()
+                        ),
+                    )?;
                     s
                 }
             };
@@ -108,6 +132,11 @@ impl Store {
         };
         let (ca_rsa, server_rsa) = get(CaKind::Rsa)?;
         let (ca_ec, server_ec) = get(CaKind::Ec)?;
-        Ok(Identities { ca_rsa, ca_ec, server_rsa, server_ec })
+        Ok(Identities {
+            ca_rsa,
+            ca_ec,
+            server_rsa,
+            server_ec,
+        })
     }
 }

@@ -32,7 +32,11 @@ pub fn enrol_router(state: Arc<AppState>, kind: CaKind, key_port: u16) -> Router
         .route("/agent/v1/ca", get(ca))
         .route("/agent/v1/register", post(register))
         .fallback(|| async { ApiError::Core(appliance::Error::not_found("resource", "this path")) })
-        .with_state(Enrol { state, kind, key_port })
+        .with_state(Enrol {
+            state,
+            kind,
+            key_port,
+        })
 }
 
 async fn ca(State(e): State<Enrol>) -> ApiResult<Response> {
@@ -50,7 +54,11 @@ struct RegisterReq {
     csr: String,
 }
 
-async fn register(State(e): State<Enrol>, Extension(peer): Extension<Peer>, ApiJson(req): ApiJson<RegisterReq>) -> ApiResult<Response> {
+async fn register(
+    State(e): State<Enrol>,
+    Extension(peer): Extension<Peer>,
+    ApiJson(req): ApiJson<RegisterReq>,
+) -> ApiResult<Response> {
     let reg = Registration {
         host_name: req.host_name.clone(),
         domain: req.domain.clone(),
@@ -59,7 +67,10 @@ async fn register(State(e): State<Enrol>, Extension(peer): Extension<Peer>, ApiJ
     };
     let kind = e.kind;
     let source = peer.addr.ip().to_string();
-    let (certificate, ca_certificate) = e.state.store(move |s| s.register_host(&reg, kind, &source)).await?;
+    let (certificate, ca_certificate) = e
+        .state
+        .store(move |s| s.register_host(&reg, kind, &source))
+        .await?;
     Ok(Json(json!({
         "certificate": certificate,
         "ca_certificate": ca_certificate,
@@ -81,9 +92,9 @@ pub fn keys_router(state: Arc<AppState>) -> Router {
 }
 
 fn host_fingerprint(peer: &Peer) -> ApiResult<String> {
-    peer.cert_fingerprint
-        .clone()
-        .ok_or_else(|| appliance::Error::Forbidden("a client certificate is required".into()).into())
+    peer.cert_fingerprint.clone().ok_or_else(|| {
+        appliance::Error::Forbidden("a client certificate is required".into()).into()
+    })
 }
 
 #[derive(Deserialize)]
@@ -100,11 +111,18 @@ async fn get_key(
 ) -> ApiResult<Response> {
     let fp = host_fingerprint(&peer)?;
     if q.version.is_some_and(|v| v < 1) {
-        return Err(ApiError::BadRequest { field: "version", message: "version: must be 1 or more".into() });
+        return Err(ApiError::BadRequest {
+            field: "version",
+            message: "version: must be 1 or more".into(),
+        });
     }
     let source = peer.addr.ip().to_string();
-    let r = st.store(move |s| s.release_key(&fp, &name, q.version, &source)).await?;
-    let key = zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(r.material.expose()));
+    let r = st
+        .store(move |s| s.release_key(&fp, &name, q.version, &source))
+        .await?;
+    let key = zeroize::Zeroizing::new(
+        base64::engine::general_purpose::STANDARD.encode(r.material.expose()),
+    );
     Ok(Json(json!({
         "name": r.name,
         "domain": r.domain,
@@ -120,7 +138,10 @@ async fn get_key(
     .into_response())
 }
 
-async fn status(State(st): State<Arc<AppState>>, Extension(peer): Extension<Peer>) -> ApiResult<Response> {
+async fn status(
+    State(st): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+) -> ApiResult<Response> {
     let fp = host_fingerprint(&peer)?;
     let host = st.store(move |s| s.host_by_certificate(&fp)).await?;
     Ok(Json(json!({

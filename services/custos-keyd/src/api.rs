@@ -10,7 +10,9 @@ use appliance::model::{
     parse_datetime,
 };
 use appliance::secret::{SecretBytes, SecretString};
-use appliance::store::{AdminUpdate, AuditQuery, NewAdmin, NewDomain, NewKey, NewSecret, PreferencesUpdate};
+use appliance::store::{
+    AdminUpdate, AuditQuery, NewAdmin, NewDomain, NewKey, NewSecret, PreferencesUpdate,
+};
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -37,7 +39,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(ApiJson(v)),
-            Err(rej) => Err(ApiError::BodyRejected { status: rej.status(), message: rej.body_text() }),
+            Err(rej) => Err(ApiError::BodyRejected {
+                status: rej.status(),
+                message: rej.body_text(),
+            }),
         }
     }
 }
@@ -50,7 +55,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match Query::<T>::from_request_parts(parts, state).await {
             Ok(Query(v)) => Ok(ApiQuery(v)),
-            Err(rej) => Err(ApiError::BadRequest { field: "query", message: format!("query: {}", rej.body_text()) }),
+            Err(rej) => Err(ApiError::BadRequest {
+                field: "query",
+                message: format!("query: {}", rej.body_text()),
+            }),
         }
     }
 }
@@ -77,7 +85,10 @@ pub struct Authed(pub Actor);
 
 impl FromRequestParts<Arc<AppState>> for Authed {
     type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
         let token = bearer(parts).ok_or(ApiError::Unauthenticated(
             "sign in first: POST /api/v1/login, then send Authorization: Bearer <token>",
         ))?;
@@ -85,7 +96,9 @@ impl FromRequestParts<Arc<AppState>> for Authed {
         let login = state
             .sessions
             .touch(token, time::Duration::minutes(prefs.session_timeout))
-            .ok_or(ApiError::Unauthenticated("the session has expired or does not exist; sign in again"))?;
+            .ok_or(ApiError::Unauthenticated(
+                "the session has expired or does not exist; sign in again",
+            ))?;
         let source = source_of(parts);
         let actor = state
             .store(move |s| s.actor(&login, &source, "api"))
@@ -119,7 +132,10 @@ fn no_content() -> Response {
 }
 
 fn parse_roles(roles: &[String]) -> ApiResult<Vec<Role>> {
-    Ok(roles.iter().map(|r| Role::parse(r)).collect::<appliance::Result<_>>()?)
+    Ok(roles
+        .iter()
+        .map(|r| Role::parse(r))
+        .collect::<appliance::Result<_>>()?)
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -129,20 +145,59 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/logout", post(logout))
         .route("/api/v1/password", post(change_password))
         .route("/api/v1/system", get(system_info))
-        .route("/api/v1/administrators", get(list_admins).post(create_admin))
-        .route("/api/v1/administrators/{login}", get(get_admin).patch(update_admin).delete(delete_admin))
+        .route(
+            "/api/v1/administrators",
+            get(list_admins).post(create_admin),
+        )
+        .route(
+            "/api/v1/administrators/{login}",
+            get(get_admin).patch(update_admin).delete(delete_admin),
+        )
         .route("/api/v1/domains", get(list_domains).post(create_domain))
-        .route("/api/v1/domains/{domain}", get(get_domain).delete(delete_domain))
-        .route("/api/v1/domains/{domain}/administrators", get(list_members).post(add_member))
-        .route("/api/v1/domains/{domain}/administrators/{login}", axum::routing::patch(update_member).delete(remove_member))
-        .route("/api/v1/domains/{domain}/keys", get(list_keys).post(create_key))
-        .route("/api/v1/domains/{domain}/keys/{name}", get(get_key).delete(delete_key))
-        .route("/api/v1/domains/{domain}/keys/{name}/rotate", post(rotate_key))
-        .route("/api/v1/domains/{domain}/registration-secret", get(get_secret).put(set_secret))
-        .route("/api/v1/domains/{domain}/registration-secret/expire", post(expire_secret))
-        .route("/api/v1/domains/{domain}/hosts", get(list_hosts).post(add_host))
-        .route("/api/v1/domains/{domain}/hosts/{host}", get(get_host).patch(update_host).delete(delete_host))
-        .route("/api/v1/preferences", get(get_prefs).patch(update_prefs).put(update_prefs))
+        .route(
+            "/api/v1/domains/{domain}",
+            get(get_domain).delete(delete_domain),
+        )
+        .route(
+            "/api/v1/domains/{domain}/administrators",
+            get(list_members).post(add_member),
+        )
+        .route(
+            "/api/v1/domains/{domain}/administrators/{login}",
+            axum::routing::patch(update_member).delete(remove_member),
+        )
+        .route(
+            "/api/v1/domains/{domain}/keys",
+            get(list_keys).post(create_key),
+        )
+        .route(
+            "/api/v1/domains/{domain}/keys/{name}",
+            get(get_key).delete(delete_key),
+        )
+        .route(
+            "/api/v1/domains/{domain}/keys/{name}/rotate",
+            post(rotate_key),
+        )
+        .route(
+            "/api/v1/domains/{domain}/registration-secret",
+            get(get_secret).put(set_secret),
+        )
+        .route(
+            "/api/v1/domains/{domain}/registration-secret/expire",
+            post(expire_secret),
+        )
+        .route(
+            "/api/v1/domains/{domain}/hosts",
+            get(list_hosts).post(add_host),
+        )
+        .route(
+            "/api/v1/domains/{domain}/hosts/{host}",
+            get(get_host).patch(update_host).delete(delete_host),
+        )
+        .route(
+            "/api/v1/preferences",
+            get(get_prefs).patch(update_prefs).put(update_prefs),
+        )
         .route("/api/v1/audit", get(audit_log))
         .fallback(|| async { ApiError::Core(appliance::Error::not_found("resource", "this path")) })
         .with_state(state)
@@ -157,18 +212,36 @@ struct LoginReq {
     password: SecretString,
 }
 
-async fn login(State(st): St, Source(src): Source, ApiJson(req): ApiJson<LoginReq>) -> ApiResult<Response> {
+async fn login(
+    State(st): St,
+    Source(src): Source,
+    ApiJson(req): ApiJson<LoginReq>,
+) -> ApiResult<Response> {
     let login = req.login.clone();
-    let out = st.store(move |s| s.login(&req.login, &req.password, &src, "api")).await?;
+    let out = st
+        .store(move |s| s.login(&req.login, &req.password, &src, "api"))
+        .await?;
     let token = st.sessions.create(&login);
-    Ok(Json(json!({ "token": token, "must_change_password": out.must_change_password })).into_response())
+    Ok(
+        Json(json!({ "token": token, "must_change_password": out.must_change_password }))
+            .into_response(),
+    )
 }
 
-async fn logout(State(st): St, Authed(actor): Authed, parts: axum::http::HeaderMap) -> ApiResult<Response> {
-    if let Some(t) = parts.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")) {
+async fn logout(
+    State(st): St,
+    Authed(actor): Authed,
+    parts: axum::http::HeaderMap,
+) -> ApiResult<Response> {
+    if let Some(t) = parts
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    {
         st.sessions.end(t);
     }
-    st.store(move |s| s.log_action(&actor, Severity::Info, "signed out")).await?;
+    st.store(move |s| s.log_action(&actor, Severity::Info, "signed out"))
+        .await?;
     Ok(no_content())
 }
 
@@ -179,8 +252,13 @@ struct PasswordReq {
     new: SecretString,
 }
 
-async fn change_password(State(st): St, Authed(actor): Authed, ApiJson(req): ApiJson<PasswordReq>) -> ApiResult<Response> {
-    st.store(move |s| s.change_password(&actor, &req.old, &req.new)).await?;
+async fn change_password(
+    State(st): St,
+    Authed(actor): Authed,
+    ApiJson(req): ApiJson<PasswordReq>,
+) -> ApiResult<Response> {
+    st.store(move |s| s.change_password(&actor, &req.old, &req.new))
+        .await?;
     Ok(Json(json!({ "must_change_password": false })).into_response())
 }
 
@@ -222,7 +300,11 @@ struct AdminCreate {
     read_only: bool,
 }
 
-async fn create_admin(State(st): St, Authed(actor): Authed, ApiJson(req): ApiJson<AdminCreate>) -> ApiResult<Response> {
+async fn create_admin(
+    State(st): St,
+    Authed(actor): Authed,
+    ApiJson(req): ApiJson<AdminCreate>,
+) -> ApiResult<Response> {
     let user_type = match req.user_type.as_deref() {
         None => UserType::System,
         Some(t) => UserType::parse(t)?,
@@ -237,10 +319,16 @@ async fn create_admin(State(st): St, Authed(actor): Authed, ApiJson(req): ApiJso
         restrict_to_domain: req.restrict_to_domain.filter(|s| !s.is_empty()),
         read_only: req.read_only,
     };
-    Ok(created(st.store(move |s| s.create_admin(&actor, new)).await?))
+    Ok(created(
+        st.store(move |s| s.create_admin(&actor, new)).await?,
+    ))
 }
 
-async fn get_admin(State(st): St, Authed(actor): Authed, Path(login): Path<String>) -> ApiResult<Response> {
+async fn get_admin(
+    State(st): St,
+    Authed(actor): Authed,
+    Path(login): Path<String>,
+) -> ApiResult<Response> {
     Ok(Json(st.store(move |s| s.get_admin(&actor, &login)).await?).into_response())
 }
 
@@ -255,7 +343,12 @@ struct AdminPatch {
     unlock: bool,
 }
 
-async fn update_admin(State(st): St, Authed(actor): Authed, Path(login): Path<String>, ApiJson(req): ApiJson<AdminPatch>) -> ApiResult<Response> {
+async fn update_admin(
+    State(st): St,
+    Authed(actor): Authed,
+    Path(login): Path<String>,
+    ApiJson(req): ApiJson<AdminPatch>,
+) -> ApiResult<Response> {
     let reset = req.password.is_some();
     let up = AdminUpdate {
         description: req.description,
@@ -265,14 +358,20 @@ async fn update_admin(State(st): St, Authed(actor): Authed, Path(login): Path<St
         unlock: req.unlock,
     };
     let target = login.clone();
-    let view = st.store(move |s| s.update_admin(&actor, &target, up)).await?;
+    let view = st
+        .store(move |s| s.update_admin(&actor, &target, up))
+        .await?;
     if reset {
         st.sessions.end_all_of(&login);
     }
     Ok(Json(view).into_response())
 }
 
-async fn delete_admin(State(st): St, Authed(actor): Authed, Path(login): Path<String>) -> ApiResult<Response> {
+async fn delete_admin(
+    State(st): St,
+    Authed(actor): Authed,
+    Path(login): Path<String>,
+) -> ApiResult<Response> {
     let target = login.clone();
     st.store(move |s| s.delete_admin(&actor, &target)).await?;
     st.sessions.end_all_of(&login);
@@ -298,7 +397,11 @@ struct DomainCreate {
     domain_administrator: Option<String>,
 }
 
-async fn create_domain(State(st): St, Authed(actor): Authed, ApiJson(req): ApiJson<DomainCreate>) -> ApiResult<Response> {
+async fn create_domain(
+    State(st): St,
+    Authed(actor): Authed,
+    ApiJson(req): ApiJson<DomainCreate>,
+) -> ApiResult<Response> {
     let kind = match req.kind.as_deref() {
         None => DomainKind::Global,
         Some(k) => DomainKind::parse(k)?,
@@ -311,19 +414,33 @@ async fn create_domain(State(st): St, Authed(actor): Authed, ApiJson(req): ApiJs
         help_desk_information: req.help_desk_information,
         domain_administrator: req.domain_administrator.filter(|s| !s.is_empty()),
     };
-    Ok(created(st.store(move |s| s.create_domain(&actor, new)).await?))
+    Ok(created(
+        st.store(move |s| s.create_domain(&actor, new)).await?,
+    ))
 }
 
-async fn get_domain(State(st): St, Authed(actor): Authed, Path(domain): Path<String>) -> ApiResult<Response> {
+async fn get_domain(
+    State(st): St,
+    Authed(actor): Authed,
+    Path(domain): Path<String>,
+) -> ApiResult<Response> {
     Ok(Json(st.store(move |s| s.get_domain(&actor, &domain)).await?).into_response())
 }
 
-async fn delete_domain(State(st): St, Authed(actor): Authed, Path(domain): Path<String>) -> ApiResult<Response> {
+async fn delete_domain(
+    State(st): St,
+    Authed(actor): Authed,
+    Path(domain): Path<String>,
+) -> ApiResult<Response> {
     st.store(move |s| s.delete_domain(&actor, &domain)).await?;
     Ok(no_content())
 }
 
-async fn list_members(State(st): St, Authed(actor): Authed, Path(domain): Path<String>) -> ApiResult<Response> {
+async fn list_members(
+    State(st): St,
+    Authed(actor): Authed,
+    Path(domain): Path<String>,
+) -> ApiResult<Response> {
     Ok(Json(st.store(move |s| s.list_members(&actor, &domain)).await?).into_response())
 }
 
@@ -335,9 +452,17 @@ struct MemberAdd {
     roles: Vec<String>,
 }
 
-async fn add_member(State(st): St, Authed(actor): Authed, Path(domain): Path<String>, ApiJson(req): ApiJson<MemberAdd>) -> ApiResult<Response> {
+async fn add_member(
+    State(st): St,
+    Authed(actor): Authed,
+    Path(domain): Path<String>,
+    ApiJson(req): ApiJson<MemberAdd>,
+) -> ApiResult<Response> {
     let roles = parse_roles(&req.roles)?;
-    Ok(created(st.store(move |s| s.add_member(&actor, &domain, &req.login, &roles)).await?))
+    Ok(created(
+        st.store(move |s| s.add_member(&actor, &domain, &req.login, &roles))
+            .await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -347,19 +472,37 @@ struct MemberPatch {
     enabled: Option<bool>,
 }
 
-async fn update_member(State(st): St, Authed(actor): Authed, Path((domain, login)): Path<(String, String)>, ApiJson(req): ApiJson<MemberPatch>) -> ApiResult<Response> {
+async fn update_member(
+    State(st): St,
+    Authed(actor): Authed,
+    Path((domain, login)): Path<(String, String)>,
+    ApiJson(req): ApiJson<MemberPatch>,
+) -> ApiResult<Response> {
     let roles = req.roles.as_deref().map(parse_roles).transpose()?;
-    Ok(Json(st.store(move |s| s.update_member(&actor, &domain, &login, roles.as_deref(), req.enabled)).await?).into_response())
+    Ok(Json(
+        st.store(move |s| s.update_member(&actor, &domain, &login, roles.as_deref(), req.enabled))
+            .await?,
+    )
+    .into_response())
 }
 
-async fn remove_member(State(st): St, Authed(actor): Authed, Path((domain, login)): Path<(String, String)>) -> ApiResult<Response> {
-    st.store(move |s| s.remove_member(&actor, &domain, &login)).await?;
+async fn remove_member(
+    State(st): St,
+    Authed(actor): Authed,
+    Path((domain, login)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    st.store(move |s| s.remove_member(&actor, &domain, &login))
+        .await?;
     Ok(no_content())
 }
 
 // --- keys -----------------------------------------------------------------------
 
-async fn list_keys(State(st): St, Authed(actor): Authed, Path(domain): Path<String>) -> ApiResult<Response> {
+async fn list_keys(
+    State(st): St,
+    Authed(actor): Authed,
+    Path(domain): Path<String>,
+) -> ApiResult<Response> {
     Ok(Json(st.store(move |s| s.list_keys(&actor, &domain)).await?).into_response())
 }
 
@@ -384,7 +527,12 @@ struct KeyCreate {
     key_version_life_span: Option<i64>,
 }
 
-async fn create_key(State(st): St, Authed(actor): Authed, Path(domain): Path<String>, ApiJson(req): ApiJson<KeyCreate>) -> ApiResult<Response> {
+async fn create_key(
+    State(st): St,
+    Authed(actor): Authed,
+    Path(domain): Path<String>,
+    ApiJson(req): ApiJson<KeyCreate>,
+) -> ApiResult<Response> {
     let key_material = req
         .key_material
         .as_ref()
@@ -399,9 +547,23 @@ async fn create_key(State(st): St, Authed(actor): Authed, Path(domain): Path<Str
         name: req.name,
         description: req.description,
         template: req.template,
-        expiration_date: req.expiration_date.as_deref().map(|d| parse_datetime("expiration_date", d)).transpose()?,
-        algorithm: req.algorithm.as_deref().map(Algorithm::parse).transpose()?.unwrap_or(Algorithm::Aes256),
-        key_type: req.key_type.as_deref().map(KeyType::parse).transpose()?.unwrap_or(KeyType::StoredOnServer),
+        expiration_date: req
+            .expiration_date
+            .as_deref()
+            .map(|d| parse_datetime("expiration_date", d))
+            .transpose()?,
+        algorithm: req
+            .algorithm
+            .as_deref()
+            .map(Algorithm::parse)
+            .transpose()?
+            .unwrap_or(Algorithm::Aes256),
+        key_type: req
+            .key_type
+            .as_deref()
+            .map(KeyType::parse)
+            .transpose()?
+            .unwrap_or(KeyType::StoredOnServer),
         unique_to_host: req.unique_to_host,
         key_creation_method: req
             .key_creation_method
@@ -414,20 +576,40 @@ async fn create_key(State(st): St, Authed(actor): Authed, Path(domain): Path<Str
         automatic_key_rotation: req.automatic_key_rotation,
         key_version_life_span: req.key_version_life_span,
     };
-    Ok(created(st.store(move |s| s.create_key(&actor, &domain, new)).await?))
+    Ok(created(
+        st.store(move |s| s.create_key(&actor, &domain, new))
+            .await?,
+    ))
 }
 
-async fn get_key(State(st): St, Authed(actor): Authed, Path((domain, name)): Path<(String, String)>) -> ApiResult<Response> {
+async fn get_key(
+    State(st): St,
+    Authed(actor): Authed,
+    Path((domain, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
     Ok(Json(st.store(move |s| s.get_key(&actor, &domain, &name)).await?).into_response())
 }
 
-async fn delete_key(State(st): St, Authed(actor): Authed, Path((domain, name)): Path<(String, String)>) -> ApiResult<Response> {
-    st.store(move |s| s.delete_key(&actor, &domain, &name)).await?;
+async fn delete_key(
+    State(st): St,
+    Authed(actor): Authed,
+    Path((domain, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    st.store(move |s| s.delete_key(&actor, &domain, &name))
+        .await?;
     Ok(no_content())
 }
 
-async fn rotate_key(State(st): St, Authed(actor): Authed, Path((domain, name)): Path<(String, String)>) -> ApiResult<Response> {
-    Ok(Json(st.store(move |s| s.rotate_key(&actor, &domain, &name)).await?).into_response())
+async fn rotate_key(
+    State(st): St,
+    Authed(actor): Authed,
+    Path((domain, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    Ok(Json(
+        st.store(move |s| s.rotate_key(&actor, &domain, &name))
+            .await?,
+    )
+    .into_response())
 }
 
 // --- registration secret and hosts ---------------------------------------------
@@ -438,13 +620,27 @@ struct ShowQuery {
     show: Option<String>,
 }
 
-async fn get_secret(State(st): St, Authed(actor): Authed, Path(domain): Path<String>, ApiQuery(q): ApiQuery<ShowQuery>) -> ApiResult<Response> {
+async fn get_secret(
+    State(st): St,
+    Authed(actor): Authed,
+    Path(domain): Path<String>,
+    ApiQuery(q): ApiQuery<ShowQuery>,
+) -> ApiResult<Response> {
     let show = match q.show.as_deref() {
         None | Some("no") | Some("false") => false,
         Some("yes") | Some("true") => true,
-        Some(_) => return Err(ApiError::BadRequest { field: "show", message: "show: must be yes or no".into() }),
+        Some(_) => {
+            return Err(ApiError::BadRequest {
+                field: "show",
+                message: "show: must be yes or no".into(),
+            });
+        }
     };
-    Ok(Json(st.store(move |s| s.get_secret(&actor, &domain, show)).await?).into_response())
+    Ok(Json(
+        st.store(move |s| s.get_secret(&actor, &domain, show))
+            .await?,
+    )
+    .into_response())
 }
 
 #[derive(Deserialize)]
@@ -457,7 +653,12 @@ struct SecretSet {
     require_hosts_first_added: bool,
 }
 
-async fn set_secret(State(st): St, Authed(actor): Authed, Path(domain): Path<String>, ApiJson(req): ApiJson<SecretSet>) -> ApiResult<Response> {
+async fn set_secret(
+    State(st): St,
+    Authed(actor): Authed,
+    Path(domain): Path<String>,
+    ApiJson(req): ApiJson<SecretSet>,
+) -> ApiResult<Response> {
     let creation_method = match req.creation_method.as_deref() {
         Some(m) => CreationMethod::parse("creation_method", m)?,
         None if req.shared_secret.is_some() => CreationMethod::Manual,
@@ -466,17 +667,33 @@ async fn set_secret(State(st): St, Authed(actor): Authed, Path(domain): Path<Str
     let new = NewSecret {
         creation_method,
         shared_secret: req.shared_secret,
-        valid_until: req.valid_until.as_deref().map(|d| parse_datetime("valid_until", d)).transpose()?,
+        valid_until: req
+            .valid_until
+            .as_deref()
+            .map(|d| parse_datetime("valid_until", d))
+            .transpose()?,
         require_hosts_first_added: req.require_hosts_first_added,
     };
-    Ok(Json(st.store(move |s| s.set_secret(&actor, &domain, new)).await?).into_response())
+    Ok(Json(
+        st.store(move |s| s.set_secret(&actor, &domain, new))
+            .await?,
+    )
+    .into_response())
 }
 
-async fn expire_secret(State(st): St, Authed(actor): Authed, Path(domain): Path<String>) -> ApiResult<Response> {
+async fn expire_secret(
+    State(st): St,
+    Authed(actor): Authed,
+    Path(domain): Path<String>,
+) -> ApiResult<Response> {
     Ok(Json(st.store(move |s| s.expire_secret(&actor, &domain)).await?).into_response())
 }
 
-async fn list_hosts(State(st): St, Authed(actor): Authed, Path(domain): Path<String>) -> ApiResult<Response> {
+async fn list_hosts(
+    State(st): St,
+    Authed(actor): Authed,
+    Path(domain): Path<String>,
+) -> ApiResult<Response> {
     Ok(Json(st.store(move |s| s.list_hosts(&actor, &domain)).await?).into_response())
 }
 
@@ -487,13 +704,29 @@ struct HostAdd {
     registration_allowed: Option<bool>,
 }
 
-async fn add_host(State(st): St, Authed(actor): Authed, Path(domain): Path<String>, ApiJson(req): ApiJson<HostAdd>) -> ApiResult<Response> {
+async fn add_host(
+    State(st): St,
+    Authed(actor): Authed,
+    Path(domain): Path<String>,
+    ApiJson(req): ApiJson<HostAdd>,
+) -> ApiResult<Response> {
     let allowed = req.registration_allowed.unwrap_or(true);
-    Ok(created(st.store(move |s| s.add_host(&actor, &domain, &req.host_name, allowed)).await?))
+    Ok(created(
+        st.store(move |s| s.add_host(&actor, &domain, &req.host_name, allowed))
+            .await?,
+    ))
 }
 
-async fn get_host(State(st): St, Authed(actor): Authed, Path((domain, host)): Path<(String, String)>) -> ApiResult<Response> {
-    Ok(Json(st.store(move |s| s.get_host(&actor, &domain, &host)).await?).into_response())
+async fn get_host(
+    State(st): St,
+    Authed(actor): Authed,
+    Path((domain, host)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    Ok(Json(
+        st.store(move |s| s.get_host(&actor, &domain, &host))
+            .await?,
+    )
+    .into_response())
 }
 
 #[derive(Deserialize)]
@@ -502,12 +735,28 @@ struct HostPatch {
     registration_allowed: bool,
 }
 
-async fn update_host(State(st): St, Authed(actor): Authed, Path((domain, host)): Path<(String, String)>, ApiJson(req): ApiJson<HostPatch>) -> ApiResult<Response> {
-    Ok(Json(st.store(move |s| s.set_host_registration(&actor, &domain, &host, req.registration_allowed)).await?).into_response())
+async fn update_host(
+    State(st): St,
+    Authed(actor): Authed,
+    Path((domain, host)): Path<(String, String)>,
+    ApiJson(req): ApiJson<HostPatch>,
+) -> ApiResult<Response> {
+    Ok(Json(
+        st.store(move |s| {
+            s.set_host_registration(&actor, &domain, &host, req.registration_allowed)
+        })
+        .await?,
+    )
+    .into_response())
 }
 
-async fn delete_host(State(st): St, Authed(actor): Authed, Path((domain, host)): Path<(String, String)>) -> ApiResult<Response> {
-    st.store(move |s| s.delete_host(&actor, &domain, &host)).await?;
+async fn delete_host(
+    State(st): St,
+    Authed(actor): Authed,
+    Path((domain, host)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    st.store(move |s| s.delete_host(&actor, &domain, &host))
+        .await?;
     Ok(no_content())
 }
 
@@ -527,16 +776,25 @@ struct PrefsPatch {
     security_mode: Option<String>,
 }
 
-async fn update_prefs(State(st): St, Authed(actor): Authed, ApiJson(req): ApiJson<PrefsPatch>) -> ApiResult<Response> {
+async fn update_prefs(
+    State(st): St,
+    Authed(actor): Authed,
+    ApiJson(req): ApiJson<PrefsPatch>,
+) -> ApiResult<Response> {
     let up = PreferencesUpdate {
         key_refresh_period: req.key_refresh_period,
         session_timeout: req.session_timeout,
         max_failed_logins: req.max_failed_logins,
         lockout_minutes: req.lockout_minutes,
-        security_mode: req.security_mode.as_deref().map(SecurityMode::parse).transpose()?,
+        security_mode: req
+            .security_mode
+            .as_deref()
+            .map(SecurityMode::parse)
+            .transpose()?,
     };
     let prefs = st.store(move |s| s.update_preferences(&actor, up)).await?;
-    let mut v: Value = serde_json::to_value(&prefs).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut v: Value =
+        serde_json::to_value(&prefs).map_err(|e| ApiError::Internal(e.to_string()))?;
     v["restart_required"] = json!(prefs.security_mode != st.mode);
     Ok(Json(v).into_response())
 }
@@ -552,7 +810,11 @@ struct AuditParams {
     offset: Option<i64>,
 }
 
-async fn audit_log(State(st): St, Authed(actor): Authed, ApiQuery(q): ApiQuery<AuditParams>) -> ApiResult<Response> {
+async fn audit_log(
+    State(st): St,
+    Authed(actor): Authed,
+    ApiQuery(q): ApiQuery<AuditParams>,
+) -> ApiResult<Response> {
     let query = AuditQuery {
         severity: q.severity.as_deref().map(Severity::parse).transpose()?,
         source: q.source.filter(|s| !s.is_empty()),

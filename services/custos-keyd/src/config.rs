@@ -12,7 +12,11 @@ use serde::Deserialize;
 const DEFAULT_CONFIG: &str = "/etc/custos/custos-keyd.toml";
 
 #[derive(Debug, Parser)]
-#[command(name = "custos-keyd", version, about = "Custos key service: web console and admin REST API, agent enrolment, key retrieval")]
+#[command(
+    name = "custos-keyd",
+    version,
+    about = "Custos key service: web console and admin REST API, agent enrolment, key retrieval"
+)]
 pub struct Flags {
     /// Configuration file (TOML); unknown keys are an error.
     #[arg(long, env = "CUSTOS_KEYD_CONFIG")]
@@ -86,7 +90,8 @@ impl Config {
         });
         let file: File = match &path {
             Some(p) => {
-                let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading {}", p.display()))?;
                 toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))?
             }
             None => File::default(),
@@ -98,7 +103,8 @@ impl Config {
                 .map(|s| s.trim().to_owned())
                 .unwrap_or_else(|_| "custos".into()),
         };
-        appliance::model::check_host_name("host_name", &host_name).context("the configured host name")?;
+        appliance::model::check_host_name("host_name", &host_name)
+            .context("the configured host name")?;
         let data = flags
             .data
             .or(file.data)
@@ -113,8 +119,14 @@ impl Config {
         } else {
             Some(flags.web_alt_port.or(file.web_alt_port).unwrap_or(443))
         };
-        let rotation = flags.rotation_interval.or(file.rotation_interval).unwrap_or(60);
-        anyhow::ensure!(rotation >= 1, "rotation_interval: must be at least 1 second");
+        let rotation = flags
+            .rotation_interval
+            .or(file.rotation_interval)
+            .unwrap_or(60);
+        anyhow::ensure!(
+            rotation >= 1,
+            "rotation_interval: must be at least 1 second"
+        );
         Ok(Config {
             data,
             listen,
@@ -131,7 +143,12 @@ impl Config {
 
     /// Names the server certificates cover.
     pub fn server_names(&self) -> Vec<String> {
-        let mut names = vec![self.host_name.clone(), "localhost".into(), "127.0.0.1".into(), "::1".into()];
+        let mut names = vec![
+            self.host_name.clone(),
+            "localhost".into(),
+            "127.0.0.1".into(),
+            "::1".into(),
+        ];
         if !self.listen.is_unspecified() && !names.contains(&self.listen.to_string()) {
             names.push(self.listen.to_string());
         }

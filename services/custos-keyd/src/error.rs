@@ -12,9 +12,15 @@ pub enum ApiError {
     /// No valid session token.
     Unauthenticated(&'static str),
     /// The request body or query could not be read.
-    BadRequest { field: &'static str, message: String },
+    BadRequest {
+        field: &'static str,
+        message: String,
+    },
     /// The body could not be read as JSON (its status: 400, 413, 415, 422).
-    BodyRejected { status: StatusCode, message: String },
+    BodyRejected {
+        status: StatusCode,
+        message: String,
+    },
     /// A blocking task died; the detail is logged.
     Internal(String),
 }
@@ -48,11 +54,26 @@ impl IntoResponse for ApiError {
         use appliance::Error as E;
         match self {
             ApiError::Core(e) => match &e {
-                E::Invalid { field, rule } => body(StatusCode::BAD_REQUEST, "invalid", format!("{field}: {rule}"), Some(field)),
+                E::Invalid { field, rule } => body(
+                    StatusCode::BAD_REQUEST,
+                    "invalid",
+                    format!("{field}: {rule}"),
+                    Some(field),
+                ),
                 E::NotFound { .. } => body(StatusCode::NOT_FOUND, "not_found", e.to_string(), None),
-                E::Conflict { field, rule } => body(StatusCode::CONFLICT, "conflict", format!("{field}: {rule}"), Some(field)),
+                E::Conflict { field, rule } => body(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    format!("{field}: {rule}"),
+                    Some(field),
+                ),
                 E::Forbidden(_) => body(StatusCode::FORBIDDEN, "forbidden", e.to_string(), None),
-                E::BadCredentials => body(StatusCode::UNAUTHORIZED, "bad_credentials", e.to_string(), None),
+                E::BadCredentials => body(
+                    StatusCode::UNAUTHORIZED,
+                    "bad_credentials",
+                    e.to_string(),
+                    None,
+                ),
                 E::Locked => body(StatusCode::FORBIDDEN, "locked", e.to_string(), None),
                 E::PasswordChangeRequired => body(
                     StatusCode::FORBIDDEN,
@@ -60,11 +81,24 @@ impl IntoResponse for ApiError {
                     "the password must be changed first: POST /api/v1/password".into(),
                     None,
                 ),
-                E::Store(_) | E::Crypto(_) | E::Certificate(_) | E::Io { .. } | E::SchemaTooNew { .. } => internal(&e),
+                E::Store(_)
+                | E::Crypto(_)
+                | E::Certificate(_)
+                | E::Io { .. }
+                | E::SchemaTooNew { .. } => internal(&e),
             },
-            ApiError::Unauthenticated(why) => body(StatusCode::UNAUTHORIZED, "unauthenticated", why.into(), None),
-            ApiError::BadRequest { field, message } => body(StatusCode::BAD_REQUEST, "invalid", message, Some(field)),
-            ApiError::BodyRejected { status, message } => body(status, "invalid", format!("body: {message}"), Some("body")),
+            ApiError::Unauthenticated(why) => body(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                why.into(),
+                None,
+            ),
+            ApiError::BadRequest { field, message } => {
+                body(StatusCode::BAD_REQUEST, "invalid", message, Some(field))
+            }
+            ApiError::BodyRejected { status, message } => {
+                body(status, "invalid", format!("body: {message}"), Some("body"))
+            }
             ApiError::Internal(detail) => internal(&detail),
         }
     }

@@ -44,7 +44,11 @@ async fn request_span(req: Request, next: Next) -> Response {
     async move {
         let started = std::time::Instant::now();
         let resp = next.run(req).await;
-        tracing::debug!(status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64, "handled");
+        tracing::debug!(
+            status = resp.status().as_u16(),
+            micros = started.elapsed().as_micros() as u64,
+            "handled"
+        );
         resp
     }
     .instrument(span)
@@ -101,21 +105,42 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     });
 
     // Bind everything first: key ports are told to hosts at enrolment.
-    let keys_ec = bind(&cfg, cfg.keys_ec_port).await.with_context(|| format!("binding keys-ec port {}", cfg.keys_ec_port))?;
-    let enrol_ec = bind(&cfg, cfg.enrol_ec_port).await.with_context(|| format!("binding enrol-ec port {}", cfg.enrol_ec_port))?;
-    let web = bind(&cfg, cfg.web_port).await.with_context(|| format!("binding web port {}", cfg.web_port))?;
+    let keys_ec = bind(&cfg, cfg.keys_ec_port)
+        .await
+        .with_context(|| format!("binding keys-ec port {}", cfg.keys_ec_port))?;
+    let enrol_ec = bind(&cfg, cfg.enrol_ec_port)
+        .await
+        .with_context(|| format!("binding enrol-ec port {}", cfg.enrol_ec_port))?;
+    let web = bind(&cfg, cfg.web_port)
+        .await
+        .with_context(|| format!("binding web port {}", cfg.web_port))?;
     let (keys, enrol) = if mode == SecurityMode::Compatible {
         (
-            Some(bind(&cfg, cfg.keys_port).await.with_context(|| format!("binding keys port {}", cfg.keys_port))?),
-            Some(bind(&cfg, cfg.enrol_port).await.with_context(|| format!("binding enrol port {}", cfg.enrol_port))?),
+            Some(
+                bind(&cfg, cfg.keys_port)
+                    .await
+                    .with_context(|| format!("binding keys port {}", cfg.keys_port))?,
+            ),
+            Some(
+                bind(&cfg, cfg.enrol_port)
+                    .await
+                    .with_context(|| format!("binding enrol port {}", cfg.enrol_port))?,
+            ),
         )
     } else {
-        tracing::info!("Suite B mode: the RSA agent ports {} and {} are closed", cfg.enrol_port, cfg.keys_port);
+        tracing::info!(
+            "Suite B mode: the RSA agent ports {} and {} are closed",
+            cfg.enrol_port,
+            cfg.keys_port
+        );
         (None, None)
     };
     let web_alt = match cfg.web_alt_port {
         None => {
-            tracing::info!("local run: the privileged HTTPS port 443 is skipped; the console is on {}", cfg.web_port);
+            tracing::info!(
+                "local run: the privileged HTTPS port 443 is skipped; the console is on {}",
+                cfg.web_port
+            );
             None
         }
         Some(p) => match bind(&cfg, p).await {
@@ -136,13 +161,29 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     };
     state.ports.set(ports.clone()).ok();
 
-    let web_suites = if mode == SecurityMode::SuiteB { Suites::SuiteB } else { Suites::Compatible };
+    let web_suites = if mode == SecurityMode::SuiteB {
+        Suites::SuiteB
+    } else {
+        Suites::Compatible
+    };
     let web_kind = CaKind::for_mode(mode);
     let web_tls = tls::server_config(web_suites, identities.server(web_kind), None)?;
     let api = with_tracing(api::router(state.clone()));
-    let mut listeners = vec![Listener { name: "web", ready_name: Some("web"), listener: web, tls: web_tls.clone(), app: api.clone() }];
+    let mut listeners = vec![Listener {
+        name: "web",
+        ready_name: Some("web"),
+        listener: web,
+        tls: web_tls.clone(),
+        app: api.clone(),
+    }];
     if let Some(l) = web_alt {
-        listeners.push(Listener { name: "web-443", ready_name: None, listener: l, tls: web_tls, app: api });
+        listeners.push(Listener {
+            name: "web-443",
+            ready_name: None,
+            listener: l,
+            tls: web_tls,
+            app: api,
+        });
     }
     if let (Some(enrol), Some(keys)) = (enrol, keys) {
         listeners.push(Listener {
@@ -150,13 +191,21 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             ready_name: Some("enrol"),
             listener: enrol,
             tls: tls::server_config(Suites::Compatible, &identities.server_rsa, None)?,
-            app: with_tracing(agent::enrol_router(state.clone(), CaKind::Rsa, ports.keys.unwrap_or_default())),
+            app: with_tracing(agent::enrol_router(
+                state.clone(),
+                CaKind::Rsa,
+                ports.keys.unwrap_or_default(),
+            )),
         });
         listeners.push(Listener {
             name: "keys",
             ready_name: Some("keys"),
             listener: keys,
-            tls: tls::server_config(Suites::Compatible, &identities.server_rsa, Some(&identities.ca_rsa))?,
+            tls: tls::server_config(
+                Suites::Compatible,
+                &identities.server_rsa,
+                Some(&identities.ca_rsa),
+            )?,
             app: with_tracing(agent::keys_router(state.clone())),
         });
     }
@@ -165,13 +214,21 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         ready_name: Some("enrol-ec"),
         listener: enrol_ec,
         tls: tls::server_config(Suites::SuiteB, &identities.server_ec, None)?,
-        app: with_tracing(agent::enrol_router(state.clone(), CaKind::Ec, ports.keys_ec)),
+        app: with_tracing(agent::enrol_router(
+            state.clone(),
+            CaKind::Ec,
+            ports.keys_ec,
+        )),
     });
     listeners.push(Listener {
         name: "keys-ec",
         ready_name: Some("keys-ec"),
         listener: keys_ec,
-        tls: tls::server_config(Suites::SuiteB, &identities.server_ec, Some(&identities.ca_ec))?,
+        tls: tls::server_config(
+            Suites::SuiteB,
+            &identities.server_ec,
+            Some(&identities.ca_ec),
+        )?,
         app: with_tracing(agent::keys_router(state.clone())),
     });
 
@@ -182,20 +239,38 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         let addr = l.listener.local_addr()?;
         tracing::info!(listener = l.name, %addr, "listening");
         if let Some(n) = l.ready_name {
-            ready.push_str(&format!("ready {n} https://{}:{}\n", url_host(&cfg), addr.port()));
+            ready.push_str(&format!(
+                "ready {n} https://{}:{}\n",
+                url_host(&cfg),
+                addr.port()
+            ));
         }
-        tasks.spawn(serve::serve(l.name, l.listener, l.tls, l.app, stop_rx.clone()));
+        tasks.spawn(serve::serve(
+            l.name,
+            l.listener,
+            l.tls,
+            l.app,
+            stop_rx.clone(),
+        ));
     }
-    tasks.spawn(rotation_scheduler(store.clone(), cfg.rotation_interval, stop_rx.clone()));
+    tasks.spawn(rotation_scheduler(
+        store.clone(),
+        cfg.rotation_interval,
+        stop_rx.clone(),
+    ));
 
     let admin = store.actor("admin", "console", "system").ok();
     let mut out = std::io::stdout().lock();
     out.write_all(ready.as_bytes())?;
     match admin {
-        Some(a) if a.must_change_password => {
-            writeln!(out, "default web login: admin / admin123 (a new password is required at first login)")?
-        }
-        Some(_) => writeln!(out, "web login: admin (its password was changed from the default)")?,
+        Some(a) if a.must_change_password => writeln!(
+            out,
+            "default web login: admin / admin123 (a new password is required at first login)"
+        )?,
+        Some(_) => writeln!(
+            out,
+            "web login: admin (its password was changed from the default)"
+        )?,
         None => writeln!(out, "web login: the built-in admin was removed")?,
     }
     out.flush()?;
@@ -212,7 +287,11 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
 }
 
 /// §7 automatic rotation: runs at start and then every `interval`.
-async fn rotation_scheduler(store: Arc<Store>, interval: std::time::Duration, mut stop: watch::Receiver<bool>) {
+async fn rotation_scheduler(
+    store: Arc<Store>,
+    interval: std::time::Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(interval);
     loop {
         tokio::select! {
@@ -220,7 +299,9 @@ async fn rotation_scheduler(store: Arc<Store>, interval: std::time::Duration, mu
             _ = stop.changed() => return,
         }
         let s = store.clone();
-        match tokio::task::spawn_blocking(move || s.rotate_due(time::OffsetDateTime::now_utc())).await {
+        match tokio::task::spawn_blocking(move || s.rotate_due(time::OffsetDateTime::now_utc()))
+            .await
+        {
             Ok(Ok(rotated)) => {
                 for r in rotated {
                     tracing::info!(domain = %r.domain, key = %r.name, version = r.version, "key rotated automatically");

@@ -7,40 +7,244 @@ use serde_json::{Map, Value, json};
 
 /// (method, path, summary, who may call it, request schema)
 pub const OPERATIONS: &[(&str, &str, &str, &str, Option<&str>)] = &[
-    ("post", "/api/v1/login", "Sign in; returns a bearer token", "anyone", Some("Login")),
-    ("post", "/api/v1/logout", "End this session", "signed in", None),
-    ("post", "/api/v1/password", "Change your own password (required first for new accounts)", "signed in, read-only too", Some("PasswordChange")),
-    ("get", "/api/v1/system", "Version, security mode, CA fingerprints, ports", "signed in", None),
-    ("get", "/api/v1/administrators", "List administrators", "System and Domain Administrators", None),
-    ("post", "/api/v1/administrators", "Add an administrator", "System Administrator", Some("AdministratorCreate")),
-    ("get", "/api/v1/administrators/{login}", "Show an administrator", "System and Domain Administrators, or yourself", None),
-    ("patch", "/api/v1/administrators/{login}", "Change description, read-only flag, reset password, unlock", "System Administrator", Some("AdministratorUpdate")),
-    ("delete", "/api/v1/administrators/{login}", "Delete an administrator", "System Administrator", None),
-    ("get", "/api/v1/domains", "List domains (your own, or all for System Administrators)", "signed in", None),
-    ("post", "/api/v1/domains", "Add a domain, optionally with its first Domain Administrator", "System Administrator", Some("DomainCreate")),
-    ("get", "/api/v1/domains/{domain}", "Show a domain", "System Administrator or member", None),
-    ("delete", "/api/v1/domains/{domain}", "Delete a domain without keys or hosts", "System Administrator", None),
-    ("get", "/api/v1/domains/{domain}/administrators", "List the domain's administrators and roles", "System Administrator or the domain's Domain Administrator", None),
-    ("post", "/api/v1/domains/{domain}/administrators", "Add an administrator to the domain (System Administrators: the first Domain Administrator only)", "Domain Administrator of the domain", Some("MemberAdd")),
-    ("patch", "/api/v1/domains/{domain}/administrators/{login}", "Change roles, enable or disable", "Domain Administrator of the domain", Some("MemberUpdate")),
-    ("delete", "/api/v1/domains/{domain}/administrators/{login}", "Remove from the domain", "Domain Administrator of the domain", None),
-    ("get", "/api/v1/domains/{domain}/keys", "List agent keys", "Security Administrator with the Key role", None),
-    ("post", "/api/v1/domains/{domain}/keys", "Add a symmetric agent key", "Security Administrator with the Key role", Some("KeyCreate")),
-    ("get", "/api/v1/domains/{domain}/keys/{name}", "Show a key's metadata and versions (never its material)", "Security Administrator with the Key role", None),
-    ("delete", "/api/v1/domains/{domain}/keys/{name}", "Delete a key and all its versions", "Security Administrator with the Key role", None),
-    ("post", "/api/v1/domains/{domain}/keys/{name}/rotate", "Create a new current version; older versions stay readable", "Security Administrator with the Key role", None),
-    ("get", "/api/v1/domains/{domain}/registration-secret", "Show the registration shared secret's settings (the secret itself with ?show=yes)", "Security Administrator with the Host role", None),
-    ("put", "/api/v1/domains/{domain}/registration-secret", "Set a manual or generated shared secret", "Security Administrator with the Host role", Some("SecretSet")),
-    ("post", "/api/v1/domains/{domain}/registration-secret/expire", "Expire the shared secret", "Security Administrator with the Host role", None),
-    ("get", "/api/v1/domains/{domain}/hosts", "List protected hosts", "Security Administrator with the Host role", None),
-    ("post", "/api/v1/domains/{domain}/hosts", "Add a host before it registers", "Security Administrator with the Host role", Some("HostAdd")),
-    ("get", "/api/v1/domains/{domain}/hosts/{host}", "Show a host", "Security Administrator with the Host role", None),
-    ("patch", "/api/v1/domains/{domain}/hosts/{host}", "Allow or stop the host's (re-)registration", "Security Administrator with the Host role", Some("HostUpdate")),
-    ("delete", "/api/v1/domains/{domain}/hosts/{host}", "Delete a host; its certificate stops working", "Security Administrator with the Host role", None),
-    ("get", "/api/v1/preferences", "General preferences", "signed in", None),
-    ("patch", "/api/v1/preferences", "Change preferences (security mode applies at the next start)", "System Administrator", Some("PreferencesUpdate")),
-    ("put", "/api/v1/preferences", "Same as PATCH", "System Administrator", Some("PreferencesUpdate")),
-    ("get", "/api/v1/audit", "The audit log, newest first; filters severity (at or above), source, text, domain; limit, offset", "System Administrators; Domain Administrators and Security Administrators with the Audit role for their domains", None),
+    (
+        "post",
+        "/api/v1/login",
+        "Sign in; returns a bearer token",
+        "anyone",
+        Some("Login"),
+    ),
+    (
+        "post",
+        "/api/v1/logout",
+        "End this session",
+        "signed in",
+        None,
+    ),
+    (
+        "post",
+        "/api/v1/password",
+        "Change your own password (required first for new accounts)",
+        "signed in, read-only too",
+        Some("PasswordChange"),
+    ),
+    (
+        "get",
+        "/api/v1/system",
+        "Version, security mode, CA fingerprints, ports",
+        "signed in",
+        None,
+    ),
+    (
+        "get",
+        "/api/v1/administrators",
+        "List administrators",
+        "System and Domain Administrators",
+        None,
+    ),
+    (
+        "post",
+        "/api/v1/administrators",
+        "Add an administrator",
+        "System Administrator",
+        Some("AdministratorCreate"),
+    ),
+    (
+        "get",
+        "/api/v1/administrators/{login}",
+        "Show an administrator",
+        "System and Domain Administrators, or yourself",
+        None,
+    ),
+    (
+        "patch",
+        "/api/v1/administrators/{login}",
+        "Change description, read-only flag, reset password, unlock",
+        "System Administrator",
+        Some("AdministratorUpdate"),
+    ),
+    (
+        "delete",
+        "/api/v1/administrators/{login}",
+        "Delete an administrator",
+        "System Administrator",
+        None,
+    ),
+    (
+        "get",
+        "/api/v1/domains",
+        "List domains (your own, or all for System Administrators)",
+        "signed in",
+        None,
+    ),
+    (
+        "post",
+        "/api/v1/domains",
+        "Add a domain, optionally with its first Domain Administrator",
+        "System Administrator",
+        Some("DomainCreate"),
+    ),
+    (
+        "get",
+        "/api/v1/domains/{domain}",
+        "Show a domain",
+        "System Administrator or member",
+        None,
+    ),
+    (
+        "delete",
+        "/api/v1/domains/{domain}",
+        "Delete a domain without keys or hosts",
+        "System Administrator",
+        None,
+    ),
+    (
+        "get",
+        "/api/v1/domains/{domain}/administrators",
+        "List the domain's administrators and roles",
+        "System Administrator or the domain's Domain Administrator",
+        None,
+    ),
+    (
+        "post",
+        "/api/v1/domains/{domain}/administrators",
+        "Add an administrator to the domain (System Administrators: the first Domain Administrator only)",
+        "Domain Administrator of the domain",
+        Some("MemberAdd"),
+    ),
+    (
+        "patch",
+        "/api/v1/domains/{domain}/administrators/{login}",
+        "Change roles, enable or disable",
+        "Domain Administrator of the domain",
+        Some("MemberUpdate"),
+    ),
+    (
+        "delete",
+        "/api/v1/domains/{domain}/administrators/{login}",
+        "Remove from the domain",
+        "Domain Administrator of the domain",
+        None,
+    ),
+    (
+        "get",
+        "/api/v1/domains/{domain}/keys",
+        "List agent keys",
+        "Security Administrator with the Key role",
+        None,
+    ),
+    (
+        "post",
+        "/api/v1/domains/{domain}/keys",
+        "Add a symmetric agent key",
+        "Security Administrator with the Key role",
+        Some("KeyCreate"),
+    ),
+    (
+        "get",
+        "/api/v1/domains/{domain}/keys/{name}",
+        "Show a key's metadata and versions (never its material)",
+        "Security Administrator with the Key role",
+        None,
+    ),
+    (
+        "delete",
+        "/api/v1/domains/{domain}/keys/{name}",
+        "Delete a key and all its versions",
+        "Security Administrator with the Key role",
+        None,
+    ),
+    (
+        "post",
+        "/api/v1/domains/{domain}/keys/{name}/rotate",
+        "Create a new current version; older versions stay readable",
+        "Security Administrator with the Key role",
+        None,
+    ),
+    (
+        "get",
+        "/api/v1/domains/{domain}/registration-secret",
+        "Show the registration shared secret's settings (the secret itself with ?show=yes)",
+        "Security Administrator with the Host role",
+        None,
+    ),
+    (
+        "put",
+        "/api/v1/domains/{domain}/registration-secret",
+        "Set a manual or generated shared secret",
+        "Security Administrator with the Host role",
+        Some("SecretSet"),
+    ),
+    (
+        "post",
+        "/api/v1/domains/{domain}/registration-secret/expire",
+        "Expire the shared secret",
+        "Security Administrator with the Host role",
+        None,
+    ),
+    (
+        "get",
+        "/api/v1/domains/{domain}/hosts",
+        "List protected hosts",
+        "Security Administrator with the Host role",
+        None,
+    ),
+    (
+        "post",
+        "/api/v1/domains/{domain}/hosts",
+        "Add a host before it registers",
+        "Security Administrator with the Host role",
+        Some("HostAdd"),
+    ),
+    (
+        "get",
+        "/api/v1/domains/{domain}/hosts/{host}",
+        "Show a host",
+        "Security Administrator with the Host role",
+        None,
+    ),
+    (
+        "patch",
+        "/api/v1/domains/{domain}/hosts/{host}",
+        "Allow or stop the host's (re-)registration",
+        "Security Administrator with the Host role",
+        Some("HostUpdate"),
+    ),
+    (
+        "delete",
+        "/api/v1/domains/{domain}/hosts/{host}",
+        "Delete a host; its certificate stops working",
+        "Security Administrator with the Host role",
+        None,
+    ),
+    (
+        "get",
+        "/api/v1/preferences",
+        "General preferences",
+        "signed in",
+        None,
+    ),
+    (
+        "patch",
+        "/api/v1/preferences",
+        "Change preferences (security mode applies at the next start)",
+        "System Administrator",
+        Some("PreferencesUpdate"),
+    ),
+    (
+        "put",
+        "/api/v1/preferences",
+        "Same as PATCH",
+        "System Administrator",
+        Some("PreferencesUpdate"),
+    ),
+    (
+        "get",
+        "/api/v1/audit",
+        "The audit log, newest first; filters severity (at or above), source, text, domain; limit, offset",
+        "System Administrators; Domain Administrators and Security Administrators with the Audit role for their domains",
+        None,
+    ),
 ];
 
 fn s(t: &str) -> Value {
@@ -148,4 +352,52 @@ pub fn build() -> Value {
 
 pub async fn document() -> Json<Value> {
     Json(build())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    use crate::state::{AppState, Sessions};
+
+    /// Every documented operation is routed: without a session it is refused
+    /// for authentication or its body, never "no such route" or "method not
+    /// allowed". No socket: the router is called directly.
+    #[tokio::test]
+    async fn every_documented_operation_is_routed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(appliance::Store::open(dir.path()).expect("store"));
+        let identities = store
+            .ensure_identities("custos-test", &["custos-test".into()])
+            .expect("identities");
+        let state = Arc::new(AppState {
+            store,
+            sessions: Sessions::default(),
+            identities,
+            mode: appliance::model::SecurityMode::Compatible,
+            ports: Default::default(),
+            host_name: "custos-test".into(),
+        });
+        let app = crate::api::router(state);
+        for (method, path, ..) in super::OPERATIONS {
+            let uri = path.replace('{', "x").replace('}', "");
+            let req = Request::builder()
+                .method(method.to_uppercase().as_str())
+                .uri(&uri)
+                .header("content-type", "application/json")
+                .body(Body::from("{}"))
+                .expect("request");
+            let status = app.clone().oneshot(req).await.expect("response").status();
+            assert!(
+                status != StatusCode::NOT_FOUND && status != StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path} is documented but answers {status}"
+            );
+        }
+        let doc = super::build();
+        assert_eq!(doc["openapi"], "3.1.0");
+    }
 }

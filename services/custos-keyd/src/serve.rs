@@ -71,7 +71,10 @@ pub async fn serve(
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .map(|c| appliance::crypto::fingerprint(c));
-            let peer = Peer { addr, cert_fingerprint };
+            let peer = Peer {
+                addr,
+                cert_fingerprint,
+            };
             let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                 req.extensions_mut().insert(peer.clone());
                 app.clone().oneshot(req.map(axum::body::Body::new))
@@ -86,7 +89,13 @@ pub async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
-        tracing::warn!(listener = name, "connections still open after the drain timeout; closing them");
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            listener = name,
+            "connections still open after the drain timeout; closing them"
+        );
     }
 }

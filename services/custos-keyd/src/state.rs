@@ -30,7 +30,10 @@ impl Sessions {
         let mut map = self.by_hash.lock().expect("sessions mutex poisoned");
         map.insert(
             appliance::crypto::sha256(token.as_bytes()),
-            Session { login: login.to_owned(), last_seen: OffsetDateTime::now_utc() },
+            Session {
+                login: login.to_owned(),
+                last_seen: OffsetDateTime::now_utc(),
+            },
         );
         token
     }
@@ -49,12 +52,18 @@ impl Sessions {
 
     pub fn end(&self, token: &str) {
         let key = appliance::crypto::sha256(token.as_bytes());
-        self.by_hash.lock().expect("sessions mutex poisoned").remove(&key);
+        self.by_hash
+            .lock()
+            .expect("sessions mutex poisoned")
+            .remove(&key);
     }
 
     /// Ends every session of one administrator (deleted, password reset).
     pub fn end_all_of(&self, login: &str) {
-        self.by_hash.lock().expect("sessions mutex poisoned").retain(|_, s| s.login != login);
+        self.by_hash
+            .lock()
+            .expect("sessions mutex poisoned")
+            .retain(|_, s| s.login != login);
     }
 }
 

@@ -24,8 +24,10 @@ pub enum Suites {
 
 static SUITE_B_SIG_ALGS: &[&dyn rustls::pki_types::SignatureVerificationAlgorithm] =
     &[webpki::aws_lc_rs::ECDSA_P384_SHA384];
-static SUITE_B_MAPPING: &[(SignatureScheme, &[&dyn rustls::pki_types::SignatureVerificationAlgorithm])] =
-    &[(SignatureScheme::ECDSA_NISTP384_SHA384, SUITE_B_SIG_ALGS)];
+static SUITE_B_MAPPING: &[(
+    SignatureScheme,
+    &[&dyn rustls::pki_types::SignatureVerificationAlgorithm],
+)] = &[(SignatureScheme::ECDSA_NISTP384_SHA384, SUITE_B_SIG_ALGS)];
 
 pub fn provider(suites: Suites) -> Arc<CryptoProvider> {
     let mut p = aws_lc_rs::default_provider();
@@ -43,17 +45,24 @@ pub fn provider(suites: Suites) -> Arc<CryptoProvider> {
     Arc::new(p)
 }
 
-fn chain_and_key(id: &Identity) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+fn chain_and_key(
+    id: &Identity,
+) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
     let chain = CertificateDer::pem_slice_iter(id.cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .context("server certificate PEM")?;
-    let key = PrivateKeyDer::from_pem_slice(id.key_pem.expose().as_bytes()).context("server key PEM")?;
+    let key =
+        PrivateKeyDer::from_pem_slice(id.key_pem.expose().as_bytes()).context("server key PEM")?;
     Ok((chain, key))
 }
 
 /// A server configuration. With `client_ca`, clients must present a
 /// certificate issued by that CA (mutual TLS).
-pub fn server_config(suites: Suites, server: &Identity, client_ca: Option<&Identity>) -> anyhow::Result<Arc<ServerConfig>> {
+pub fn server_config(
+    suites: Suites,
+    server: &Identity,
+    client_ca: Option<&Identity>,
+) -> anyhow::Result<Arc<ServerConfig>> {
     let provider = provider(suites);
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -76,7 +85,9 @@ pub fn server_config(suites: Suites, server: &Identity, client_ca: Option<&Ident
         }
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder.with_single_cert(chain, key).context("server certificate and key")?;
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .context("server certificate and key")?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

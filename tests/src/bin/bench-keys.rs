@@ -28,17 +28,24 @@ struct Host {
 
 async fn register(client: &reqwest::Client, enrol: &str, name: &str) -> anyhow::Result<Host> {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)?;
-    let csr = rcgen::CertificateParams::new(vec![name.to_string()])?.serialize_request(&key)?.pem()?;
+    let csr = rcgen::CertificateParams::new(vec![name.to_string()])?
+        .serialize_request(&key)?
+        .pem()?;
     let resp = client
         .post(format!("{enrol}/agent/v1/register"))
         .json(&json!({"host_name": name, "domain": DOMAIN, "shared_secret": SHARED_SECRET, "csr": csr}))
         .send()
         .await?;
-    anyhow::ensure!(resp.status().is_success(), "registration failed: {}", resp.text().await?);
+    anyhow::ensure!(
+        resp.status().is_success(),
+        "registration failed: {}",
+        resp.text().await?
+    );
     let v: Value = resp.json().await?;
     let cert = v["certificate"].as_str().unwrap_or_default();
     let ca = v["ca_certificate"].as_str().unwrap_or_default();
-    let identity = reqwest::Identity::from_pem(format!("{cert}\n{}", key.serialize_pem()).as_bytes())?;
+    let identity =
+        reqwest::Identity::from_pem(format!("{cert}\n{}", key.serialize_pem()).as_bytes())?;
     let client = reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes())?])
         .identity(identity)
@@ -80,7 +87,15 @@ fn main() -> anyhow::Result<()> {
         let url = Arc::new(format!("{keys}/agent/v1/keys/recorder"));
         // Warm-up: one request per host opens its connection.
         for h in &hosts {
-            anyhow::ensure!(h.client.get(url.as_str()).send().await?.status().is_success(), "warm-up fetch failed");
+            anyhow::ensure!(
+                h.client
+                    .get(url.as_str())
+                    .send()
+                    .await?
+                    .status()
+                    .is_success(),
+                "warm-up fetch failed"
+            );
         }
         let deadline = Instant::now() + Duration::from_secs(args.seconds);
         let mut tasks = vec![];
@@ -112,13 +127,24 @@ fn main() -> anyhow::Result<()> {
         }
         let elapsed = started.elapsed().as_secs_f64();
         all.sort_unstable();
-        println!("key retrieval: {} hosts, {:.1} s, {} requests, {} errors", args.hosts, elapsed, all.len(), errors);
+        println!(
+            "key retrieval: {} hosts, {:.1} s, {} requests, {} errors",
+            args.hosts,
+            elapsed,
+            all.len(),
+            errors
+        );
         println!("  throughput: {:.0} requests/s", all.len() as f64 / elapsed);
-        println!("  latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        println!(
+            "  latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
             percentile(&all, 0.50) as f64 / 1000.0,
             percentile(&all, 0.99) as f64 / 1000.0,
-            all.last().copied().unwrap_or(0) as f64 / 1000.0);
-        println!("registrations: {} sequential, {:.1} per second", args.registrations, reg_rate);
+            all.last().copied().unwrap_or(0) as f64 / 1000.0
+        );
+        println!(
+            "registrations: {} sequential, {:.1} per second",
+            args.registrations, reg_rate
+        );
         anyhow::ensure!(errors == 0, "{errors} requests failed");
         Ok(())
     })
