@@ -498,7 +498,7 @@ mod tests {
     fn domain_name_rules() {
         assert!(check_domain_name("RecorderDomain").is_ok());
         assert_eq!(
-            field_of(check_domain_name(&"a".repeat(65)).unwrap_err()),
+            field_of(check_domain_name(&"a".repeat(65)).expect_err("must be refused")),
             "name"
         );
         assert!(check_domain_name(&"a".repeat(64)).is_ok());
@@ -509,7 +509,7 @@ mod tests {
     #[test]
     fn description_rules() {
         assert!(check_description(&"d".repeat(256)).is_ok());
-        let e = check_description(&"d".repeat(257)).unwrap_err();
+        let e = check_description(&"d".repeat(257)).expect_err("must be refused");
         assert_eq!(e.to_string(), "description: must be at most 256 characters");
         assert!(check_description("two\nlines").is_err());
     }
@@ -517,7 +517,7 @@ mod tests {
     #[test]
     fn shared_secret_rules() {
         assert!(check_shared_secret("Rec0rd-Secret!").is_ok());
-        let e = check_shared_secret("Reccord-Secret!").unwrap_err();
+        let e = check_shared_secret("Reccord-Secret!").expect_err("must be refused");
         assert!(e.to_string().contains("repeating"), "{e}");
         assert!(check_shared_secret("nouppercase!").is_err());
         assert!(check_shared_secret("NOLOWERCASE!").is_err());

@@ -500,9 +500,9 @@ mod tests {
             .expect("create");
         let e = s
             .create_admin(&a, new("SecurityAdministrator", "S3curity!pw"))
-            .unwrap_err();
+            .expect_err("must be refused");
         assert!(matches!(e, Error::Conflict { field: "login", .. }));
-        let e = s.create_admin(&a, new("weakling", "weak")).unwrap_err();
+        let e = s.create_admin(&a, new("weakling", "weak")).expect_err("must be refused");
         assert!(matches!(
             e,
             Error::Invalid {
