@@ -10,6 +10,7 @@ pub mod access;
 pub mod crypto;
 mod error;
 pub mod model;
+pub mod os;
 pub mod password;
 pub mod pki;
 pub mod secret;

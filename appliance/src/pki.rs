@@ -90,6 +90,45 @@ impl CaSubject {
     }
 }
 
+/// §9 certificate subject fields (the `security genca` prompts and the CSR
+/// page): each with its maximum length; commas allowed, quotes refused.
+pub const SUBJECT_FIELDS: [(&str, usize); 4] = [
+    ("organizational_unit", 64),
+    ("organization", 32),
+    ("city", 128),
+    ("state", 128),
+];
+
+impl CaSubject {
+    /// Checks every field against §9; the error names the field.
+    pub fn check(&self) -> Result<()> {
+        crate::os::check_certificate_host_name("host_name", &self.host_name)?;
+        for ((field, max), value) in SUBJECT_FIELDS.iter().zip([
+            &self.organizational_unit,
+            &self.organization,
+            &self.city,
+            &self.state,
+        ]) {
+            check_subject_text(field, value, *max)?;
+        }
+        if !(self.country.len() == 2 && self.country.chars().all(|c| c.is_ascii_uppercase())) {
+            return Err(Error::invalid(
+                "country",
+                "must be a two-letter country code (ISO 3166, e.g. US)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn check_subject_text(field: &'static str, value: &str, max: usize) -> Result<()> {
+    crate::model::check_text(field, value, max)?;
+    if value.contains(['"', '\'', '`']) {
+        return Err(Error::invalid(field, "must not contain quotes"));
+    }
+    Ok(())
+}
+
 fn random_serial() -> SerialNumber {
     let mut b = [0u8; 16];
     fill_random(&mut b);
@@ -241,6 +280,35 @@ pub fn validity_of(der: &[u8]) -> Result<(OffsetDateTime, OffsetDateTime)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subject_rules() {
+        let ok = CaSubject {
+            host_name: "custos.example.com".into(),
+            organizational_unit: "Key Management, Recording".into(),
+            organization: "Example".into(),
+            city: "Zürich".into(),
+            state: "ZH".into(),
+            country: "CH".into(),
+        };
+        assert!(ok.check().is_ok());
+        let field = |s: CaSubject| match s.check() {
+            Err(Error::Invalid { field, .. }) => field,
+            other => panic!("unexpected {other:?}"),
+        };
+        let mut s = ok.clone();
+        s.organization = "o".repeat(33);
+        assert_eq!(field(s), "organization");
+        let mut s = ok.clone();
+        s.city = "Say \"cheese\"".into();
+        assert_eq!(field(s), "city");
+        let mut s = ok.clone();
+        s.country = "USA".into();
+        assert_eq!(field(s), "country");
+        let mut s = ok.clone();
+        s.host_name = "h".repeat(65);
+        assert_eq!(field(s), "host_name");
+    }
 
     #[test]
     fn ec_ca_signs_server_and_host() {

@@ -7,6 +7,7 @@
 
 mod admins;
 mod audit;
+mod cli;
 mod domains;
 mod hosts;
 mod keys;
@@ -26,6 +27,7 @@ use crate::{Error, Result};
 
 pub use admins::{AdminUpdate, AdminView, LoginOutcome, NewAdmin};
 pub use audit::{AuditEntry, AuditPage, AuditQuery};
+pub use cli::{CLI_LOGIN, CliAccount, CliSession, PasswordProof};
 pub use domains::{DomainView, MemberView, NewDomain};
 pub use hosts::{HostView, KeyRelease, NewSecret, Registration, SecretView};
 pub use keys::{KeyVersionView, KeyView, NewKey, Rotated};
@@ -36,7 +38,7 @@ pub use system::Identities;
 pub const DB_FILE: &str = "custos.db";
 
 /// The migrations, in order; the schema version is their count.
-const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql"), include_str!("schema_v2.sql")];
 
 pub struct Store {
     conn: Mutex<Connection>,
@@ -73,6 +75,7 @@ impl Store {
             release_audit: Mutex::new(Default::default()),
         };
         store.ensure_defaults()?;
+        own_like_dir(dir)?;
         Ok(store)
     }
 
@@ -101,9 +104,38 @@ impl Store {
     fn ensure_defaults(&self) -> Result<()> {
         self.write(|tx| {
             admins::ensure_builtin_admin(tx)?;
+            cli::ensure_cli_account(tx)?;
             Ok(())
         })
     }
+}
+
+/// The key service runs as its own user while the admin CLI runs as root:
+/// whichever opens the store first creates its files, so root hands them to
+/// the data directory's owner (otherwise the service could not write its own
+/// write-ahead log after the CLI had created it).
+fn own_like_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    let meta = std::fs::metadata(dir).map_err(io(dir))?;
+    let (uid, gid) = (meta.uid(), meta.gid());
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    for e in entries.flatten() {
+        let path = e.path();
+        let m = e.metadata().map_err(io(&path))?;
+        if m.is_file() && (m.uid() != uid || m.gid() != gid) {
+            // Only root may give files away; anyone else owns what it made.
+            match std::os::unix::fs::chown(&path, Some(uid), Some(gid)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {}
+                Err(e) => return Err(io(&path)(e)),
+            }
+        }
+    }
+    Ok(())
 }
 
 fn migrate(conn: &mut Connection) -> Result<()> {

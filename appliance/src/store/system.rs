@@ -3,7 +3,8 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Store, audit, now};
+use super::cli::cli_audit;
+use super::{CliSession, Store, audit, now};
 use crate::model::{Severity, fmt_time};
 use crate::pki::{self, CaKind, CaSubject, Identity};
 use crate::secret::SecretString;
@@ -90,6 +91,53 @@ impl Store {
                 params![name, id.cert_pem, sealed, fmt_time(now())],
             )?;
             audit(tx, "system", "appliance", "system", Severity::Info, None, &format!("{what} (fingerprint {})", id.fingerprint()?))
+        })
+    }
+
+    /// `security genca` (§3, §9): replaces both certificate authorities and
+    /// both server certificates in one transaction, and makes every
+    /// registered protected host register again: its certificate is
+    /// forgotten (so it no longer opens the key port) and registration is
+    /// allowed. Returns how many hosts must register again. The key service
+    /// serves the new identities from its next start.
+    pub fn cli_replace_identities(&self, session: &CliSession, new: &Identities) -> Result<i64> {
+        let entries = [
+            (ca_name(CaKind::Rsa), &new.ca_rsa),
+            (ca_name(CaKind::Ec), &new.ca_ec),
+            (server_name(CaKind::Rsa), &new.server_rsa),
+            (server_name(CaKind::Ec), &new.server_ec),
+        ];
+        let mut sealed = Vec::with_capacity(entries.len());
+        for (name, id) in entries {
+            id.fingerprint()?;
+            let key = self
+                .master
+                .seal(&context(name), id.key_pem.expose().as_bytes())?;
+            sealed.push((name, id.cert_pem.as_str(), key));
+        }
+        let (rsa, ec) = (new.ca_rsa.fingerprint()?, new.ca_ec.fingerprint()?);
+        self.write(|tx| {
+            for (name, cert_pem, key) in &sealed {
+                tx.execute(
+                    "INSERT INTO system_identities(name, cert_pem, key_sealed, created_at) VALUES (?1,?2,?3,?4)
+                     ON CONFLICT(name) DO UPDATE SET cert_pem = excluded.cert_pem, key_sealed = excluded.key_sealed, created_at = excluded.created_at",
+                    params![name, cert_pem, key, fmt_time(now())],
+                )?;
+            }
+            let hosts = tx.execute(
+                "UPDATE hosts SET registration_allowed = 1, certificate = NULL, cert_fingerprint = NULL, registered_at = NULL
+                 WHERE cert_fingerprint IS NOT NULL",
+                [],
+            )? as i64;
+            cli_audit(
+                tx,
+                session.source(),
+                Severity::Warn,
+                &format!(
+                    "regenerated the certificate authorities (RSA fingerprint {rsa}, EC fingerprint {ec}) and the server certificates; {hosts} registered hosts must register again"
+                ),
+            )?;
+            Ok(hosts)
         })
     }
 

@@ -1,0 +1,170 @@
+//! `custos-cli`, the admin CLI of spec §3: the menu shell of `cliadmin`, its
+//! login shell over SSH (port 22) and on the VM console.
+//!
+//! Decisions where the spec is silent:
+//!
+//! * **Invocation.** With no flags, or started as a login shell (`argv[0]`
+//!   begins with `-`), it works on the appliance: store `/var/lib/custos`,
+//!   root `/`. `--data DIR --root ROOT` runs it against a development data
+//!   directory. It must run as root; started by another user in appliance
+//!   mode it re-executes itself with `sudo -n` (no arguments), so the image
+//!   grants `cliadmin ALL=(root) NOPASSWD: /usr/bin/custos-cli ""`. A
+//!   command line (`ssh cliadmin@host CMD`, i.e. `-c CMD`) is refused: the
+//!   CLI is interactive.
+//! * **Authentication** is the operating system's: sshd or login (PAM) has
+//!   checked the password before the shell starts, and a development run
+//!   already holds the data directory and its master key. The CLI does the
+//!   first-login steps of §2: the licence agreement (type `Y`), then the
+//!   forced password change, which asks for the current password (wrong
+//!   answers count towards the §6 lock-out, shared rules with the web
+//!   accounts), then a new one twice (§6 policy). The new password is set
+//!   for the operating system (`chpasswd`, so sshd accepts it) and in the
+//!   store (argon2id). A locked account ends the session at once.
+//! * **The account's state** (agreement, must-change, hash, failures,
+//!   lock-out) is the store's `cli_account` row; every sign-in, failure and
+//!   change is audited with author `cliadmin`, edge `cli` and as source the
+//!   SSH client's address (`SSH_CONNECTION`) or `console`.
+//! * **Where changes go** is `host::Host`, one switch: root `/` runs the
+//!   systemd commands; any other root records them in
+//!   `ROOT/var/lib/custos-cli/actions.log`. Configuration files are written
+//!   under the root in both cases (`render` is the only module that renders
+//!   them). OS settings (eth0, DNS, NTP, host name) are kept typed in the
+//!   store (`os_settings`, not part of backups) and the files are rendered
+//!   from there; the time zone and the clock belong to the system only.
+//! * **Syntax.** Every keyword (category, command word) may be a unique
+//!   prefix; literal words inside the arguments (`dev`, `via`, `timeout`)
+//!   must be typed in full. A category name followed by a command runs it
+//!   without entering the category. `?` may end any line to list what
+//!   matches. The counter counts non-empty lines. A refused line (unknown,
+//!   too long, not UTF-8) ends with `ERROR:`; navigation (`?`, a category,
+//!   `up`) prints no closing line. Answering anything but `yes` to
+//!   `Continue?` prints `ERROR: cancelled; nothing was changed`.
+//! * **Network.** `ip address init` makes eth0 static (DHCP off) and drops
+//!   a default gateway outside the new network; `ip route add` requires the
+//!   gateway to be inside eth0's network. Both ask to continue, like
+//!   `ip dhcp release`: each can disconnect the session.
+//! * **Clock.** `date` and `time` set the local time through timedated and
+//!   are refused while NTP is on (timedated refuses them too).
+
+mod host;
+mod maintenance;
+mod menu;
+mod network;
+mod probe;
+mod render;
+mod session;
+mod system;
+mod term;
+
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+
+const APPLIANCE_DATA: &str = "/var/lib/custos";
+const APPLIANCE_ROOT: &str = "/";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "custos-cli",
+    version,
+    about = "Custos admin CLI (the shell of cliadmin)"
+)]
+struct Flags {
+    /// Data directory holding the appliance store (development runs).
+    #[arg(long, requires = "root")]
+    data: Option<PathBuf>,
+    /// Root of the system to configure; any root but / only records the
+    /// commands it would run (development runs and tests).
+    #[arg(long, requires = "data")]
+    root: Option<PathBuf>,
+    /// A command for a shell (`ssh host CMD`): refused, the CLI is interactive.
+    #[arg(short = 'c', hide = true)]
+    command: Option<String>,
+}
+
+/// Where the session comes from, for the audit log.
+fn source() -> String {
+    ["SSH_CONNECTION", "SSH_CLIENT"]
+        .iter()
+        .find_map(|v| {
+            let value = std::env::var(v).ok()?;
+            let ip = value
+                .split_whitespace()
+                .next()?
+                .parse::<std::net::IpAddr>()
+                .ok()?;
+            Some(ip.to_string())
+        })
+        .unwrap_or_else(|| "console".into())
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "ERROR: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<ExitCode> {
+    let login_shell = std::env::args_os()
+        .next()
+        .is_some_and(|a| a.to_string_lossy().starts_with('-'));
+    let flags = if login_shell {
+        Flags {
+            data: None,
+            root: None,
+            command: None,
+        }
+    } else {
+        Flags::parse()
+    };
+    if flags.command.is_some() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "ERROR: the admin CLI is interactive: log in without a command"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    let (data, root) = match (flags.data, flags.root) {
+        (Some(d), Some(r)) => (d, r),
+        _ => {
+            if !is_root() {
+                let exe = std::env::current_exe().context("finding the CLI's own path")?;
+                let err = std::process::Command::new("sudo")
+                    .arg("-n")
+                    .arg("--")
+                    .arg(exe)
+                    .exec();
+                return Err(err).context("the admin CLI needs root: running it with sudo");
+            }
+            (PathBuf::from(APPLIANCE_DATA), PathBuf::from(APPLIANCE_ROOT))
+        }
+    };
+    for sig in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGQUIT,
+        signal_hook::consts::SIGTSTP,
+    ] {
+        signal_hook::flag::register(sig, &session::INTERRUPTED)
+            .context("installing the signal handlers")?;
+    }
+    let store = appliance::Store::open(&data)
+        .with_context(|| format!("opening the appliance store in {}", data.display()))?;
+    let host = host::Host::new(&root);
+    let mut term = term::Terminal::new().context("opening the terminal")?;
+    Ok(match session::run(&store, &host, &mut term, &source())? {
+        session::End::Normal => ExitCode::SUCCESS,
+        session::End::Refused => ExitCode::FAILURE,
+    })
+}
