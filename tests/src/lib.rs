@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
+pub mod vm;
+
 /// The directory holding the workspace's built binaries (next to `deps/`).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -123,6 +125,17 @@ impl Appliance {
         Ok(())
     }
 
+    /// An appliance the fixture did not start (a VM), reached at `urls`.
+    pub fn remote(urls: HashMap<String, String>) -> Appliance {
+        Appliance {
+            data: tempfile::tempdir().expect("tempdir"),
+            child: None,
+            urls,
+            extra_args: vec![],
+            ports: None,
+        }
+    }
+
     pub fn url(&self, name: &str) -> &str {
         self.urls
             .get(name)
@@ -169,33 +182,7 @@ impl Appliance {
     /// Every row of every table but the audit log, as text: "the store is
     /// unchanged" is checked by comparing two of these.
     pub fn snapshot(&self) -> String {
-        let conn = rusqlite::Connection::open_with_flags(
-            self.data.path().join("custos.db"),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .expect("open store read-only");
-        let tables: Vec<String> = conn
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name != 'audit' ORDER BY name")
-            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-            .expect("tables");
-        let mut out = String::new();
-        for t in tables {
-            let mut stmt = conn
-                .prepare(&format!("SELECT * FROM {t} ORDER BY 1, 2"))
-                .expect("select");
-            let n = stmt.column_count();
-            let rows = stmt
-                .query_map([], |r| {
-                    (0..n)
-                        .map(|i| r.get_ref(i).map(|v| format!("{v:?}")))
-                        .collect::<Result<Vec<_>, _>>()
-                })
-                .expect("rows");
-            for row in rows {
-                out.push_str(&format!("{t}: {}\n", row.expect("row").join(" | ")));
-            }
-        }
-        out
+        store_snapshot(self.data.path())
     }
 
     /// The CA certificate served on an enrolment port (trust on first use,
@@ -396,6 +383,29 @@ impl Api {
         }
         a
     }
+}
+
+/// Every row of every table but the audit log of the store in `data`, as
+/// text (sealed values as their ciphertext, which changes when they do).
+pub fn store_snapshot(data: &Path) -> String {
+    let conn = rusqlite::Connection::open_with_flags(data.join("custos.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .expect("open store read-only");
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name != 'audit' ORDER BY name")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .expect("tables");
+    let mut out = String::new();
+    for t in tables {
+        let mut stmt = conn.prepare(&format!("SELECT * FROM {t} ORDER BY 1, 2")).expect("select");
+        let n = stmt.column_count();
+        let rows = stmt
+            .query_map([], |r| (0..n).map(|i| r.get_ref(i).map(|v| format!("{v:?}"))).collect::<Result<Vec<_>, _>>())
+            .expect("rows");
+        for row in rows {
+            out.push_str(&format!("{t}: {}\n", row.expect("row").join(" | ")));
+        }
+    }
+    out
 }
 
 /// Passwords used by the recommended setup.

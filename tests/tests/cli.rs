@@ -196,29 +196,7 @@ impl Cli {
 
     /// Every row of every table but the audit log.
     fn snapshot(&self) -> String {
-        let db = self.db();
-        let tables: Vec<String> = db
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name != 'audit' ORDER BY name")
-            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-            .expect("tables");
-        let mut out = String::new();
-        for t in tables {
-            let mut stmt = db
-                .prepare(&format!("SELECT * FROM {t} ORDER BY 1"))
-                .expect("select");
-            let n = stmt.column_count();
-            let rows = stmt
-                .query_map([], |r| {
-                    (0..n)
-                        .map(|i| r.get_ref(i).map(|v| format!("{v:?}")))
-                        .collect::<Result<Vec<_>, _>>()
-                })
-                .expect("rows");
-            for row in rows {
-                out.push_str(&format!("{t}: {}\n", row.expect("row").join(" | ")));
-            }
-        }
-        out
+        tests::store_snapshot(self.data.path())
     }
 
     /// Every file under the test root, with its contents.

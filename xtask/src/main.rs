@@ -23,6 +23,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use xshell::{Shell, cmd};
 
+mod dist;
+mod image;
+
 /// Programs the build and the tests run, and the Debian package that provides each:
 /// (command, package).
 const REQUIRED_DEBIAN_PACKAGES: &[(&str, &str)] = &[
@@ -61,13 +64,36 @@ enum Task {
         #[arg(last = true, value_name = "ARGS")]
         args: Vec<String>,
     },
+    /// Boot the built appliance in QEMU with its ports forwarded; Ctrl-C
+    /// powers it off cleanly.
+    Vm {
+        /// Install from the Hyper-V ISO onto an empty disk first.
+        #[arg(long)]
+        iso: bool,
+        /// Legacy BIOS instead of UEFI.
+        #[arg(long)]
+        bios: bool,
+        /// Forget the disk of earlier runs.
+        #[arg(long)]
+        fresh: bool,
+    },
     /// Run a benchmark.
     Bench {
         #[command(subcommand)]
         bench: Bench,
     },
-    /// Build the appliance images (not available yet).
-    Dist,
+    /// Build the appliance images into target/dist (the OVA; the ISO with its issue).
+    Dist {
+        /// Add a development profile from image/mkosi.profiles (e.g. `dev`:
+        /// root autologin on the serial console); artefacts are then named
+        /// with the profile.
+        #[arg(long, value_name = "NAME")]
+        profile: Option<String>,
+        /// Use the release binaries already in target/release instead of
+        /// building them (for iterating on the image itself).
+        #[arg(long)]
+        no_build: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,13 +117,8 @@ fn main() -> ExitCode {
         Task::Bench {
             bench: Bench::Keys { hosts, seconds },
         } => bench_keys(hosts, seconds),
-        Task::Dist => {
-            eprintln!(
-                "cargo xtask dist: the image build arrives with the images issue (#3); \
-                 use cargo xtask run meanwhile"
-            );
-            Ok(ExitCode::from(2))
-        }
+        Task::Vm { iso, bios, fresh } => vm(iso, bios, fresh),
+        Task::Dist { profile, no_build } => dist_task(profile.as_deref(), no_build),
     };
     match outcome {
         Ok(code) => code,
@@ -106,6 +127,37 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn dist_task(profile: Option<&str>, no_build: bool) -> Result<ExitCode> {
+    let sh = shell()?;
+    ensure_packages_for(&sh, REQUIRED_DEBIAN_PACKAGES)?;
+    ensure_packages_for(&sh, dist::IMAGE_PACKAGES)?;
+    let root = workspace_root()?;
+    dist::dist(&sh, &root, &target_dir(&root), profile, !no_build)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn vm(iso: bool, bios: bool, fresh: bool) -> Result<ExitCode> {
+    let sh = shell()?;
+    ensure_packages_for(&sh, dist::SMOKE_PACKAGES)?;
+    let cargo = cargo();
+    let mut flags = vec![];
+    for (on, flag) in [(iso, "--iso"), (bios, "--bios"), (fresh, "--fresh")] {
+        if on {
+            flags.push(flag);
+        }
+    }
+    let dist = target_dir(&workspace_root()?).join("dist");
+    let status = Command::new(&cargo)
+        .current_dir(workspace_root()?)
+        .args(["run", "--quiet", "--release", "-p", "tests", "--bin", "custos-vm", "--"])
+        .args(&flags)
+        .arg("--dist")
+        .arg(dist)
+        .status()
+        .context("starting the VM runner")?;
+    Ok(exit_code(status))
 }
 
 fn workspace_root() -> Result<PathBuf> {
@@ -227,12 +279,34 @@ fn test(args: &[String]) -> Result<ExitCode> {
         println!("xtask: FAILED: the workspace does not build");
         return Ok(ExitCode::FAILURE);
     }
+    // The images and their QEMU smoke tests are part of the test run unless
+    // CUSTOS_SMOKE=0 says otherwise (for quick local runs).
+    let root = workspace_root()?;
+    let smoke_dist = if env::var("CUSTOS_SMOKE").is_ok_and(|v| v == "0") {
+        eprintln!("xtask: CUSTOS_SMOKE=0: the images are not built and the QEMU smoke tests are skipped");
+        None
+    } else {
+        ensure_packages_for(&sh, dist::IMAGE_PACKAGES)?;
+        ensure_packages_for(&sh, dist::SMOKE_PACKAGES)?;
+        match dist::dist(&sh, &root, &target_dir(&root), None, true) {
+            Ok(d) => Some(d),
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                println!("xtask: FAILED: cargo xtask dist failed");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    };
 
     // cargo test's stdout is passed through line by line and its result lines
     // are added up for the summary.
     eprintln!("$ {cargo} test --workspace {}", args.join(" "));
-    let mut child = Command::new(&cargo)
-        .current_dir(workspace_root()?)
+    let mut command = Command::new(&cargo);
+    if let Some(d) = &smoke_dist {
+        command.env("CUSTOS_SMOKE_DIST", d);
+    }
+    let mut child = command
+        .current_dir(&root)
         .args(["test", "--workspace"])
         .args(args)
         .stdout(Stdio::piped())
@@ -307,7 +381,13 @@ impl TestCounts {
 /// Makes sure the programs in [`REQUIRED_DEBIAN_PACKAGES`] are installed: as root
 /// on Debian it installs the missing packages, otherwise it names them and fails.
 fn ensure_packages(sh: &Shell) -> Result<()> {
-    let missing = missing_packages(sh);
+    ensure_packages_for(sh, REQUIRED_DEBIAN_PACKAGES)
+}
+
+/// Makes sure every (command or file, packages) of `list` is there, installing
+/// the packages as root on Debian.
+fn ensure_packages_for(sh: &Shell, list: &[(&str, &'static str)]) -> Result<()> {
+    let missing = missing_packages(sh, list);
     if missing.is_empty() {
         return Ok(());
     }
@@ -318,7 +398,7 @@ fn ensure_packages(sh: &Shell) -> Result<()> {
     let debian = Path::new("/etc/debian_version").exists();
     if uid.trim() != "0" || !debian {
         bail!(
-            "the tests need these Debian packages, which are missing: {}\n\
+            "these Debian packages are needed and missing: {}\n\
              install them as root with: apt-get install --no-install-recommends {}",
             missing.join(", "),
             missing.join(" ")
@@ -328,24 +408,34 @@ fn ensure_packages(sh: &Shell) -> Result<()> {
     cmd!(sh, "apt-get update").run().context("apt-get update")?;
     cmd!(
         sh,
-        "apt-get install -y --no-install-recommends {missing...}"
+        "apt-get install -y --allow-downgrades --no-install-recommends {missing...}"
     )
     .env("DEBIAN_FRONTEND", "noninteractive")
     .run()
     .context("apt-get install")?;
-    let still_missing = missing_packages(sh);
+    let still_missing = missing_packages(sh, list);
     if !still_missing.is_empty() {
         bail!("installed, yet still missing: {}", still_missing.join(", "));
     }
     Ok(())
 }
 
-fn missing_packages(sh: &Shell) -> Vec<&'static str> {
-    REQUIRED_DEBIAN_PACKAGES
+/// The packages of `list` whose command (or, for a path, file) is missing.
+/// One entry may name several packages, separated by spaces.
+fn missing_packages(sh: &Shell, list: &[(&str, &'static str)]) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = list
         .iter()
-        .filter(|(command, _)| !has_command(sh, command))
-        .map(|(_, package)| *package)
-        .collect()
+        .filter(|(what, _)| {
+            if what.starts_with('/') {
+                !Path::new(what).exists()
+            } else {
+                !has_command(sh, what)
+            }
+        })
+        .flat_map(|(_, packages)| packages.split_whitespace())
+        .collect();
+    out.dedup();
+    out
 }
 
 fn has_command(sh: &Shell, command: &str) -> bool {
@@ -475,10 +565,13 @@ mod tests {
     }
 
     #[test]
-    fn required_packages_start_with_openssl() {
-        assert_eq!(
-            REQUIRED_DEBIAN_PACKAGES.first(),
-            Some(&("openssl", "openssl"))
-        );
+    fn a_path_entry_is_checked_as_a_file_and_entries_may_name_several_packages() {
+        let sh = Shell::new().expect("shell");
+        let list: &[(&str, &'static str)] = &[
+            ("/nonexistent/custos-probe", "pkg-a pkg-b"),
+            ("sh", "dash"),
+            ("/", "never"),
+        ];
+        assert_eq!(missing_packages(&sh, list), ["pkg-a", "pkg-b"]);
     }
 }

@@ -1,0 +1,249 @@
+//! Booting the built appliance in QEMU: the one place that knows the QEMU
+//! command line, used by the smoke tests and by `cargo xtask vm`.
+//!
+//! KVM is used only when the host CPU exposes virtualisation (on the build
+//! machines `/dev/kvm` exists but guests die in it), otherwise TCG.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// Guest ports forwarded to the host (TCP), by name.
+pub const GUEST_PORTS: [(&str, u16); 7] = [
+    ("web", 443),
+    ("web-alt", 8445),
+    ("enrol", 8443),
+    ("keys", 8444),
+    ("enrol-ec", 8446),
+    ("keys-ec", 8447),
+    ("ssh", 22),
+];
+/// Guest UDP ports forwarded (SNMP, once its unit is in the image).
+pub const GUEST_UDP_PORTS: [(&str, u16); 1] = [("snmp", 161)];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    Uefi,
+    Bios,
+}
+
+/// How to boot: firmware, disks, optional CD.
+#[derive(Debug, Clone)]
+pub struct Boot {
+    pub firmware: Firmware,
+    /// The system disk; `snapshot` discards writes.
+    pub disk: PathBuf,
+    pub disk_format: &'static str,
+    pub snapshot: bool,
+    /// An ISO attached as a CD (Hyper-V-like install).
+    pub cdrom: Option<PathBuf>,
+    pub memory_mb: u32,
+    /// Fixed host ports for the forwards (`cargo xtask vm`), or ephemeral ones.
+    pub fixed_ports: bool,
+    pub work: PathBuf,
+}
+
+pub fn kvm_usable() -> bool {
+    if let Ok(a) = std::env::var("CUSTOS_QEMU_ACCEL") {
+        return a == "kvm";
+    }
+    let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    Path::new("/dev/kvm").exists()
+        && flags.lines().any(|l| l.starts_with("flags") && (l.contains(" vmx") || l.contains(" svm")))
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A running VM; powered off (hard) when dropped.
+pub struct Vm {
+    child: Option<Child>,
+    pub serial: PathBuf,
+    monitor: PathBuf,
+    pub ports: Vec<(String, u16)>,
+    pub accel: &'static str,
+    pub started: Instant,
+}
+
+impl Vm {
+    pub fn start(b: &Boot) -> anyhow::Result<Vm> {
+        std::fs::create_dir_all(&b.work)?;
+        let serial = b.work.join("serial.log");
+        let monitor = b.work.join("monitor.sock");
+        let _ = std::fs::remove_file(&serial);
+        let _ = std::fs::remove_file(&monitor);
+        let accel = if kvm_usable() { "kvm" } else { "tcg" };
+        let mut ports = vec![];
+        let mut fwd = String::from("user,id=n0");
+        for (name, guest) in GUEST_PORTS {
+            let host = if b.fixed_ports { guest + 10000 } else { free_port()? };
+            fwd.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
+            ports.push((name.to_string(), host));
+        }
+        for (name, guest) in GUEST_UDP_PORTS {
+            let host = if b.fixed_ports { guest + 10000 } else { free_port()? };
+            fwd.push_str(&format!(",hostfwd=udp:127.0.0.1:{host}-:{guest}"));
+            ports.push((name.to_string(), host));
+        }
+        let mut cmd = Command::new("qemu-system-x86_64");
+        let machine = match b.firmware {
+            Firmware::Uefi => format!("q35,accel={accel}"),
+            Firmware::Bios => format!("pc,accel={accel}"),
+        };
+        cmd.args(["-machine", &machine, "-m", &b.memory_mb.to_string(), "-smp", "2"])
+            .args(["-display", "none", "-no-reboot"])
+            .arg("-serial")
+            .arg(format!("file:{}", serial.display()))
+            .arg("-monitor")
+            .arg(format!("unix:{},server,nowait", monitor.display()))
+            .args(["-netdev", &fwd, "-device", "virtio-net-pci,netdev=n0"])
+            // eth1, the backup network: present and left alone.
+            .args(["-netdev", "user,id=n1,restrict=on", "-device", "virtio-net-pci,netdev=n1"]);
+        if b.firmware == Firmware::Uefi {
+            let vars = b.work.join("OVMF_VARS.fd");
+            std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).context("OVMF (apt-get install ovmf)")?;
+            cmd.arg("-drive").arg("if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd");
+            cmd.arg("-drive").arg(format!("if=pflash,format=raw,file={}", vars.display()));
+        }
+        let snap = if b.snapshot { ",snapshot=on" } else { "" };
+        cmd.arg("-drive").arg(format!("file={},format={},if=none,id=d0{snap}", b.disk.display(), b.disk_format));
+        cmd.args(["-device", "virtio-blk-pci,drive=d0,bootindex=1"]);
+        if let Some(iso) = &b.cdrom {
+            cmd.arg("-drive").arg(format!("file={},format=raw,if=none,id=cd0,media=cdrom,readonly=on", iso.display()));
+            cmd.args(["-device", "ide-cd,drive=cd0,bootindex=0"]);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting qemu-system-x86_64 (apt-get install qemu-system-x86)")?;
+        Ok(Vm { child: Some(child), serial, monitor, ports, accel, started: Instant::now() })
+    }
+
+    pub fn port(&self, name: &str) -> u16 {
+        self.ports.iter().find(|(n, _)| n == name).map(|(_, p)| *p).unwrap_or_else(|| panic!("no port {name}"))
+    }
+
+    pub fn serial_text(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.serial).unwrap_or_default()).into_owned()
+    }
+
+    /// Waits for `custos: ready` on the serial console. A failed unit (the
+    /// readiness unit prints `custos: FAILED <unit>` and its journal) or QEMU
+    /// exiting is an error carrying the console output.
+    pub fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<Duration> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.serial_text();
+            if text.contains("custos: not ready") {
+                let failed: Vec<&str> = text.lines().filter(|l| l.contains("custos: FAILED") || l.contains("custos: journal")).collect();
+                bail!("an appliance unit failed:\n{}", failed.join("\n"));
+            }
+            if text.contains("custos: ready") {
+                return Ok(self.started.elapsed());
+            }
+            if let Some(c) = self.child.as_mut()
+                && let Some(status) = c.try_wait()?
+            {
+                bail!("QEMU exited ({status}) before the appliance was ready; console:\n{}", tail(&text, 60));
+            }
+            if Instant::now() > deadline {
+                bail!("no readiness line after {:?} ({}); console:\n{}", timeout, self.accel, tail(&text, 60));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// ACPI power button, then waits for QEMU to exit (a clean shutdown).
+    pub fn power_off(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        self.monitor_command("system_powerdown")?;
+        if self.exited_within(timeout)? {
+            return Ok(());
+        }
+        bail!("the VM did not power off within {timeout:?}")
+    }
+
+    /// Whether QEMU exits within `timeout`.
+    fn exited_within(&mut self, timeout: Duration) -> anyhow::Result<bool> {
+        let deadline = Instant::now() + timeout;
+        let Some(c) = self.child.as_mut() else { return Ok(true) };
+        while Instant::now() < deadline {
+            if c.try_wait()?.is_some() {
+                self.child = None;
+                return Ok(true);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(false)
+    }
+
+    /// Types on the VM's keyboard (the VGA console), through the monitor.
+    pub fn type_text(&self, text: &str) -> anyhow::Result<()> {
+        for c in text.chars() {
+            let key = match c {
+                '\n' => "ret".to_string(),
+                ' ' => "spc".to_string(),
+                c if c.is_ascii_lowercase() || c.is_ascii_digit() => c.to_string(),
+                c if c.is_ascii_uppercase() => format!("shift-{}", c.to_ascii_lowercase()),
+                other => bail!("cannot type {other:?}"),
+            };
+            self.monitor_command(&format!("sendkey {key}"))?;
+        }
+        Ok(())
+    }
+
+    /// Sends one command to the QEMU monitor, after its greeting, and waits
+    /// for the next prompt (QEMU drops input from a client that leaves early).
+    fn monitor_command(&self, command: &str) -> anyhow::Result<()> {
+        use std::io::Read;
+        let mut s = UnixStream::connect(&self.monitor).context("QEMU monitor")?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 512];
+        let mut prompts = 0;
+        let mut sent = false;
+        while prompts < 2 {
+            let n = s.read(&mut buf).context("reading the QEMU monitor")?;
+            if n == 0 {
+                bail!("the QEMU monitor closed");
+            }
+            seen.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&seen).into_owned();
+            prompts = text.matches("(qemu)").count();
+            if prompts >= 1 && !sent {
+                s.write_all(format!("{command}\n").as_bytes())?;
+                sent = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for QEMU to exit by itself (the installer reboots with -no-reboot).
+    pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        if self.exited_within(timeout)? {
+            return Ok(());
+        }
+        bail!("the VM did not exit within {timeout:?}; console:\n{}", tail(&self.serial_text(), 40))
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
