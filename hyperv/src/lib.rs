@@ -80,8 +80,14 @@ const LDLINUX_C32: &str = "/usr/lib/syslinux/modules/bios/ldlinux.c32";
 /// consoles (VGA last, so the operator's prompt is there), and the switch
 /// that starts the installer.
 pub fn live_cmdline(cmdline: &str) -> String {
-    let base: Vec<&str> = cmdline.split_whitespace().filter(|w| !w.starts_with("console=")).collect();
-    format!("boot=live components {} console=ttyS0,115200 console=tty0 custos.install", base.join(" "))
+    let base: Vec<&str> = cmdline
+        .split_whitespace()
+        .filter(|w| !w.starts_with("console="))
+        .collect();
+    format!(
+        "boot=live components {} console=ttyS0,115200 console=tty0 custos.install",
+        base.join(" ")
+    )
 }
 
 /// ISOLINUX's menu (BIOS).
@@ -91,7 +97,10 @@ pub fn render_isolinux(version: &str, cmdline: &str) -> String {
     let _ = writeln!(s, "DEFAULT install");
     let _ = writeln!(s, "PROMPT 1");
     let _ = writeln!(s, "TIMEOUT 50");
-    let _ = writeln!(s, "SAY Custos {version}: 'install' (default, in 5 s) writes the appliance onto the first empty disk;");
+    let _ = writeln!(
+        s,
+        "SAY Custos {version}: 'install' (default, in 5 s) writes the appliance onto the first empty disk;"
+    );
     let _ = writeln!(s, "SAY 'disk' boots the first hard disk.");
     let _ = writeln!(s, "LABEL install");
     let _ = writeln!(s, "  LINUX /live/vmlinuz");
@@ -132,10 +141,16 @@ fn newest(dir: &Path, prefix: &str) -> Result<PathBuf> {
         .map_err(io(format!("reading {}", dir.display())))?
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix)))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix))
+        })
         .collect();
     found.sort();
-    found.pop().ok_or_else(|| Error::Input(format!("no {prefix}* in {}", dir.display())))
+    found
+        .pop()
+        .ok_or_else(|| Error::Input(format!("no {prefix}* in {}", dir.display())))
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {
@@ -157,7 +172,9 @@ fn copy(from: &Path, to: &Path) -> Result<()> {
 pub fn build_iso(i: &IsoInputs) -> Result<u64> {
     for f in [ISOLINUX_BIN, ISOHYBRID_MBR, LDLINUX_C32] {
         if !Path::new(f).exists() {
-            return Err(Error::Input(format!("{f} is missing: apt-get install isolinux syslinux-common")));
+            return Err(Error::Input(format!(
+                "{f} is missing: apt-get install isolinux syslinux-common"
+            )));
         }
     }
     let stage = i.work.join("iso");
@@ -166,12 +183,29 @@ pub fn build_iso(i: &IsoInputs) -> Result<u64> {
     }
     std::fs::create_dir_all(stage.join("live")).map_err(io("creating the ISO staging folder"))?;
 
-    copy(&newest(&i.tree.join("boot"), "vmlinuz-")?, &stage.join("live/vmlinuz"))?;
-    copy(&newest(&i.tree.join("boot"), "initrd.img-")?, &stage.join("live/initrd.img"))?;
+    copy(
+        &newest(&i.tree.join("boot"), "vmlinuz-")?,
+        &stage.join("live/vmlinuz"),
+    )?;
+    copy(
+        &newest(&i.tree.join("boot"), "initrd.img-")?,
+        &stage.join("live/initrd.img"),
+    )?;
     run(Command::new("mksquashfs")
         .arg(&i.tree)
         .arg(stage.join("live/filesystem.squashfs"))
-        .args(["-noappend", "-quiet", "-comp", "zstd", "-Xcompression-level", "6", "-b", "1M", "-e", "boot"]))?;
+        .args([
+            "-noappend",
+            "-quiet",
+            "-comp",
+            "zstd",
+            "-Xcompression-level",
+            "6",
+            "-b",
+            "1M",
+            "-e",
+            "boot",
+        ]))?;
 
     // The appliance disk, compressed, and its exact size for the installer's check.
     std::fs::create_dir_all(stage.join("custos")).map_err(io("creating custos/"))?;
@@ -180,31 +214,61 @@ pub fn build_iso(i: &IsoInputs) -> Result<u64> {
         .arg(&i.disk)
         .arg("-o")
         .arg(stage.join("custos/disk.raw.zst")))?;
-    let disk_size = std::fs::metadata(&i.disk).map_err(io("the disk image"))?.len();
+    let disk_size = std::fs::metadata(&i.disk)
+        .map_err(io("the disk image"))?
+        .len();
     write(&stage.join("custos/disk.size"), &format!("{disk_size}\n"))?;
-    write(&stage.join(".disk/info"), &format!("Custos {} installer\n", i.version))?;
+    write(
+        &stage.join(".disk/info"),
+        &format!("Custos {} installer\n", i.version),
+    )?;
 
     // BIOS: ISOLINUX.
-    copy(Path::new(ISOLINUX_BIN), &stage.join("isolinux/isolinux.bin"))?;
+    copy(
+        Path::new(ISOLINUX_BIN),
+        &stage.join("isolinux/isolinux.bin"),
+    )?;
     copy(Path::new(LDLINUX_C32), &stage.join("isolinux/ldlinux.c32"))?;
-    write(&stage.join("isolinux/isolinux.cfg"), &render_isolinux(&i.version, &i.cmdline))?;
+    write(
+        &stage.join("isolinux/isolinux.cfg"),
+        &render_isolinux(&i.version, &i.cmdline),
+    )?;
 
     // UEFI: shim and signed GRUB in a small FAT image; GRUB reads the menu from the ISO.
-    write(&stage.join("boot/grub/grub.cfg"), &render_grub(&i.version, &i.cmdline))?;
+    write(
+        &stage.join("boot/grub/grub.cfg"),
+        &render_grub(&i.version, &i.cmdline),
+    )?;
     let efi = stage.join("boot/efiboot.img");
     let stub = i.work.join("grub-stub.cfg");
     write(&stub, &render_grub_stub())?;
     let loaders = [&i.efi.shim, &i.efi.grub]
         .iter()
-        .map(|p| std::fs::metadata(p).map(|m| m.len()).map_err(io(format!("{}", p.display()))))
+        .map(|p| {
+            std::fs::metadata(p)
+                .map(|m| m.len())
+                .map_err(io(format!("{}", p.display())))
+        })
         .sum::<Result<u64>>()?;
     let kib = (loaders / 1024 + 1024).div_ceil(1024) * 1024;
-    run(Command::new("mkfs.vfat").args(["-C", "-n", "CUSTOS_EFI"]).arg(&efi).arg(kib.to_string()))?;
+    run(Command::new("mkfs.vfat")
+        .args(["-C", "-n", "CUSTOS_EFI"])
+        .arg(&efi)
+        .arg(kib.to_string()))?;
     let img = efi.display().to_string();
     run(Command::new("mmd").args(["-i", &img, "::/EFI", "::/EFI/BOOT", "::/EFI/debian"]))?;
-    run(Command::new("mcopy").args(["-i", &img]).arg(&i.efi.shim).arg("::/EFI/BOOT/BOOTX64.EFI"))?;
-    run(Command::new("mcopy").args(["-i", &img]).arg(&i.efi.grub).arg("::/EFI/BOOT/grubx64.efi"))?;
-    run(Command::new("mcopy").args(["-i", &img]).arg(&stub).arg("::/EFI/debian/grub.cfg"))?;
+    run(Command::new("mcopy")
+        .args(["-i", &img])
+        .arg(&i.efi.shim)
+        .arg("::/EFI/BOOT/BOOTX64.EFI"))?;
+    run(Command::new("mcopy")
+        .args(["-i", &img])
+        .arg(&i.efi.grub)
+        .arg("::/EFI/BOOT/grubx64.efi"))?;
+    run(Command::new("mcopy")
+        .args(["-i", &img])
+        .arg(&stub)
+        .arg("::/EFI/debian/grub.cfg"))?;
 
     run(Command::new("xorriso")
         .args(["-as", "mkisofs", "-quiet", "-o"])
@@ -213,7 +277,13 @@ pub fn build_iso(i: &IsoInputs) -> Result<u64> {
         .args(["-isohybrid-mbr", ISOHYBRID_MBR])
         .args(["-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat"])
         .args(["-no-emul-boot", "-boot-load-size", "4", "-boot-info-table"])
-        .args(["-eltorito-alt-boot", "-e", "boot/efiboot.img", "-no-emul-boot", "-isohybrid-gpt-basdat"])
+        .args([
+            "-eltorito-alt-boot",
+            "-e",
+            "boot/efiboot.img",
+            "-no-emul-boot",
+            "-isohybrid-gpt-basdat",
+        ])
         .arg(&stage))?;
     std::fs::remove_dir_all(&stage).map_err(io("clearing the ISO staging folder"))?;
     Ok(std::fs::metadata(&i.out).map_err(io("the ISO"))?.len())
@@ -227,11 +297,21 @@ mod tests {
     fn menus_boot_the_installer_with_the_appliance_consoles() {
         let cmdline = "net.ifnames=0 console=tty0 console=ttyS0,115200 quiet";
         let live = live_cmdline(cmdline);
-        assert_eq!(live, "boot=live components net.ifnames=0 quiet console=ttyS0,115200 console=tty0 custos.install");
+        assert_eq!(
+            live,
+            "boot=live components net.ifnames=0 quiet console=ttyS0,115200 console=tty0 custos.install"
+        );
         let iso = render_isolinux("1.2.3", cmdline);
-        assert!(iso.contains("DEFAULT install") && iso.contains(&format!("APPEND {live}")) && iso.contains("LOCALBOOT 0x80"));
+        assert!(
+            iso.contains("DEFAULT install")
+                && iso.contains(&format!("APPEND {live}"))
+                && iso.contains("LOCALBOOT 0x80")
+        );
         let grub = render_grub("1.2.3", cmdline);
-        assert!(grub.contains("Install Custos 1.2.3") && grub.contains(&format!("linux /live/vmlinuz {live}")));
+        assert!(
+            grub.contains("Install Custos 1.2.3")
+                && grub.contains(&format!("linux /live/vmlinuz {live}"))
+        );
         assert!(render_grub_stub().contains("/.disk/info"));
     }
 }

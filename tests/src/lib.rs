@@ -388,18 +388,29 @@ impl Api {
 /// Every row of every table but the audit log of the store in `data`, as
 /// text (sealed values as their ciphertext, which changes when they do).
 pub fn store_snapshot(data: &Path) -> String {
-    let conn = rusqlite::Connection::open_with_flags(data.join("custos.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .expect("open store read-only");
+    let conn = rusqlite::Connection::open_with_flags(
+        data.join("custos.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("open store read-only");
     let tables: Vec<String> = conn
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name != 'audit' ORDER BY name")
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name != 'audit' ORDER BY name",
+        )
         .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
         .expect("tables");
     let mut out = String::new();
     for t in tables {
-        let mut stmt = conn.prepare(&format!("SELECT * FROM {t} ORDER BY 1, 2")).expect("select");
+        let mut stmt = conn
+            .prepare(&format!("SELECT * FROM {t} ORDER BY 1, 2"))
+            .expect("select");
         let n = stmt.column_count();
         let rows = stmt
-            .query_map([], |r| (0..n).map(|i| r.get_ref(i).map(|v| format!("{v:?}"))).collect::<Result<Vec<_>, _>>())
+            .query_map([], |r| {
+                (0..n)
+                    .map(|i| r.get_ref(i).map(|v| format!("{v:?}")))
+                    .collect::<Result<Vec<_>, _>>()
+            })
             .expect("rows");
         for row in rows {
             out.push_str(&format!("{t}: {}\n", row.expect("row").join(" | ")));

@@ -54,7 +54,9 @@ pub fn kvm_usable() -> bool {
     }
     let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     Path::new("/dev/kvm").exists()
-        && flags.lines().any(|l| l.starts_with("flags") && (l.contains(" vmx") || l.contains(" svm")))
+        && flags
+            .lines()
+            .any(|l| l.starts_with("flags") && (l.contains(" vmx") || l.contains(" svm")))
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -82,12 +84,20 @@ impl Vm {
         let mut ports = vec![];
         let mut fwd = String::from("user,id=n0");
         for (name, guest) in GUEST_PORTS {
-            let host = if b.fixed_ports { guest + 10000 } else { free_port()? };
+            let host = if b.fixed_ports {
+                guest + 10000
+            } else {
+                free_port()?
+            };
             fwd.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
             ports.push((name.to_string(), host));
         }
         for (name, guest) in GUEST_UDP_PORTS {
-            let host = if b.fixed_ports { guest + 10000 } else { free_port()? };
+            let host = if b.fixed_ports {
+                guest + 10000
+            } else {
+                free_port()?
+            };
             fwd.push_str(&format!(",hostfwd=udp:127.0.0.1:{host}-:{guest}"));
             ports.push((name.to_string(), host));
         }
@@ -96,27 +106,60 @@ impl Vm {
             Firmware::Uefi => format!("q35,accel={accel}"),
             Firmware::Bios => format!("pc,accel={accel}"),
         };
-        cmd.args(["-machine", &machine, "-m", &b.memory_mb.to_string(), "-smp", "2"])
-            .args(["-display", "none", "-no-reboot"])
-            .arg("-serial")
-            .arg(format!("file:{}", serial.display()))
-            .arg("-monitor")
-            .arg(format!("unix:{},server,nowait", monitor.display()))
-            .args(["-netdev", &fwd, "-device", "virtio-net-pci,netdev=n0"])
-            // eth1, the backup network: present and left alone.
-            .args(["-netdev", "user,id=n1,restrict=on", "-device", "virtio-net-pci,netdev=n1"]);
+        cmd.args([
+            "-machine",
+            &machine,
+            "-m",
+            &b.memory_mb.to_string(),
+            "-smp",
+            "2",
+        ])
+        .args(["-display", "none", "-no-reboot"])
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()))
+        .arg("-monitor")
+        .arg(format!("unix:{},server,nowait", monitor.display()))
+        .args(["-netdev", &fwd, "-device", "virtio-net-pci,netdev=n0"])
+        // eth1, the backup network: present and left alone.
+        .args([
+            "-netdev",
+            "user,id=n1,restrict=on",
+            "-device",
+            "virtio-net-pci,netdev=n1",
+        ]);
         if b.firmware == Firmware::Uefi {
             let vars = b.work.join("OVMF_VARS.fd");
-            std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).context("OVMF (apt-get install ovmf)")?;
-            cmd.arg("-drive").arg("if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd");
-            cmd.arg("-drive").arg(format!("if=pflash,format=raw,file={}", vars.display()));
+            std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars)
+                .context("OVMF (apt-get install ovmf)")?;
+            cmd.arg("-drive")
+                .arg("if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd");
+            cmd.arg("-drive")
+                .arg(format!("if=pflash,format=raw,file={}", vars.display()));
         }
         let snap = if b.snapshot { ",snapshot=on" } else { "" };
-        cmd.arg("-drive").arg(format!("file={},format={},if=none,id=d0{snap}", b.disk.display(), b.disk_format));
+        cmd.arg("-drive").arg(format!(
+            "file={},format={},if=none,id=d0{snap}",
+            b.disk.display(),
+            b.disk_format
+        ));
         cmd.args(["-device", "virtio-blk-pci,drive=d0,bootindex=1"]);
         if let Some(iso) = &b.cdrom {
-            cmd.arg("-drive").arg(format!("file={},format=raw,if=none,id=cd0,media=cdrom,readonly=on", iso.display()));
-            cmd.args(["-device", "ide-cd,drive=cd0,bootindex=0"]);
+            cmd.arg("-drive").arg(format!(
+                "file={},format=raw,if=none,id=cd0,media=cdrom,readonly=on",
+                iso.display()
+            ));
+            // Hyper-V Generation 1 has an IDE DVD drive, Generation 2 a SCSI
+            // one. (q35's AHCI would need a driver the appliance's cloud
+            // kernel does not carry.)
+            match b.firmware {
+                Firmware::Bios => cmd.args(["-device", "ide-cd,drive=cd0,bootindex=0"]),
+                Firmware::Uefi => cmd.args([
+                    "-device",
+                    "virtio-scsi-pci,id=scsi0",
+                    "-device",
+                    "scsi-cd,drive=cd0,bus=scsi0.0,bootindex=0",
+                ]),
+            };
         }
         let child = cmd
             .stdin(Stdio::null())
@@ -124,11 +167,22 @@ impl Vm {
             .stderr(Stdio::inherit())
             .spawn()
             .context("starting qemu-system-x86_64 (apt-get install qemu-system-x86)")?;
-        Ok(Vm { child: Some(child), serial, monitor, ports, accel, started: Instant::now() })
+        Ok(Vm {
+            child: Some(child),
+            serial,
+            monitor,
+            ports,
+            accel,
+            started: Instant::now(),
+        })
     }
 
     pub fn port(&self, name: &str) -> u16 {
-        self.ports.iter().find(|(n, _)| n == name).map(|(_, p)| *p).unwrap_or_else(|| panic!("no port {name}"))
+        self.ports
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| *p)
+            .unwrap_or_else(|| panic!("no port {name}"))
     }
 
     pub fn serial_text(&self) -> String {
@@ -143,7 +197,10 @@ impl Vm {
         loop {
             let text = self.serial_text();
             if text.contains("custos: not ready") {
-                let failed: Vec<&str> = text.lines().filter(|l| l.contains("custos: FAILED") || l.contains("custos: journal")).collect();
+                let failed: Vec<&str> = text
+                    .lines()
+                    .filter(|l| l.contains("custos: FAILED") || l.contains("custos: journal"))
+                    .collect();
                 bail!("an appliance unit failed:\n{}", failed.join("\n"));
             }
             if text.contains("custos: ready") {
@@ -152,10 +209,18 @@ impl Vm {
             if let Some(c) = self.child.as_mut()
                 && let Some(status) = c.try_wait()?
             {
-                bail!("QEMU exited ({status}) before the appliance was ready; console:\n{}", tail(&text, 60));
+                bail!(
+                    "QEMU exited ({status}) before the appliance was ready; console:\n{}",
+                    tail(&text, 60)
+                );
             }
             if Instant::now() > deadline {
-                bail!("no readiness line after {:?} ({}); console:\n{}", timeout, self.accel, tail(&text, 60));
+                bail!(
+                    "no readiness line after {:?} ({}); console:\n{}",
+                    timeout,
+                    self.accel,
+                    tail(&text, 60)
+                );
             }
             std::thread::sleep(Duration::from_millis(500));
         }
@@ -173,7 +238,9 @@ impl Vm {
     /// Whether QEMU exits within `timeout`.
     fn exited_within(&mut self, timeout: Duration) -> anyhow::Result<bool> {
         let deadline = Instant::now() + timeout;
-        let Some(c) = self.child.as_mut() else { return Ok(true) };
+        let Some(c) = self.child.as_mut() else {
+            return Ok(true);
+        };
         while Instant::now() < deadline {
             if c.try_wait()?.is_some() {
                 self.child = None;
@@ -230,7 +297,10 @@ impl Vm {
         if self.exited_within(timeout)? {
             return Ok(());
         }
-        bail!("the VM did not exit within {timeout:?}; console:\n{}", tail(&self.serial_text(), 40))
+        bail!(
+            "the VM did not exit within {timeout:?}; console:\n{}",
+            tail(&self.serial_text(), 40)
+        )
     }
 }
 

@@ -23,7 +23,9 @@ fn dist() -> Option<PathBuf> {
     match std::env::var_os("CUSTOS_SMOKE_DIST") {
         Some(d) => Some(PathBuf::from(d)),
         None => {
-            eprintln!("skipped: set CUSTOS_SMOKE_DIST=target/dist (cargo xtask test does, after cargo xtask dist)");
+            eprintln!(
+                "skipped: set CUSTOS_SMOKE_DIST=target/dist (cargo xtask test does, after cargo xtask dist)"
+            );
             None
         }
     }
@@ -34,15 +36,23 @@ fn newest(dir: &Path, ext: &str) -> PathBuf {
         .expect("dist dir")
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == ext) && !p.to_string_lossy().contains("-dev"))
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == ext) && !p.to_string_lossy().contains("-dev")
+        })
         .collect();
     found.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
-    found.pop().unwrap_or_else(|| panic!("no .{ext} in {}", dir.display()))
+    found
+        .pop()
+        .unwrap_or_else(|| panic!("no .{ext} in {}", dir.display()))
 }
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().expect("run");
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -52,7 +62,12 @@ fn unpack_ova(ova: &Path, into: &Path) -> PathBuf {
     let members = run(Command::new("tar").arg("-tf").arg(ova));
     let members: Vec<&str> = members.lines().collect();
     assert_eq!(members.len(), 3, "{members:?}");
-    assert!(members[0].ends_with(".ovf") && members[1].ends_with(".mf") && members[2].ends_with(".vmdk"), "order: {members:?}");
+    assert!(
+        members[0].ends_with(".ovf")
+            && members[1].ends_with(".mf")
+            && members[2].ends_with(".vmdk"),
+        "order: {members:?}"
+    );
     run(Command::new("tar").arg("-xf").arg(ova).arg("-C").arg(into));
     let mf = std::fs::read_to_string(into.join(members[1])).expect("manifest");
     let mut checked = 0;
@@ -62,13 +77,19 @@ fn unpack_ova(ova: &Path, into: &Path) -> PathBuf {
             .and_then(|l| l.split_once(")= "))
             .unwrap_or_else(|| panic!("manifest line {line}"));
         let sum = run(Command::new("sha256sum").arg(into.join(name)));
-        assert_eq!(sum.split_whitespace().next(), Some(digest), "digest of {name}");
+        assert_eq!(
+            sum.split_whitespace().next(),
+            Some(digest),
+            "digest of {name}"
+        );
         checked += 1;
     }
     assert_eq!(checked, 2, "the manifest covers the OVF and the VMDK");
     let ovf = std::fs::read_to_string(into.join(members[0])).expect("ovf");
     assert!(!ovf.contains("{{"), "placeholder left in the OVF");
-    let info = run(Command::new("qemu-img").args(["info"]).arg(into.join(members[2])));
+    let info = run(Command::new("qemu-img")
+        .args(["info"])
+        .arg(into.join(members[2])));
     assert!(info.contains("streamOptimized"), "{info}");
     into.join(members[2])
 }
@@ -82,23 +103,37 @@ fn check_running_appliance(vm: &Vm, host_dir: &Path, first_boot: bool) -> String
     // 443 as on 8445, verified against the CA the appliance hands to hosts.
     let ca = {
         let mut urls = HashMap::new();
-        urls.insert("enrol".to_string(), format!("https://127.0.0.1:{}", vm.port("enrol")));
+        urls.insert(
+            "enrol".to_string(),
+            format!("https://127.0.0.1:{}", vm.port("enrol")),
+        );
         Appliance::remote(urls).ca_pem("enrol")
     };
     let on_443 = Api::new(&format!("https://127.0.0.1:{}", vm.port("web")), &ca);
     assert_eq!(on_443.get("/api/openapi.json").status, 200);
     let mut urls = HashMap::new();
     for (name, _) in tests::vm::GUEST_PORTS {
-        urls.insert(name.to_string(), format!("https://127.0.0.1:{}", vm.port(name)));
+        urls.insert(
+            name.to_string(),
+            format!("https://127.0.0.1:{}", vm.port(name)),
+        );
     }
     let app = Appliance::remote(urls);
     let api = app.api(); // verifies the console's certificate against the appliance CA
     // The console on 443 presents the same certificate chain (the client trusts only the CA).
-    let v = api.post("/api/v1/login", json!({"login": "admin", "password": if first_boot { "admin123" } else { ADMIN_PW }})).ok();
+    let v = api
+        .post(
+            "/api/v1/login",
+            json!({"login": "admin", "password": if first_boot { "admin123" } else { ADMIN_PW }}),
+        )
+        .ok();
     assert_eq!(v["must_change_password"], json!(first_boot));
     let s = if first_boot {
         let fresh = api.login("admin", "admin123");
-        assert_eq!(fresh.get("/api/v1/domains").expect(403)["error"], "password_change_required");
+        assert_eq!(
+            fresh.get("/api/v1/domains").expect(403)["error"],
+            "password_change_required"
+        );
         recommended_setup(&app)
     } else {
         let admin = api.login("admin", ADMIN_PW);
@@ -113,11 +148,15 @@ fn check_running_appliance(vm: &Vm, host_dir: &Path, first_boot: bool) -> String
     if first_boot {
         let out = register_host(&app, "enrol", "rec1.example.com", SHARED_SECRET, host_dir);
         out.ok();
-        assert!(out.stdout.contains(info["rsa_ca_fingerprint"].as_str().expect("fp")));
+        assert!(
+            out.stdout
+                .contains(info["rsa_ca_fingerprint"].as_str().expect("fp"))
+        );
     }
     // The VM's key port is forwarded to another host port.
     let path = host_dir.join("agent.json");
-    let mut saved: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("agent.json")).expect("json");
+    let mut saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("agent.json")).expect("json");
     saved["key_port"] = vm.port("keys").into();
     std::fs::write(&path, saved.to_string()).expect("write agent.json");
     let (key, version) = fetch_key(&app, host_dir, "recorder", Some(1));
@@ -134,8 +173,22 @@ fn check_ssh(port: u16) {
     std::fs::write(&askpass, "#!/bin/sh\necho cliadmin123\n").expect("askpass");
     run(Command::new("chmod").arg("+x").arg(&askpass));
     let out = Command::new("ssh")
-        .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "PubkeyAuthentication=no"])
-        .args(["-o", "PreferredAuthentications=password", "-o", "NumberOfPasswordPrompts=1", "-o", "ConnectTimeout=30"])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "PubkeyAuthentication=no",
+        ])
+        .args([
+            "-o",
+            "PreferredAuthentications=password",
+            "-o",
+            "NumberOfPasswordPrompts=1",
+            "-o",
+            "ConnectTimeout=30",
+        ])
         .args(["-p", &port.to_string(), "cliadmin@127.0.0.1", "exit"])
         .env("SSH_ASKPASS", &askpass)
         .env("SSH_ASKPASS_REQUIRE", "force")
@@ -144,15 +197,28 @@ fn check_ssh(port: u16) {
         .output()
         .expect("ssh (apt-get install openssh-client)");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!err.contains("Permission denied") && !err.contains("Connection refused"), "ssh cliadmin: {err}");
-    assert!(err.contains("Warning: Permanently added"), "ssh did not reach the appliance: {err}");
+    assert!(
+        !err.contains("Permission denied") && !err.contains("Connection refused"),
+        "ssh cliadmin: {err}"
+    );
+    assert!(
+        err.contains("Warning: Permanently added"),
+        "ssh did not reach the appliance: {err}"
+    );
 }
 
 fn boot(firmware: Firmware, disk: &Path, format: &'static str, snapshot: bool, work: &Path) -> Vm {
     boot_with(firmware, disk, format, snapshot, None, work)
 }
 
-fn boot_with(firmware: Firmware, disk: &Path, format: &'static str, snapshot: bool, cdrom: Option<&Path>, work: &Path) -> Vm {
+fn boot_with(
+    firmware: Firmware,
+    disk: &Path,
+    format: &'static str,
+    snapshot: bool,
+    cdrom: Option<&Path>,
+    work: &Path,
+) -> Vm {
     let mut vm = Vm::start(&Boot {
         firmware,
         disk: disk.to_path_buf(),
@@ -164,8 +230,14 @@ fn boot_with(firmware: Firmware, disk: &Path, format: &'static str, snapshot: bo
         work: work.to_path_buf(),
     })
     .expect("QEMU starts");
-    let took = vm.wait_ready(READY_TIMEOUT).unwrap_or_else(|e| panic!("{firmware:?} boot: {e:#}"));
-    eprintln!("{firmware:?} ({}): all units ready {:.0} s after power-on", vm.accel, took.as_secs_f64());
+    let took = vm
+        .wait_ready(READY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{firmware:?} boot: {e:#}"));
+    eprintln!(
+        "{firmware:?} ({}): all units ready {:.0} s after power-on",
+        vm.accel,
+        took.as_secs_f64()
+    );
     vm
 }
 
@@ -177,16 +249,35 @@ fn ova_boots_under_uefi_and_keeps_state_across_a_reboot() {
     let vmdk = unpack_ova(&newest(&dist, "ova"), work.path());
     // Writes go to an overlay so the reboot sees them.
     let overlay = work.path().join("overlay.qcow2");
-    run(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2", "-F", "vmdk", "-b"]).arg(&vmdk).arg(&overlay));
+    run(Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "vmdk", "-b"])
+        .arg(&vmdk)
+        .arg(&overlay));
     let host = tempfile::tempdir().expect("tempdir");
-    let mut vm = boot(Firmware::Uefi, &overlay, "qcow2", false, &work.path().join("uefi"));
+    let mut vm = boot(
+        Firmware::Uefi,
+        &overlay,
+        "qcow2",
+        false,
+        &work.path().join("uefi"),
+    );
     let key = check_running_appliance(&vm, host.path(), true);
-    vm.power_off(Duration::from_secs(300)).expect("clean power-off");
+    vm.power_off(Duration::from_secs(300))
+        .expect("clean power-off");
     drop(vm);
 
-    let vm = boot(Firmware::Uefi, &overlay, "qcow2", false, &work.path().join("uefi-2"));
+    let vm = boot(
+        Firmware::Uefi,
+        &overlay,
+        "qcow2",
+        false,
+        &work.path().join("uefi-2"),
+    );
     let after = check_running_appliance(&vm, host.path(), false);
-    assert_eq!(key, after, "the key served after the reboot has other bytes");
+    assert_eq!(
+        key, after,
+        "the key served after the reboot has other bytes"
+    );
 }
 
 #[test]
@@ -196,7 +287,13 @@ fn ova_boots_under_bios() {
     let work = tempfile::tempdir().expect("tempdir");
     let vmdk = unpack_ova(&newest(&dist, "ova"), work.path());
     let host = tempfile::tempdir().expect("tempdir");
-    let vm = boot(Firmware::Bios, &vmdk, "vmdk", true, &work.path().join("bios"));
+    let vm = boot(
+        Firmware::Bios,
+        &vmdk,
+        "vmdk",
+        true,
+        &work.path().join("bios"),
+    );
     check_running_appliance(&vm, host.path(), true);
 }
 
@@ -212,38 +309,62 @@ fn check_cli_over_ssh(port: u16) {
     run(Command::new("chmod").arg("+x").arg(&askpass));
     let ssh = |pw_file: &Path| {
         let mut cmd = Command::new("ssh");
-        cmd.args(["-tt", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "PubkeyAuthentication=no"])
-            .args(["-o", "PreferredAuthentications=password", "-o", "NumberOfPasswordPrompts=1", "-o", "LogLevel=ERROR"])
-            .args(["-p", &port.to_string(), "cliadmin@127.0.0.1"])
-            .env("SSH_ASKPASS", &askpass)
-            .env("SSH_ASKPASS_REQUIRE", "force")
-            .env("DISPLAY", ":0");
+        cmd.args([
+            "-tt",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "PubkeyAuthentication=no",
+        ])
+        .args([
+            "-o",
+            "PreferredAuthentications=password",
+            "-o",
+            "NumberOfPasswordPrompts=1",
+            "-o",
+            "LogLevel=ERROR",
+        ])
+        .args(["-p", &port.to_string(), "cliadmin@127.0.0.1"])
+        .env("SSH_ASKPASS", &askpass)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .env("DISPLAY", ":0");
         let _ = pw_file;
         rexpect::session::spawn_command(cmd, Some(120_000)).expect("ssh session")
     };
     let new_pw = "Cli!Adm1nPw";
     let mut s = ssh(&pw_file);
-    s.exp_string("Type Y to accept the licence agreement: ").expect("agreement");
+    s.exp_string("Type Y to accept the licence agreement: ")
+        .expect("agreement");
     s.send_line("Y").expect("send");
-    s.exp_string("Current password: ").expect("current password prompt");
+    s.exp_string("Current password: ")
+        .expect("current password prompt");
     s.send_line("cliadmin123").expect("send");
     s.exp_string("New password: ").expect("new password prompt");
     s.send_line(new_pw).expect("send");
-    s.exp_string("Retype new password: ").expect("retype prompt");
+    s.exp_string("Retype new password: ")
+        .expect("retype prompt");
     s.send_line(new_pw).expect("send");
-    s.exp_string("custos$ ").expect("the menu after the password change");
-    s.send_line("system setinfo hostname rec-vault.example.com").expect("send");
-    s.exp_string("SUCCESS: the host name is rec-vault.example.com").expect("host name set");
+    s.exp_string("custos$ ")
+        .expect("the menu after the password change");
+    s.send_line("system setinfo hostname rec-vault.example.com")
+        .expect("send");
+    s.exp_string("SUCCESS: the host name is rec-vault.example.com")
+        .expect("host name set");
     s.send_line("system security suiteb show").expect("send");
-    s.exp_string("Current mode is: compatible").expect("security mode");
+    s.exp_string("Current mode is: compatible")
+        .expect("security mode");
     s.send_line("exit").expect("send");
     s.exp_eof().expect("logout");
 
     std::fs::write(&pw_file, new_pw).expect("password file");
     let mut s = ssh(&pw_file);
-    s.exp_string("custos$ ").expect("the menu at once on the second login");
+    s.exp_string("custos$ ")
+        .expect("the menu at once on the second login");
     s.send_line("system setinfo show").expect("send");
-    s.exp_string("rec-vault.example.com").expect("the new host name");
+    s.exp_string("rec-vault.example.com")
+        .expect("the new host name");
     s.send_line("exit").expect("send");
     s.exp_eof().expect("logout");
 }
@@ -269,7 +390,10 @@ fn install_and_boot(dist: &Path, firmware: Firmware, with_cli: bool) {
     let iso = newest(dist, "iso");
     let work = tempfile::tempdir().expect("tempdir");
     let disk = work.path().join("hyperv.qcow2");
-    run(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2"]).arg(&disk).arg("8G"));
+    run(Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&disk)
+        .arg("8G"));
     let mut vm = Vm::start(&Boot {
         firmware,
         disk: disk.clone(),
@@ -281,14 +405,28 @@ fn install_and_boot(dist: &Path, firmware: Firmware, with_cli: bool) {
         work: work.path().join("install"),
     })
     .expect("QEMU starts");
-    vm.wait_exit(Duration::from_secs(1800)).expect("the installer finishes and restarts");
+    vm.wait_exit(Duration::from_secs(1800))
+        .expect("the installer finishes and restarts");
     let console = vm.serial_text();
-    assert!(console.contains("custos-installer: done"), "installer console:\n{console}");
-    eprintln!("{firmware:?} ({}): installed from the ISO in {:.0} s", vm.accel, vm.started.elapsed().as_secs_f64());
+    assert!(
+        console.contains("custos-installer: done"),
+        "installer console:\n{console}"
+    );
+    eprintln!(
+        "{firmware:?} ({}): installed from the ISO in {:.0} s",
+        vm.accel,
+        vm.started.elapsed().as_secs_f64()
+    );
     drop(vm);
 
     let host = tempfile::tempdir().expect("tempdir");
-    let vm = boot(firmware, &disk, "qcow2", false, &work.path().join("installed"));
+    let vm = boot(
+        firmware,
+        &disk,
+        "qcow2",
+        false,
+        &work.path().join("installed"),
+    );
     check_running_appliance(&vm, host.path(), true);
     if with_cli {
         check_cli_over_ssh(vm.port("ssh"));
@@ -323,16 +461,28 @@ fn installer_refuses_a_disk_with_data_unless_confirmed() {
     // The installer asks on the console; the operator answers "no".
     let deadline = std::time::Instant::now() + Duration::from_secs(900);
     while !vm.serial_text().contains("is not empty") {
-        assert!(std::time::Instant::now() < deadline, "no warning about the used disk:\n{}", vm.serial_text());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no warning about the used disk:\n{}",
+            vm.serial_text()
+        );
         std::thread::sleep(Duration::from_secs(1));
     }
     std::thread::sleep(Duration::from_secs(2));
     vm.type_text("no\n").expect("type on the console");
     while !vm.serial_text().contains("nothing was written") {
-        assert!(std::time::Instant::now() < deadline, "the installer did not stop:\n{}", vm.serial_text());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the installer did not stop:\n{}",
+            vm.serial_text()
+        );
         std::thread::sleep(Duration::from_secs(1));
     }
     drop(vm);
     let after = std::fs::read(&raw).expect("read");
-    assert_eq!(&after[..data.len()], &data[..], "the refused disk was changed");
+    assert_eq!(
+        &after[..data.len()],
+        &data[..],
+        "the refused disk was changed"
+    );
 }

@@ -38,12 +38,14 @@ pub const IMAGE_PACKAGES: &[(&str, &str)] = &[
     ("dpkg-deb", "dpkg"),
 ];
 
-
 /// shim and Debian's signed GRUB for the ISO's UEFI boot, downloaded once
 /// from the machine's apt sources and unpacked without installing them.
 fn efi_loaders(sh: &Shell, cache: &Path) -> Result<hyperv::EfiLoaders> {
     let dir = cache.join("efi");
-    let loaders = hyperv::EfiLoaders { shim: dir.join("shimx64.efi.signed"), grub: dir.join("gcdx64.efi.signed") };
+    let loaders = hyperv::EfiLoaders {
+        shim: dir.join("shimx64.efi.signed"),
+        grub: dir.join("gcdx64.efi.signed"),
+    };
     if loaders.shim.exists() && loaders.grub.exists() {
         return Ok(loaders);
     }
@@ -53,27 +55,50 @@ fn efi_loaders(sh: &Shell, cache: &Path) -> Result<hyperv::EfiLoaders> {
     }
     fs::create_dir_all(&tmp)?;
     eprintln!("dist: fetching shim-signed and grub-efi-amd64-signed");
-    let download = |sh: &Shell| cmd!(sh, "apt-get download shim-signed grub-efi-amd64-signed").quiet().run();
+    let download = |sh: &Shell| {
+        cmd!(sh, "apt-get download shim-signed grub-efi-amd64-signed")
+            .quiet()
+            .run()
+    };
     {
         let _d = sh.push_dir(&tmp);
         if download(sh).is_err() {
-            cmd!(sh, "apt-get update -q").run().context("apt-get update")?;
+            cmd!(sh, "apt-get update -q")
+                .run()
+                .context("apt-get update")?;
             download(sh).context("apt-get download shim-signed grub-efi-amd64-signed")?;
         }
-        for deb in fs::read_dir(&tmp)?.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "deb")) {
+        for deb in fs::read_dir(&tmp)?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "deb"))
+        {
             cmd!(sh, "dpkg-deb -x {deb} unpacked").run()?;
         }
     }
     fs::create_dir_all(&dir)?;
-    fs::copy(tmp.join("unpacked/usr/lib/shim/shimx64.efi.signed"), &loaders.shim).context("shimx64.efi.signed in shim-signed")?;
-    fs::copy(tmp.join("unpacked/usr/lib/grub/x86_64-efi-signed/gcdx64.efi.signed"), &loaders.grub)
-        .context("gcdx64.efi.signed in grub-efi-amd64-signed")?;
+    fs::copy(
+        tmp.join("unpacked/usr/lib/shim/shimx64.efi.signed"),
+        &loaders.shim,
+    )
+    .context("shimx64.efi.signed in shim-signed")?;
+    fs::copy(
+        tmp.join("unpacked/usr/lib/grub/x86_64-efi-signed/gcdx64.efi.signed"),
+        &loaders.grub,
+    )
+    .context("gcdx64.efi.signed in grub-efi-amd64-signed")?;
     fs::remove_dir_all(&tmp)?;
     Ok(loaders)
 }
 
 /// Builds the images; returns the folder holding them.
-pub fn dist(sh: &Shell, root: &Path, target: &Path, profile: Option<&str>, build: bool) -> Result<PathBuf> {
+pub fn dist(
+    sh: &Shell,
+    root: &Path,
+    target: &Path,
+    profile: Option<&str>,
+    build: bool,
+) -> Result<PathBuf> {
     let started = Instant::now();
     let def = Definition::load(&root.join("image"))?;
     let suffix = profile.map(|p| format!("-{p}")).unwrap_or_default();
@@ -90,12 +115,20 @@ pub fn dist(sh: &Shell, root: &Path, target: &Path, profile: Option<&str>, build
             packages.push(o);
         }
     }
-    let pflags: Vec<String> = packages.iter().flat_map(|p| ["-p".to_string(), p.to_string()]).collect();
+    let pflags: Vec<String> = packages
+        .iter()
+        .flat_map(|p| ["-p".to_string(), p.to_string()])
+        .collect();
     if build {
         eprintln!("dist: building the release binaries");
-        cmd!(sh, "{cargo} build --release {pflags...}").run().context("building the release binaries")?;
+        cmd!(sh, "{cargo} build --release {pflags...}")
+            .run()
+            .context("building the release binaries")?;
     }
-    let mut binaries: Vec<PathBuf> = packages.iter().map(|p| target.join("release").join(p)).collect();
+    let mut binaries: Vec<PathBuf> = packages
+        .iter()
+        .map(|p| target.join("release").join(p))
+        .collect();
     if !build {
         binaries.retain(|b| b.exists() || units.iter().any(|u| b.ends_with(u)));
     }
@@ -113,7 +146,11 @@ pub fn dist(sh: &Shell, root: &Path, target: &Path, profile: Option<&str>, build
     eprintln!("dist: writing the stream-optimised VMDK");
     let vmdk = work.join(format!("{name}-disk1.vmdk"));
     let info = ova::write_stream_vmdk(&disk.path, &vmdk)?;
-    let disk_file = vmdk.file_name().context("vmdk name")?.to_string_lossy().into_owned();
+    let disk_file = vmdk
+        .file_name()
+        .context("vmdk name")?
+        .to_string_lossy()
+        .into_owned();
     let params = ova::OvfParams::custos("Custos project", version, &disk_file, &info);
     let ovf = ova::render_ovf(&params)?;
     let ova_path = dist.join(format!("{name}.ova"));
@@ -124,7 +161,15 @@ pub fn dist(sh: &Shell, root: &Path, target: &Path, profile: Option<&str>, build
     let installer = Profile::load(&def, "installer")?;
     let base_i = image::base_tree(sh, &def, Some(&installer), &cache)?;
     let work_i = target.join("image-installer");
-    let tree_i = image::system_tree(sh, &def, &base_i, &work_i, &binaries, &docs, Some(&installer))?;
+    let tree_i = image::system_tree(
+        sh,
+        &def,
+        &base_i,
+        &work_i,
+        &binaries,
+        &docs,
+        Some(&installer),
+    )?;
     let efi = efi_loaders(sh, &cache)?;
     eprintln!("dist: writing the ISO");
     let iso_path = dist.join(format!("{name}.iso"));

@@ -40,7 +40,9 @@ fn parse_ini(text: &str) -> BTreeMap<String, Vec<String>> {
         }
         if line.starts_with(char::is_whitespace) {
             if let Some(k) = &last_key {
-                out.entry(k.clone()).or_default().push(line.trim().to_owned());
+                out.entry(k.clone())
+                    .or_default()
+                    .push(line.trim().to_owned());
             }
             continue;
         }
@@ -52,7 +54,9 @@ fn parse_ini(text: &str) -> BTreeMap<String, Vec<String>> {
         if let Some((k, v)) = line.split_once('=') {
             let key = format!("{section}.{}", k.trim());
             if !v.trim().is_empty() {
-                out.entry(key.clone()).or_default().push(v.trim().to_owned());
+                out.entry(key.clone())
+                    .or_default()
+                    .push(v.trim().to_owned());
             } else {
                 out.entry(key.clone()).or_default();
             }
@@ -65,7 +69,12 @@ fn parse_ini(text: &str) -> BTreeMap<String, Vec<String>> {
 /// The packages of a `[Content] Packages=` list, one or more per line.
 fn packages_of(conf: &BTreeMap<String, Vec<String>>) -> Vec<String> {
     conf.get("Content.Packages")
-        .map(|lines| lines.iter().flat_map(|l| l.split_whitespace().map(str::to_owned)).collect())
+        .map(|lines| {
+            lines
+                .iter()
+                .flat_map(|l| l.split_whitespace().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -116,15 +125,23 @@ impl Profile {
         let packages = packages_of(&conf);
         let extra = Some(dir.join("mkosi.extra")).filter(|p| p.is_dir());
         let postinst = Some(dir.join("mkosi.postinst")).filter(|p| p.is_file());
-        Ok(Profile { packages, extra, postinst })
+        Ok(Profile {
+            packages,
+            extra,
+            postinst,
+        })
     }
 }
 
 impl Definition {
     pub fn load(dir: &Path) -> Result<Definition> {
-        let conf = parse_ini(&fs::read_to_string(dir.join("mkosi.conf")).context("image/mkosi.conf")?);
+        let conf =
+            parse_ini(&fs::read_to_string(dir.join("mkosi.conf")).context("image/mkosi.conf")?);
         let one = |k: &str| -> Result<String> {
-            conf.get(k).and_then(|v| v.first()).cloned().with_context(|| format!("image/mkosi.conf has no {k}"))
+            conf.get(k)
+                .and_then(|v| v.first())
+                .cloned()
+                .with_context(|| format!("image/mkosi.conf has no {k}"))
         };
         let mut packages = packages_of(&conf);
         packages.sort();
@@ -139,10 +156,17 @@ impl Definition {
         let mut partitions = vec![];
         for f in files {
             let p = parse_ini(&fs::read_to_string(&f)?);
-            let get = |k: &str| p.get(&format!("Partition.{k}")).and_then(|v| v.first()).cloned();
+            let get = |k: &str| {
+                p.get(&format!("Partition.{k}"))
+                    .and_then(|v| v.first())
+                    .cloned()
+            };
             let kind = get("Type").with_context(|| format!("{}: no Type=", f.display()))?;
             type_guid(&kind)?;
-            let size = parse_size(&get("SizeMinBytes").with_context(|| format!("{}: no SizeMinBytes=", f.display()))?)?;
+            let size = parse_size(
+                &get("SizeMinBytes")
+                    .with_context(|| format!("{}: no SizeMinBytes=", f.display()))?,
+            )?;
             ensure!(size % MIB == 0, "{}: sizes are whole MiB", f.display());
             partitions.push(Partition {
                 label: get("Label").with_context(|| format!("{}: no Label=", f.display()))?,
@@ -178,7 +202,10 @@ pub fn apt_sources() -> Result<Vec<PathBuf>> {
         out.push(legacy);
     }
     out.sort();
-    ensure!(!out.is_empty(), "this machine has no apt sources to build the image from");
+    ensure!(
+        !out.is_empty(),
+        "this machine has no apt sources to build the image from"
+    );
     Ok(out)
 }
 
@@ -189,7 +216,12 @@ fn sha256_hex(data: &[u8]) -> String {
 
 /// The package tree from mmdebstrap, cached under `cache` by a hash of
 /// everything that decides its content.
-pub fn base_tree(sh: &Shell, def: &Definition, profile: Option<&Profile>, cache: &Path) -> Result<PathBuf> {
+pub fn base_tree(
+    sh: &Shell,
+    def: &Definition,
+    profile: Option<&Profile>,
+    cache: &Path,
+) -> Result<PathBuf> {
     let sources = apt_sources()?;
     let mut packages = def.packages.clone();
     packages.extend(profile.map(|p| p.packages.clone()).unwrap_or_default());
@@ -197,7 +229,12 @@ pub fn base_tree(sh: &Shell, def: &Definition, profile: Option<&Profile>, cache:
     packages.dedup();
     let mut key = format!("release={}\npackages={}\n", def.release, packages.join(","));
     for s in &sources {
-        let _ = writeln!(key, "{}:{}", s.display(), fs::read_to_string(s).unwrap_or_default());
+        let _ = writeln!(
+            key,
+            "{}:{}",
+            s.display(),
+            fs::read_to_string(s).unwrap_or_default()
+        );
     }
     let hash = &sha256_hex(key.as_bytes())[..16];
     let dir = cache.join(format!("base-{hash}"));
@@ -210,7 +247,10 @@ pub fn base_tree(sh: &Shell, def: &Definition, profile: Option<&Profile>, cache:
         fs::remove_dir_all(&tmp).context("removing a half-built package tree")?;
     }
     fs::create_dir_all(cache)?;
-    eprintln!("image: building the package tree with mmdebstrap ({} packages; about two minutes)", packages.len());
+    eprintln!(
+        "image: building the package tree with mmdebstrap ({} packages; about two minutes)",
+        packages.len()
+    );
     let include = packages.join(",");
     let release = &def.release;
     // mmdebstrap takes one mirror argument per sources file.
@@ -250,7 +290,9 @@ pub fn system_tree(
     }
     fs::create_dir_all(work)?;
     eprintln!("image: composing the system tree");
-    cmd!(sh, "cp -a --reflink=auto {base} {tree}").run().context("copying the package tree")?;
+    cmd!(sh, "cp -a --reflink=auto {base} {tree}")
+        .run()
+        .context("copying the package tree")?;
     fs::remove_file(tree.join(".complete")).ok();
     let extra = def.dir.join("mkosi.extra");
     cmd!(sh, "cp -a --no-preserve=ownership {extra}/. {tree}/").run()?;
@@ -271,19 +313,28 @@ pub fn system_tree(
     let mut os_release = fs::read_to_string(tree.join("usr/lib/os-release")).unwrap_or_default();
     let _ = write!(os_release, "IMAGE_ID=custos\nIMAGE_VERSION={}\n", version());
     fs::write(tree.join("usr/lib/os-release"), os_release)?;
-    fs::copy(def.dir.join("mkosi.postinst"), tree.join("tmp/mkosi.postinst"))?;
-    cmd!(sh, "chroot {tree} /bin/sh /tmp/mkosi.postinst").run().context("mkosi.postinst")?;
+    fs::copy(
+        def.dir.join("mkosi.postinst"),
+        tree.join("tmp/mkosi.postinst"),
+    )?;
+    cmd!(sh, "chroot {tree} /bin/sh /tmp/mkosi.postinst")
+        .run()
+        .context("mkosi.postinst")?;
     fs::remove_file(tree.join("tmp/mkosi.postinst"))?;
     if let Some(post) = profile.and_then(|p| p.postinst.as_ref()) {
         fs::copy(post, tree.join("tmp/profile.postinst"))?;
-        cmd!(sh, "chroot {tree} /bin/sh /tmp/profile.postinst").run().context("the profile's mkosi.postinst")?;
+        cmd!(sh, "chroot {tree} /bin/sh /tmp/profile.postinst")
+            .run()
+            .context("the profile's mkosi.postinst")?;
         fs::remove_file(tree.join("tmp/profile.postinst"))?;
     }
     Ok(tree)
 }
 
 fn uuid() -> Result<String> {
-    Ok(fs::read_to_string("/proc/sys/kernel/random/uuid")?.trim().to_uppercase())
+    Ok(fs::read_to_string("/proc/sys/kernel/random/uuid")?
+        .trim()
+        .to_uppercase())
 }
 
 /// Where a partition landed.
@@ -314,10 +365,16 @@ fn newest(dir: &Path, prefix: &str) -> Result<PathBuf> {
     let mut found: Vec<PathBuf> = fs::read_dir(dir)?
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix)))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix))
+        })
         .collect();
     found.sort();
-    found.pop().with_context(|| format!("no {prefix}* in {}", dir.display()))
+    found
+        .pop()
+        .with_context(|| format!("no {prefix}* in {}", dir.display()))
 }
 
 /// Writes the GPT disk: ESP with both boot loaders, slot A from `tree`, slot
@@ -327,18 +384,30 @@ pub fn build_disk(sh: &Shell, def: &Definition, tree: &Path, work: &Path) -> Res
     let mut start = MIB;
     let mut parts = vec![];
     for p in &def.partitions {
-        parts.push(Placed { part: p.clone(), start, partuuid: uuid()? });
+        parts.push(Placed {
+            part: p.clone(),
+            start,
+            partuuid: uuid()?,
+        });
         start += p.size;
     }
     let size = start + MIB;
-    eprintln!("image: writing the disk ({} MiB, {} partitions)", size / MIB, parts.len());
+    eprintln!(
+        "image: writing the disk ({} MiB, {} partitions)",
+        size / MIB,
+        parts.len()
+    );
     fs::remove_file(&path).ok();
     let path_s = path.display().to_string();
     let size_s = size.to_string();
     cmd!(sh, "truncate -s {size_s} {path_s}").run()?;
     let mut script = format!("label: gpt\nlabel-id: {}\nunit: sectors\n", uuid()?);
     for p in &parts {
-        let attrs = if p.part.kind == "esp" { ", attrs=\"LegacyBIOSBootable\"" } else { "" };
+        let attrs = if p.part.kind == "esp" {
+            ", attrs=\"LegacyBIOSBootable\""
+        } else {
+            ""
+        };
         let _ = writeln!(
             script,
             "start={}, size={}, type={}, name=\"{}\", uuid={}{attrs}",
@@ -349,10 +418,21 @@ pub fn build_disk(sh: &Shell, def: &Definition, tree: &Path, work: &Path) -> Res
             p.partuuid
         );
     }
-    cmd!(sh, "sfdisk --quiet {path_s}").stdin(script).run().context("sfdisk")?;
+    cmd!(sh, "sfdisk --quiet {path_s}")
+        .stdin(script)
+        .run()
+        .context("sfdisk")?;
 
-    let root_a = parts.iter().find(|p| p.part.copy_root).context("no partition with CopyFiles=/")?.clone();
-    let cmdline = format!("root=PARTUUID={} rw rootwait {}", root_a.partuuid.to_lowercase(), def.cmdline);
+    let root_a = parts
+        .iter()
+        .find(|p| p.part.copy_root)
+        .context("no partition with CopyFiles=/")?
+        .clone();
+    let cmdline = format!(
+        "root=PARTUUID={} rw rootwait {}",
+        root_a.partuuid.to_lowercase(),
+        def.cmdline
+    );
     for p in &parts {
         let offset = p.start;
         let kib = format!("{}k", p.part.size / 1024);
@@ -361,24 +441,43 @@ pub fn build_disk(sh: &Shell, def: &Definition, tree: &Path, work: &Path) -> Res
             (Some("ext4"), true) => {
                 // The kernel and initrd live on the ESP; the slot keeps its own copy too.
                 let ext = format!("offset={offset}");
-                cmd!(sh, "mkfs.ext4 -q -F -L {label} -E {ext} -d {tree} {path_s} {kib}").run()?;
+                cmd!(
+                    sh,
+                    "mkfs.ext4 -q -F -L {label} -E {ext} -d {tree} {path_s} {kib}"
+                )
+                .run()?;
             }
             (Some("ext4"), false) => {
                 let (uid, gid) = uid_gid(tree, "custos")?;
                 let empty = work.join(format!("{label}-root"));
                 fs::create_dir_all(&empty)?;
                 let owner = format!("offset={offset},root_owner={uid}:{gid}");
-                cmd!(sh, "mkfs.ext4 -q -F -L {label} -E {owner} -d {empty} {path_s} {kib}").run()?;
+                cmd!(
+                    sh,
+                    "mkfs.ext4 -q -F -L {label} -E {owner} -d {empty} {path_s} {kib}"
+                )
+                .run()?;
             }
             (Some("vfat"), _) => esp(sh, def, tree, &path_s, p, &cmdline)?,
             (None, _) => {}
             (Some(f), _) => bail!("mkosi.repart: unsupported Format={f}"),
         }
     }
-    cmd!(sh, "sfdisk --verify {path_s}").quiet().ignore_stdout().run().context("the partition table does not verify")?;
-    for p in parts.iter().filter(|p| p.part.format.as_deref() == Some("ext4")) {
+    cmd!(sh, "sfdisk --verify {path_s}")
+        .quiet()
+        .ignore_stdout()
+        .run()
+        .context("the partition table does not verify")?;
+    for p in parts
+        .iter()
+        .filter(|p| p.part.format.as_deref() == Some("ext4"))
+    {
         let spec = format!("{path_s}?offset={}", p.start);
-        cmd!(sh, "e2fsck -fn {spec}").quiet().ignore_stdout().run().with_context(|| format!("{} does not check", p.part.label))?;
+        cmd!(sh, "e2fsck -fn {spec}")
+            .quiet()
+            .ignore_stdout()
+            .run()
+            .with_context(|| format!("{} does not check", p.part.label))?;
     }
     Ok(Disk { path })
 }
@@ -386,15 +485,36 @@ pub fn build_disk(sh: &Shell, def: &Definition, tree: &Path, work: &Path) -> Res
 /// The ESP: systemd-boot as the removable-media loader for UEFI, SYSLINUX
 /// (via gptmbr.bin and the LegacyBIOSBootable attribute) for BIOS; both boot
 /// slot A's kernel from `/custos-a`.
-fn esp(sh: &Shell, def: &Definition, tree: &Path, disk: &str, p: &Placed, cmdline: &str) -> Result<()> {
+fn esp(
+    sh: &Shell,
+    def: &Definition,
+    tree: &Path,
+    disk: &str,
+    p: &Placed,
+    cmdline: &str,
+) -> Result<()> {
     let sector = (p.start / 512).to_string();
     let kib = (p.part.size / 1024).to_string();
     let label = &p.part.label;
-    cmd!(sh, "mkfs.vfat -F 32 -s 1 -n {label} --offset {sector} -h {sector} {disk} {kib}").quiet().ignore_stdout().run()?;
+    cmd!(
+        sh,
+        "mkfs.vfat -F 32 -s 1 -n {label} --offset {sector} -h {sector} {disk} {kib}"
+    )
+    .quiet()
+    .ignore_stdout()
+    .run()?;
     let img = format!("{disk}@@{}", p.start);
-    cmd!(sh, "mmd -i {img} ::/EFI ::/EFI/BOOT ::/loader ::/loader/entries ::/custos-a ::/syslinux").run()?;
+    cmd!(
+        sh,
+        "mmd -i {img} ::/EFI ::/EFI/BOOT ::/loader ::/loader/entries ::/custos-a ::/syslinux"
+    )
+    .run()?;
     let sdboot = tree.join("usr/lib/systemd/boot/efi/systemd-bootx64.efi");
-    ensure!(sdboot.exists(), "the image lacks systemd-boot ({}): add systemd-boot-efi to Packages=", sdboot.display());
+    ensure!(
+        sdboot.exists(),
+        "the image lacks systemd-boot ({}): add systemd-boot-efi to Packages=",
+        sdboot.display()
+    );
     let kernel = newest(&tree.join("boot"), "vmlinuz-")?;
     let initrd = newest(&tree.join("boot"), "initrd.img-")?;
     cmd!(sh, "mcopy -i {img} {sdboot} ::/EFI/BOOT/BOOTX64.EFI").run()?;
@@ -402,7 +522,9 @@ fn esp(sh: &Shell, def: &Definition, tree: &Path, disk: &str, p: &Placed, cmdlin
     cmd!(sh, "mcopy -i {img} {initrd} ::/custos-a/initrd.img").run()?;
     let version = version();
     let loader = "default custos-a.conf\ntimeout 2\nconsole-mode keep\neditor no\n".to_string();
-    let entry = format!("title Custos {version} (slot A)\nlinux /custos-a/vmlinuz\ninitrd /custos-a/initrd.img\noptions {cmdline}\n");
+    let entry = format!(
+        "title Custos {version} (slot A)\nlinux /custos-a/vmlinuz\ninitrd /custos-a/initrd.img\noptions {cmdline}\n"
+    );
     let syslinux = format!(
         "SERIAL 0 115200\nDEFAULT custos-a\nPROMPT 0\nTIMEOUT 20\n\nLABEL custos-a\n  MENU LABEL Custos {version} (slot A)\n  LINUX /custos-a/vmlinuz\n  INITRD /custos-a/initrd.img\n  APPEND {cmdline}\n"
     );
@@ -418,9 +540,18 @@ fn esp(sh: &Shell, def: &Definition, tree: &Path, disk: &str, p: &Placed, cmdlin
         cmd!(sh, "mcopy -i {img} {f} {dest}").run()?;
     }
     let offset = p.start.to_string();
-    cmd!(sh, "syslinux --offset {offset} --directory /syslinux --install {disk}").run().context("installing SYSLINUX")?;
+    cmd!(
+        sh,
+        "syslinux --offset {offset} --directory /syslinux --install {disk}"
+    )
+    .run()
+    .context("installing SYSLINUX")?;
     let mbr = "/usr/lib/SYSLINUX/gptmbr.bin";
-    cmd!(sh, "dd if={mbr} of={disk} bs=440 count=1 conv=notrunc status=none").run()?;
+    cmd!(
+        sh,
+        "dd if={mbr} of={disk} bs=440 count=1 conv=notrunc status=none"
+    )
+    .run()?;
     let _ = def;
     Ok(())
 }
@@ -430,12 +561,17 @@ mod tests {
     use super::*;
 
     fn image_dir() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("root").join("image")
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("root")
+            .join("image")
     }
 
     #[test]
     fn ini_lists_continue_on_indented_lines() {
-        let c = parse_ini("# c\n[Content]\nPackages=\n        a b\n        c\nBootable=yes\n[Other]\nX=1\n");
+        let c = parse_ini(
+            "# c\n[Content]\nPackages=\n        a b\n        c\nBootable=yes\n[Other]\nX=1\n",
+        );
         assert_eq!(packages_of(&c), ["a", "b", "c"]);
         assert_eq!(c["Content.Bootable"], ["yes"]);
         assert_eq!(c["Other.X"], ["1"]);
@@ -452,14 +588,29 @@ mod tests {
     fn the_image_definition_reads_as_the_spec_needs() {
         let def = Definition::load(&image_dir()).expect("image/");
         assert_eq!(def.release, "bookworm");
-        for p in ["linux-image-cloud-amd64", "systemd-sysv", "openssh-server", "systemd-boot-efi", "sudo"] {
+        for p in [
+            "linux-image-cloud-amd64",
+            "systemd-sysv",
+            "openssh-server",
+            "systemd-boot-efi",
+            "sudo",
+        ] {
             assert!(def.packages.contains(&p.to_string()), "{p} missing");
         }
         assert!(def.cmdline.contains("net.ifnames=0") && def.cmdline.contains("console=ttyS0"));
-        let labels: Vec<(&str, &str)> = def.partitions.iter().map(|p| (p.label.as_str(), p.kind.as_str())).collect();
+        let labels: Vec<(&str, &str)> = def
+            .partitions
+            .iter()
+            .map(|p| (p.label.as_str(), p.kind.as_str()))
+            .collect();
         assert_eq!(
             labels,
-            [("ESP", "esp"), ("custos-root-a", "root"), ("custos-root-b", "root"), ("custos-data", "linux-generic")]
+            [
+                ("ESP", "esp"),
+                ("custos-root-a", "root"),
+                ("custos-root-b", "root"),
+                ("custos-data", "linux-generic")
+            ]
         );
         assert!(def.partitions[1].copy_root && !def.partitions[2].copy_root);
         assert_eq!(def.partitions[2].format, None, "slot B starts empty");
@@ -471,12 +622,25 @@ mod tests {
 
     #[test]
     fn the_preset_enables_the_appliance_units_and_disables_the_rest() {
-        let preset = fs::read_to_string(image_dir().join("mkosi.extra/usr/lib/systemd/system-preset/90-custos.preset"))
-            .expect("preset");
-        let lines: Vec<&str> = preset.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).collect();
+        let preset = fs::read_to_string(
+            image_dir().join("mkosi.extra/usr/lib/systemd/system-preset/90-custos.preset"),
+        )
+        .expect("preset");
+        let lines: Vec<&str> = preset
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .collect();
         assert_eq!(lines.last(), Some(&"disable *"));
-        for unit in ["custos-keyd.service", "custos-ready.service", "ssh.service", "systemd-networkd.service"] {
-            assert!(lines.contains(&format!("enable {unit}").as_str()), "{unit} is not enabled");
+        for unit in [
+            "custos-keyd.service",
+            "custos-ready.service",
+            "ssh.service",
+            "systemd-networkd.service",
+        ] {
+            assert!(
+                lines.contains(&format!("enable {unit}").as_str()),
+                "{unit} is not enabled"
+            );
         }
     }
 }

@@ -151,7 +151,16 @@ fn vm(iso: bool, bios: bool, fresh: bool) -> Result<ExitCode> {
     let dist = target_dir(&workspace_root()?).join("dist");
     let status = Command::new(&cargo)
         .current_dir(workspace_root()?)
-        .args(["run", "--quiet", "--release", "-p", "tests", "--bin", "custos-vm", "--"])
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "tests",
+            "--bin",
+            "custos-vm",
+            "--",
+        ])
         .args(&flags)
         .arg("--dist")
         .arg(dist)
@@ -283,7 +292,9 @@ fn test(args: &[String]) -> Result<ExitCode> {
     // CUSTOS_SMOKE=0 says otherwise (for quick local runs).
     let root = workspace_root()?;
     let smoke_dist = if env::var("CUSTOS_SMOKE").is_ok_and(|v| v == "0") {
-        eprintln!("xtask: CUSTOS_SMOKE=0: the images are not built and the QEMU smoke tests are skipped");
+        eprintln!(
+            "xtask: CUSTOS_SMOKE=0: the images are not built and the QEMU smoke tests are skipped"
+        );
         None
     } else {
         ensure_packages_for(&sh, dist::IMAGE_PACKAGES)?;

@@ -502,7 +502,9 @@ mod tests {
             .create_admin(&a, new("SecurityAdministrator", "S3curity!pw"))
             .expect_err("must be refused");
         assert!(matches!(e, Error::Conflict { field: "login", .. }));
-        let e = s.create_admin(&a, new("weakling", "weak")).expect_err("must be refused");
+        let e = s
+            .create_admin(&a, new("weakling", "weak"))
+            .expect_err("must be refused");
         assert!(matches!(
             e,
             Error::Invalid {

@@ -122,7 +122,9 @@ fn own_like_dir(dir: &Path) -> Result<()> {
     };
     let meta = std::fs::metadata(dir).map_err(io(dir))?;
     let (uid, gid) = (meta.uid(), meta.gid());
-    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
     for e in entries.flatten() {
         let path = e.path();
         let m = e.metadata().map_err(io(&path))?;

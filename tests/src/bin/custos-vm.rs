@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -37,7 +37,9 @@ fn newest(dir: &std::path::Path, ext: &str) -> anyhow::Result<PathBuf> {
         .filter(|p| p.extension().is_some_and(|e| e == ext))
         .collect();
     found.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
-    found.pop().with_context(|| format!("no .{ext} in {}: run cargo xtask dist first", dir.display()))
+    found
+        .pop()
+        .with_context(|| format!("no .{ext} in {}: run cargo xtask dist first", dir.display()))
 }
 
 fn sh(cmd: &mut Command) -> anyhow::Result<()> {
@@ -52,39 +54,93 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let work = PathBuf::from("target/vm");
     std::fs::create_dir_all(&work)?;
-    let disk = work.join(if args.iso { "installed.qcow2" } else { "disk.qcow2" });
+    let disk = work.join(if args.iso {
+        "installed.qcow2"
+    } else {
+        "disk.qcow2"
+    });
     if args.fresh || !disk.exists() {
         let _ = std::fs::remove_file(&disk);
         if args.iso {
-            sh(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2"]).arg(&disk).arg("8G"))?;
+            sh(Command::new("qemu-img")
+                .args(["create", "-q", "-f", "qcow2"])
+                .arg(&disk)
+                .arg("8G"))?;
         } else {
             let ova = newest(&args.dist, "ova")?;
-            sh(Command::new("tar").arg("-xf").arg(&ova).arg("-C").arg(&work))?;
+            sh(Command::new("tar")
+                .arg("-xf")
+                .arg(&ova)
+                .arg("-C")
+                .arg(&work))?;
             let vmdk = newest(&work, "vmdk")?;
-            sh(Command::new("qemu-img").args(["convert", "-q", "-O", "qcow2"]).arg(&vmdk).arg(&disk))?;
+            sh(Command::new("qemu-img")
+                .args(["convert", "-q", "-O", "qcow2"])
+                .arg(&vmdk)
+                .arg(&disk))?;
             std::fs::remove_file(&vmdk)?;
         }
     }
-    let firmware = if args.bios { Firmware::Bios } else { Firmware::Uefi };
-    let cdrom = if args.iso { Some(newest(&args.dist, "iso")?) } else { None };
-    let boot = Boot { firmware, disk: disk.clone(), disk_format: "qcow2", snapshot: false, cdrom, memory_mb: 2048, fixed_ports: true, work: work.clone() };
+    let firmware = if args.bios {
+        Firmware::Bios
+    } else {
+        Firmware::Uefi
+    };
+    let cdrom = if args.iso {
+        Some(newest(&args.dist, "iso")?)
+    } else {
+        None
+    };
+    let boot = Boot {
+        firmware,
+        disk: disk.clone(),
+        disk_format: "qcow2",
+        snapshot: false,
+        cdrom,
+        memory_mb: 2048,
+        fixed_ports: true,
+        work: work.clone(),
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     ctrlc::set_handler(move || s.store(true, Ordering::SeqCst)).context("Ctrl-C handler")?;
 
     let mut vm = Vm::start(&boot)?;
-    println!("booting ({}, {:?}); serial console in {}", vm.accel, firmware, vm.serial.display());
+    println!(
+        "booting ({}, {:?}); serial console in {}",
+        vm.accel,
+        firmware,
+        vm.serial.display()
+    );
     if args.iso {
         println!("installing from the ISO; the VM restarts into the disk when done");
         vm.wait_exit(Duration::from_secs(1800))?;
-        vm = Vm::start(&Boot { cdrom: None, ..boot })?;
+        vm = Vm::start(&Boot {
+            cdrom: None,
+            ..boot
+        })?;
     }
     let took = vm.wait_ready(Duration::from_secs(1200))?;
     println!("ready after {:.0} s. Connect to:", took.as_secs_f64());
-    println!("  web console and API  https://127.0.0.1:{}/  (and :{})", vm.port("web"), vm.port("web-alt"));
-    println!("  agent enrolment      127.0.0.1:{} (RSA), 127.0.0.1:{} (Suite B)", vm.port("enrol"), vm.port("enrol-ec"));
-    println!("  key service          127.0.0.1:{} (RSA), 127.0.0.1:{} (Suite B)", vm.port("keys"), vm.port("keys-ec"));
-    println!("  SSH admin CLI        ssh -p {} cliadmin@127.0.0.1", vm.port("ssh"));
+    println!(
+        "  web console and API  https://127.0.0.1:{}/  (and :{})",
+        vm.port("web"),
+        vm.port("web-alt")
+    );
+    println!(
+        "  agent enrolment      127.0.0.1:{} (RSA), 127.0.0.1:{} (Suite B)",
+        vm.port("enrol"),
+        vm.port("enrol-ec")
+    );
+    println!(
+        "  key service          127.0.0.1:{} (RSA), 127.0.0.1:{} (Suite B)",
+        vm.port("keys"),
+        vm.port("keys-ec")
+    );
+    println!(
+        "  SSH admin CLI        ssh -p {} cliadmin@127.0.0.1",
+        vm.port("ssh")
+    );
     println!("  SNMP                 udp 127.0.0.1:{}", vm.port("snmp"));
     println!("Ctrl-C powers it off cleanly.");
     while !stop.load(Ordering::SeqCst) {
