@@ -493,8 +493,21 @@ pub fn register_host(
     secret: &str,
     dir: &Path,
 ) -> AgentOutput {
+    register_host_with(app, enrol, host, secret, dir, &[])
+}
+
+/// The same, with more `custos-agent register` options.
+pub fn register_host_with(
+    app: &Appliance,
+    enrol: &str,
+    host: &str,
+    secret: &str,
+    dir: &Path,
+    extra: &[&str],
+) -> AgentOutput {
     let server = format!("127.0.0.1:{}", app.port(enrol));
-    app.agent(&[
+    let dir = dir.to_str().expect("utf-8 dir");
+    let mut args = vec![
         "register",
         "--server",
         &server,
@@ -503,10 +516,12 @@ pub fn register_host(
         "--secret",
         secret,
         "--dir",
-        dir.to_str().expect("utf-8 dir"),
+        dir,
         "--host-name",
         host,
-    ])
+    ];
+    args.extend_from_slice(extra);
+    app.agent(&args)
 }
 
 /// Fetches a key's bytes (hex) and version with `custos-agent get-key --reveal`.

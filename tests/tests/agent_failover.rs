@@ -21,23 +21,15 @@ fn agent_falls_back_to_the_failover() {
     let app = Appliance::start();
     let _s = recommended_setup(&app);
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = format!("127.0.0.1:{}", app.port("enrol"));
     let failover = format!("127.0.0.1:{}", app.port("keys"));
-    app.agent(&[
-        "register",
-        "--server",
-        &server,
-        "--domain",
-        DOMAIN,
-        "--secret",
-        SHARED_SECRET,
-        "--dir",
-        dir.path().to_str().expect("dir"),
-        "--host-name",
+    register_host_with(
+        &app,
+        "enrol",
         "rec1.example.com",
-        "--failover",
-        &failover,
-    ])
+        SHARED_SECRET,
+        dir.path(),
+        &["--failover", &failover],
+    )
     .ok();
     let (expected, _) = fetch_key(&app, dir.path(), "recorder", None);
 

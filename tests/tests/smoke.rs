@@ -166,33 +166,38 @@ fn check_running_appliance(vm: &Vm, host_dir: &Path, first_boot: bool) -> String
     key
 }
 
+/// Real OpenSSH to cliadmin on the forwarded port, the password coming
+/// from an askpass program (no terminal needed for it).
+fn ssh_command(port: u16, askpass: &Path, tty: bool) -> Command {
+    let mut cmd = Command::new("ssh");
+    if tty {
+        cmd.arg("-tt");
+    }
+    for opt in [
+        "StrictHostKeyChecking=no",
+        "UserKnownHostsFile=/dev/null",
+        "PubkeyAuthentication=no",
+        "PreferredAuthentications=password",
+        "NumberOfPasswordPrompts=1",
+        "ConnectTimeout=30",
+    ] {
+        cmd.args(["-o", opt]);
+    }
+    cmd.args(["-p", &port.to_string(), "cliadmin@127.0.0.1"])
+        .env("SSH_ASKPASS", askpass)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .env("DISPLAY", ":0");
+    cmd
+}
+
 /// OpenSSH answers for cliadmin and accepts the default password.
 fn check_ssh(port: u16) {
     let dir = tempfile::tempdir().expect("tempdir");
     let askpass = dir.path().join("askpass");
     std::fs::write(&askpass, "#!/bin/sh\necho cliadmin123\n").expect("askpass");
     run(Command::new("chmod").arg("+x").arg(&askpass));
-    let out = Command::new("ssh")
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "PubkeyAuthentication=no",
-        ])
-        .args([
-            "-o",
-            "PreferredAuthentications=password",
-            "-o",
-            "NumberOfPasswordPrompts=1",
-            "-o",
-            "ConnectTimeout=30",
-        ])
-        .args(["-p", &port.to_string(), "cliadmin@127.0.0.1", "exit"])
-        .env("SSH_ASKPASS", &askpass)
-        .env("SSH_ASKPASS_REQUIRE", "force")
-        .env("DISPLAY", ":0")
+    let out = ssh_command(port, &askpass, false)
+        .arg("exit")
         .stdin(std::process::Stdio::null())
         .output()
         .expect("ssh (apt-get install openssh-client)");
@@ -307,34 +312,12 @@ fn check_cli_over_ssh(port: u16) {
     std::fs::write(&pw_file, "cliadmin123").expect("password file");
     std::fs::write(&askpass, format!("#!/bin/sh\ncat {}\n", pw_file.display())).expect("askpass");
     run(Command::new("chmod").arg("+x").arg(&askpass));
-    let ssh = |pw_file: &Path| {
-        let mut cmd = Command::new("ssh");
-        cmd.args([
-            "-tt",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "PubkeyAuthentication=no",
-        ])
-        .args([
-            "-o",
-            "PreferredAuthentications=password",
-            "-o",
-            "NumberOfPasswordPrompts=1",
-            "-o",
-            "LogLevel=ERROR",
-        ])
-        .args(["-p", &port.to_string(), "cliadmin@127.0.0.1"])
-        .env("SSH_ASKPASS", &askpass)
-        .env("SSH_ASKPASS_REQUIRE", "force")
-        .env("DISPLAY", ":0");
-        let _ = pw_file;
-        rexpect::session::spawn_command(cmd, Some(120_000)).expect("ssh session")
+    let ssh = || {
+        rexpect::session::spawn_command(ssh_command(port, &askpass, true), Some(120_000))
+            .expect("ssh session")
     };
     let new_pw = "Cli!Adm1nPw";
-    let mut s = ssh(&pw_file);
+    let mut s = ssh();
     s.exp_string("Type Y to accept the licence agreement: ")
         .expect("agreement");
     s.send_line("Y").expect("send");
@@ -359,7 +342,7 @@ fn check_cli_over_ssh(port: u16) {
     s.exp_eof().expect("logout");
 
     std::fs::write(&pw_file, new_pw).expect("password file");
-    let mut s = ssh(&pw_file);
+    let mut s = ssh();
     s.exp_string("custos$ ")
         .expect("the menu at once on the second login");
     s.send_line("system setinfo show").expect("send");
