@@ -161,6 +161,9 @@ impl Vm {
                 ]),
             };
         }
+        // Its own process group: a Ctrl-C in the terminal reaches the runner,
+        // which powers the VM off cleanly, not QEMU, which would just die.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
