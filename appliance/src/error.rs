@@ -21,6 +21,11 @@ pub enum Error {
     Locked,
     #[error("the password must be changed before anything else")]
     PasswordChangeRequired,
+    /// §10: the installed licence does not allow this (none installed, the
+    /// agent type not licensed or expired, a limit reached). The message
+    /// says which, with the limit.
+    #[error("{0}")]
+    Licence(String),
 
     #[error("store: {0}")]
     Store(#[from] rusqlite::Error),

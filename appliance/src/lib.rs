@@ -3,12 +3,14 @@
 //!
 //! Everything a daemon needs to decide is decided here, once: who may do what
 //! (`access`), which values are valid (`model`, `password`), how secrets are
-//! sealed (`crypto`) and how certificates are made (`pki`). The daemons only
+//! sealed (`crypto`), how certificates are made (`pki`) and what a licence
+//! grants (`licence`). The daemons only
 //! translate their wire formats to and from these types.
 
 pub mod access;
 pub mod crypto;
 mod error;
+pub mod licence;
 pub mod model;
 pub mod os;
 pub mod password;

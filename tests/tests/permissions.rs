@@ -311,6 +311,18 @@ fn every_route_for_every_administrator_type() {
             None,
             [ok, ok, ok, ok, ok, ok, 403, ok, 401],
         ),
+        case(
+            "GET",
+            "/api/v1/licence",
+            None,
+            [ok, ok, ok, ok, ok, ok, ok, ok, 401],
+        ),
+        case(
+            "PUT",
+            "/api/v1/licence",
+            Some(json!({"licence": generous_licence()})),
+            [ok, 403, 403, 403, 403, 403, 403, 403, 401],
+        ),
     ];
 
     let mut failures = vec![];

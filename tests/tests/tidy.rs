@@ -1,6 +1,6 @@
 //! Tidy checks that keep the repository honest: every crate root starts with
 //! a `//!` doc comment, no source line ends in white space, no stub markers
-//! in shipped code.
+//! in shipped code, the licence signing key never built in.
 
 use std::path::{Path, PathBuf};
 
@@ -91,6 +91,32 @@ fn no_stub_markers_in_shipped_code() {
         for m in markers {
             if text.contains(m) {
                 bad.push(format!("{}: contains {m}", p.display()));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
+#[test]
+fn the_licence_signing_key_is_never_built_in() {
+    // xtask and the tests read the development signing key by path at run
+    // time; no source may include it in a binary and the image never names it.
+    let mut all = vec![];
+    files(&root(), &mut all);
+    let mut bad = vec![];
+    for p in all {
+        let rust = p.extension().and_then(|e| e.to_str()) == Some("rs");
+        let image = p.starts_with(root().join("image"));
+        if !rust && !image {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(&p) else {
+            continue;
+        };
+        for (i, line) in text.lines().enumerate() {
+            let names_key = line.contains("signing.key");
+            if names_key && (image || line.contains("include_")) {
+                bad.push(format!("{}:{}: {}", p.display(), i + 1, line.trim()));
             }
         }
     }

@@ -6,6 +6,9 @@
 //!   binary, run every test, and close with one summary line.
 //! * `bench keys [--hosts N] [--seconds S]`: the key-service load benchmark.
 //! * `dist`: the image build, which is not there yet and says so.
+//! * `licence [--issued-to NAME] [--key-agents N] [--fs-agents N] [--domains N]
+//!   [--expires YYYY-MM-DD] [--out FILE]`: a signed licence file (§10), by
+//!   default with the development key.
 //!
 //! Everything runs from the workspace root, found from this crate's manifest folder.
 
@@ -25,6 +28,7 @@ use xshell::{Shell, cmd};
 
 mod dist;
 mod image;
+mod licence;
 
 /// Programs the build and the tests run, and the Debian package that provides each:
 /// (command, package).
@@ -33,6 +37,13 @@ const REQUIRED_DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("cc", "gcc"),
     // TLS tests check the appliance ports with `openssl s_client`.
     ("openssl", "openssl"),
+];
+
+/// What `cargo xtask test` needs beyond the build: the web console's tests
+/// drive a real Chromium through chromedriver.
+const TEST_DEBIAN_PACKAGES: &[(&str, &str)] = &[
+    ("chromium", "chromium"),
+    ("chromedriver", "chromium-driver"),
 ];
 
 #[derive(Debug, Parser)]
@@ -77,6 +88,9 @@ enum Task {
         #[arg(long)]
         fresh: bool,
     },
+    /// Issue a signed licence file (spec §10), by default with the
+    /// development key, into target/licence/custos-dev.lic.
+    Licence(licence::LicenceArgs),
     /// Run a benchmark.
     Bench {
         #[command(subcommand)]
@@ -119,6 +133,7 @@ fn main() -> ExitCode {
         } => bench_keys(hosts, seconds),
         Task::Vm { iso, bios, fresh } => vm(iso, bios, fresh),
         Task::Dist { profile, no_build } => dist_task(profile.as_deref(), no_build),
+        Task::Licence(args) => licence_task(&args),
     };
     match outcome {
         Ok(code) => code,
@@ -127,6 +142,12 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn licence_task(args: &licence::LicenceArgs) -> Result<ExitCode> {
+    let root = workspace_root()?;
+    licence::issue(&root, &target_dir(&root), args)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn dist_task(profile: Option<&str>, no_build: bool) -> Result<ExitCode> {
@@ -282,6 +303,7 @@ fn exit_code(status: ExitStatus) -> ExitCode {
 fn test(args: &[String]) -> Result<ExitCode> {
     let sh = shell()?;
     ensure_packages(&sh)?;
+    ensure_packages_for(&sh, TEST_DEBIAN_PACKAGES)?;
     let cargo = cargo();
     if let Err(error) = cmd!(sh, "{cargo} build --workspace --bins").run() {
         eprintln!("{error}");
@@ -506,6 +528,26 @@ mod tests {
         };
         assert_eq!(data, Some(PathBuf::from("/tmp/d")));
         assert!(release);
+    }
+
+    #[test]
+    fn licence_has_the_documented_defaults() {
+        let Task::Licence(a) = parse(&["licence"]) else {
+            panic!("not licence");
+        };
+        assert_eq!(
+            (a.issued_to.as_str(), a.key_agents, a.fs_agents, a.domains),
+            ("Development", 100, 0, 10)
+        );
+        assert!(a.expires.is_none() && a.out.is_none() && a.signing_key.is_none());
+        let Task::Licence(a) = parse(&["licence", "--key-agents", "1", "--expires", "2030-01-01"])
+        else {
+            panic!("not licence");
+        };
+        assert_eq!(
+            (a.key_agents, a.expires.as_deref()),
+            (1, Some("2030-01-01"))
+        );
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub struct AdminUpdate {
 pub struct LoginOutcome {
     pub admin_id: i64,
     pub must_change_password: bool,
+    /// When this administrator signed in before this time (dashboard).
+    pub previous_login: Option<String>,
 }
 
 pub(super) fn ensure_builtin_admin(tx: &Transaction<'_>) -> Result<()> {
@@ -191,14 +193,14 @@ impl Store {
         let row = self.read(|tx| {
             Ok(tx
                 .query_row(
-                    "SELECT id, password_hash, locked_until, must_change_password FROM administrators WHERE login = ?1",
+                    "SELECT id, password_hash, locked_until, must_change_password, last_login FROM administrators WHERE login = ?1",
                     [login],
-                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?, r.get::<_, bool>(3)?)),
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?, r.get::<_, bool>(3)?, r.get::<_, Option<String>>(4)?)),
                 )
                 .optional()?)
         })?;
         let shown_login = if row.is_some() { login } else { "(unknown)" };
-        let Some((id, hash, locked_until, must_change)) = row else {
+        let Some((id, hash, locked_until, must_change, previous_login)) = row else {
             password::verify(password.expose(), &DUMMY_HASH);
             self.write(|tx| {
                 audit(
@@ -245,7 +247,7 @@ impl Store {
                 params![id, fmt_time(now())],
             )?;
             audit(tx, login, source, via, Severity::Info, None, "signed in")?;
-            Ok(Ok(LoginOutcome { admin_id: id, must_change_password: must_change }))
+            Ok(Ok(LoginOutcome { admin_id: id, must_change_password: must_change, previous_login }))
         })?
     }
 

@@ -186,6 +186,7 @@ impl Store {
             if tx.query_row("SELECT EXISTS(SELECT 1 FROM domains WHERE name = ?1)", [&new.name], |r| r.get::<_, bool>(0))? {
                 return Err(Error::conflict("name", "a domain with this name already exists"));
             }
+            super::licence::check_new_domain(tx)?;
             tx.execute(
                 "INSERT INTO domains(name, kind, organization, description, help_desk_information, created_at) VALUES (?1,?2,?3,?4,?5,?6)",
                 params![new.name, new.kind.as_str(), new.organization, new.description, help, fmt_time(now())],

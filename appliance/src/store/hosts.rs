@@ -7,7 +7,7 @@ use time::{Duration, OffsetDateTime};
 
 use super::admins::sanitize;
 use super::keys::{current_version, key_id};
-use super::{Store, audit, audit_actor, domain_for, domain_id, now, opt_time};
+use super::{Store, audit, audit_actor, domain_for, domain_id, licence, now, opt_time};
 use crate::access::{Access, Actor};
 use crate::crypto::{fill_random, fingerprint, hkdf_sha256};
 use crate::model::{
@@ -120,6 +120,18 @@ fn host_view(tx: &Transaction<'_>, hid: i64) -> Result<HostView> {
             })
         },
     )?)
+}
+
+/// Whether the host holds a certificate, i.e. already uses a Key agent licence.
+fn is_registered(tx: &Transaction<'_>, did: i64, host_name: &str) -> Result<bool> {
+    Ok(tx
+        .query_row(
+            "SELECT cert_fingerprint IS NOT NULL FROM hosts WHERE domain_id = ?1 AND host_name = ?2",
+            params![did, host_name],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(false))
 }
 
 fn host_id(tx: &Transaction<'_>, did: i64, host_name: &str) -> Result<i64> {
@@ -359,8 +371,11 @@ impl Store {
         })
     }
 
-    /// §8 enrolment: checks the shared secret and the host's standing, signs
-    /// its CSR with the authority of `kind`, and records the certificate.
+    /// §8 enrolment: checks the shared secret, the host's standing and the
+    /// licence (§10: the Key agent licensed, not expired, and a new host
+    /// within the agent limit; a registered host re-registering takes no
+    /// second licence), signs its CSR with the authority of `kind`, and
+    /// records the certificate.
     /// Returns the host certificate and the CA certificate (PEM).
     pub fn register_host(
         &self,
@@ -371,21 +386,24 @@ impl Store {
         check_host_name("host_name", &req.host_name)?;
         let ca = self.identity(crate::store::system::ca_name(kind))?;
         let who = format!("host:{}", sanitize(&req.host_name));
-        let refuse = |why: String| -> Result<(String, String)> {
-            self.write(|tx| {
-                let did = domain_id(tx, &req.domain).ok();
-                audit(
-                    tx,
-                    &who,
-                    source,
-                    "agent",
-                    Severity::Warn,
-                    did,
-                    &format!("registration refused: {why}"),
-                )
-            })?;
-            Err(Error::Forbidden(format!("registration refused: {why}")))
+        let refusal_entry = |tx: &Transaction<'_>, why: &str| {
+            let did = domain_id(tx, &req.domain).ok();
+            audit(
+                tx,
+                &who,
+                source,
+                "agent",
+                Severity::Warn,
+                did,
+                &format!("registration refused: {why}"),
+            )
         };
+        // Refused with an audit entry, as Error::Forbidden or Error::Licence.
+        let refuse_as = |why: String, error: fn(String) -> Error| -> Result<(String, String)> {
+            self.write(|tx| refusal_entry(tx, &why))?;
+            Err(error(format!("registration refused: {why}")))
+        };
+        let refuse = |why: String| refuse_as(why, Error::Forbidden);
         let did = match self.read(|tx| domain_id(tx, &req.domain)) {
             Ok(did) => did,
             Err(Error::NotFound { .. }) => {
@@ -429,9 +447,22 @@ impl Store {
             Some((_, false)) => return refuse("the host is already registered or not allowed to register; an administrator must allow registration".into()),
             _ => {}
         }
+        // §10, before any work: the licence allows this agent.
+        if let Some(why) = self.read(|tx| {
+            licence::registration_refusal(tx, !is_registered(tx, did, &req.host_name)?)
+        })? {
+            return refuse_as(why, Error::Licence);
+        }
         let cert_pem = pki::sign_host_csr(&ca, kind, &req.csr_pem, &req.host_name)?;
         let fp = fingerprint(&pki::pem_to_der(&cert_pem)?);
-        self.write(|tx| {
+        let licence_refusal = self.write(|tx| {
+            // And again in the transaction that adds the agent, so concurrent
+            // registrations cannot pass the limit together.
+            let new_agent = !is_registered(tx, did, &req.host_name)?;
+            if let Some(why) = licence::registration_refusal(tx, new_agent)? {
+                refusal_entry(tx, &why)?;
+                return Ok(Some(why));
+            }
             let t = fmt_time(now());
             match existing {
                 Some((hid, _)) => {
@@ -449,8 +480,12 @@ impl Store {
                 }
             }
             audit(tx, &who, source, "agent", Severity::Info, Some(did), &format!(
-                "registered host {} in domain {} (certificate {fp}, {} CA)", req.host_name, req.domain, kind.as_str()))
+                "registered host {} in domain {} (certificate {fp}, {} CA)", req.host_name, req.domain, kind.as_str()))?;
+            Ok(None)
         })?;
+        if let Some(why) = licence_refusal {
+            return Err(Error::Licence(format!("registration refused: {why}")));
+        }
         Ok((cert_pem, ca.cert_pem))
     }
 

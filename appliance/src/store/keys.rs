@@ -409,6 +409,7 @@ mod tests {
             )
             .expect("admin");
         }
+        crate::store::licence::tests::install_test_licence(s);
         s.create_domain(
             &sys,
             NewDomain {

@@ -11,6 +11,7 @@ mod cli;
 mod domains;
 mod hosts;
 mod keys;
+mod licence;
 mod prefs;
 mod system;
 
@@ -31,6 +32,7 @@ pub use cli::{CLI_LOGIN, CliAccount, CliSession, PasswordProof};
 pub use domains::{DomainView, MemberView, NewDomain};
 pub use hosts::{HostView, KeyRelease, NewSecret, Registration, SecretView};
 pub use keys::{KeyVersionView, KeyView, NewKey, Rotated};
+pub use licence::LicenceView;
 pub use prefs::{Preferences, PreferencesUpdate};
 pub use system::Identities;
 
@@ -38,7 +40,11 @@ pub use system::Identities;
 pub const DB_FILE: &str = "custos.db";
 
 /// The migrations, in order; the schema version is their count.
-const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql"), include_str!("schema_v2.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema_v1.sql"),
+    include_str!("schema_v2.sql"),
+    include_str!("schema_v3.sql"),
+];
 
 pub struct Store {
     conn: Mutex<Connection>,
@@ -240,6 +246,30 @@ pub(crate) fn domain_for(
         return Err(Error::not_found("domain", name));
     }
     Ok((id, m))
+}
+
+impl Store {
+    /// The actor's own membership of `domain` (roles, enabled), for a
+    /// console that shows only the menus the actor may use. Domains the
+    /// actor does not belong to are "not found", as everywhere else.
+    pub fn my_membership(&self, actor: &Actor, domain: &str) -> Result<Option<Membership>> {
+        actor.require_signed_in(crate::access::Access::Read)?;
+        self.read(|tx| Ok(domain_for(tx, actor, domain)?.1))
+    }
+
+    /// Logins of every member of `domain` (dashboard: who else is signed in).
+    pub fn member_logins(&self, actor: &Actor, domain: &str) -> Result<Vec<String>> {
+        actor.require_signed_in(crate::access::Access::Read)?;
+        self.read(|tx| {
+            let (did, _) = domain_for(tx, actor, domain)?;
+            Ok(tx
+                .prepare_cached(
+                    "SELECT a.login FROM domain_members m JOIN administrators a ON a.id = m.admin_id WHERE m.domain_id = ?1",
+                )?
+                .query_map([did], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?)
+        })
+    }
 }
 
 pub(crate) fn opt_time(s: Option<String>) -> Result<Option<OffsetDateTime>> {

@@ -4,18 +4,19 @@
 
 use std::sync::Arc;
 
-use appliance::access::Actor;
+use appliance::access::{Access, Actor};
 use appliance::model::{
     Algorithm, CreationMethod, DomainKind, KeyType, Role, SecurityMode, Severity, UserType,
     parse_datetime,
 };
 use appliance::secret::{SecretBytes, SecretString};
 use appliance::store::{
-    AdminUpdate, AuditQuery, NewAdmin, NewDomain, NewKey, NewSecret, PreferencesUpdate,
+    AdminUpdate, AuditQuery, LicenceView, NewAdmin, NewDomain, NewKey, NewSecret, PreferencesUpdate,
 };
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -83,12 +84,20 @@ fn bearer(parts: &Parts) -> Option<&str> {
 /// The signed-in administrator of a request, loaded fresh from the store.
 pub struct Authed(pub Actor);
 
+/// The administrator a route layer already signed in for this request, so
+/// the handler does not load it twice. Private: only this module inserts it.
+#[derive(Clone)]
+struct SignedIn(Actor);
+
 impl FromRequestParts<Arc<AppState>> for Authed {
     type Rejection = ApiError;
     async fn from_request_parts(
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
+        if let Some(SignedIn(actor)) = parts.extensions.get::<SignedIn>() {
+            return Ok(Authed(actor.clone()));
+        }
         let token = bearer(parts).ok_or(ApiError::Unauthenticated(
             "sign in first: POST /api/v1/login, then send Authorization: Bearer <token>",
         ))?;
@@ -111,6 +120,27 @@ impl FromRequestParts<Arc<AppState>> for Authed {
             })?;
         Ok(Authed(actor))
     }
+}
+
+/// The route layer of the licensed routes: sign-in and the forced password
+/// change answer first, as everywhere; then, while no valid licence is
+/// installed, `licence_required`.
+async fn require_licence(State(st): St, req: Request, next: Next) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let actor = match Authed::from_request_parts(&mut parts, &st).await {
+        Ok(Authed(actor)) => actor,
+        Err(e) => return e.into_response(),
+    };
+    if let Err(e) = actor.require_signed_in(Access::Read) {
+        return ApiError::from(e).into_response();
+    }
+    match st.store(|s| s.licence_unchecked()).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return crate::error::licence_required(),
+        Err(e) => return e.into_response(),
+    }
+    parts.extensions.insert(SignedIn(actor));
+    next.run(Request::from_parts(parts, body)).await
 }
 
 /// The caller's address, for login audit entries.
@@ -139,12 +169,11 @@ fn parse_roles(roles: &[String]) -> ApiResult<Vec<Role>> {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/api/openapi.json", get(crate::openapi::document))
-        .route("/api/v1/login", post(login))
-        .route("/api/v1/logout", post(logout))
-        .route("/api/v1/password", post(change_password))
-        .route("/api/v1/system", get(system_info))
+    // §2, §10: without a licence only the dashboard and System are usable,
+    // so Administrators, Domains (and everything inside one) and Log are
+    // behind the one licence check; sign-in, password, system, preferences
+    // and the licence itself are not.
+    let licensed = Router::new()
         .route(
             "/api/v1/administrators",
             get(list_admins).post(create_admin),
@@ -194,11 +223,23 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v1/domains/{domain}/hosts/{host}",
             get(get_host).patch(update_host).delete(delete_host),
         )
+        .route("/api/v1/audit", get(audit_log))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_licence,
+        ));
+    Router::new()
+        .route("/api/openapi.json", get(crate::openapi::document))
+        .route("/api/v1/login", post(login))
+        .route("/api/v1/logout", post(logout))
+        .route("/api/v1/password", post(change_password))
+        .route("/api/v1/system", get(system_info))
         .route(
             "/api/v1/preferences",
             get(get_prefs).patch(update_prefs).put(update_prefs),
         )
-        .route("/api/v1/audit", get(audit_log))
+        .route("/api/v1/licence", get(get_licence).put(install_licence))
+        .merge(licensed)
         .fallback(|| async { ApiError::Core(appliance::Error::not_found("resource", "this path")) })
         .with_state(state)
 }
@@ -277,6 +318,51 @@ async fn system_info(State(st): St, Authed(actor): Authed) -> ApiResult<Response
         })),
     }))
     .into_response())
+}
+
+// --- licence ------------------------------------------------------------------------
+
+/// `{"installed": false, "status": "License not found"}`, or the licence
+/// view with `"installed": true` and a status line.
+fn licence_json(view: Option<LicenceView>) -> ApiResult<Value> {
+    let Some(view) = view else {
+        return Ok(json!({ "installed": false, "status": appliance::licence::NOT_FOUND }));
+    };
+    let status = if view.key_agent_expired {
+        format!(
+            "Key agent licence expired on {}",
+            view.terms.key_agent.expires
+        )
+    } else {
+        "Licensed".to_owned()
+    };
+    let mut v = serde_json::to_value(&view).map_err(|e| ApiError::Internal(e.to_string()))?;
+    v["installed"] = json!(true);
+    v["status"] = json!(status);
+    Ok(v)
+}
+
+async fn get_licence(State(st): St, Authed(actor): Authed) -> ApiResult<Response> {
+    let view = st.store(move |s| s.licence(&actor)).await?;
+    Ok(Json(licence_json(view)?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LicenceInstall {
+    /// The licence file's text.
+    licence: String,
+}
+
+async fn install_licence(
+    State(st): St,
+    Authed(actor): Authed,
+    ApiJson(req): ApiJson<LicenceInstall>,
+) -> ApiResult<Response> {
+    let view = st
+        .store(move |s| s.install_licence(&actor, &req.licence))
+        .await?;
+    Ok(Json(licence_json(Some(view))?).into_response())
 }
 
 // --- administrators -----------------------------------------------------------
@@ -362,7 +448,7 @@ async fn update_admin(
         .store(move |s| s.update_admin(&actor, &target, up))
         .await?;
     if reset {
-        st.sessions.end_all_of(&login);
+        st.end_sessions_of(&login);
     }
     Ok(Json(view).into_response())
 }
@@ -374,7 +460,7 @@ async fn delete_admin(
 ) -> ApiResult<Response> {
     let target = login.clone();
     st.store(move |s| s.delete_admin(&actor, &target)).await?;
-    st.sessions.end_all_of(&login);
+    st.end_sessions_of(&login);
     Ok(no_content())
 }
 

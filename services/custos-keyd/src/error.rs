@@ -75,6 +75,7 @@ impl IntoResponse for ApiError {
                     None,
                 ),
                 E::Locked => body(StatusCode::FORBIDDEN, "locked", e.to_string(), None),
+                E::Licence(_) => body(StatusCode::FORBIDDEN, "licence", e.to_string(), None),
                 E::PasswordChangeRequired => body(
                     StatusCode::FORBIDDEN,
                     "password_change_required",
@@ -102,6 +103,18 @@ impl IntoResponse for ApiError {
             ApiError::Internal(detail) => internal(&detail),
         }
     }
+}
+
+/// §2, §10: the answer of the routes that need a licence while none is
+/// installed (a response, not an [`ApiError`]: it comes from the one route
+/// layer in `api.rs`, never from a store operation).
+pub fn licence_required() -> Response {
+    body(
+        StatusCode::FORBIDDEN,
+        "licence_required",
+        "License not found: install a licence first (System → License, PUT /api/v1/licence)".into(),
+        None,
+    )
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;

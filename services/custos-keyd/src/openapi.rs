@@ -240,6 +240,20 @@ pub const OPERATIONS: &[(&str, &str, &str, &str, Option<&str>)] = &[
     ),
     (
         "get",
+        "/api/v1/licence",
+        "The installed licence (§10) with agents and domains in use, or {\"installed\": false, \"status\": \"License not found\"}",
+        "signed in",
+        None,
+    ),
+    (
+        "put",
+        "/api/v1/licence",
+        "Install a vendor-signed licence file, replacing the installed one; refused when its limits are below what is in use",
+        "System Administrator",
+        Some("LicenceInstall"),
+    ),
+    (
+        "get",
         "/api/v1/audit",
         "The audit log, newest first; filters severity (at or above), source, text, domain; limit, offset",
         "System Administrators; Domain Administrators and Security Administrators with the Audit role for their domains",
@@ -307,6 +321,8 @@ fn schemas() -> Value {
             ("max_failed_logins", json!({"type": "integer", "minimum": 1, "maximum": 100})),
             ("lockout_minutes", json!({"type": "integer", "minimum": 1, "maximum": 1440})),
             ("security_mode", enumeration(&["compatible", "suite_b"]))]),
+        "LicenceInstall": object(&["licence"], &[("licence", json!({"type": "string",
+            "description": "the licence file's text, -----BEGIN CUSTOS LICENSE----- to -----END CUSTOS LICENSE SIGNATURE-----"}))]),
         "Error": object(&["error", "message"], &[("error", s("string")), ("message", s("string")), ("field", s("string"))]),
     })
 }
@@ -377,6 +393,7 @@ mod tests {
         let state = Arc::new(AppState {
             store,
             sessions: Sessions::default(),
+            web_sessions: Default::default(),
             identities,
             mode: appliance::model::SecurityMode::Compatible,
             ports: Default::default(),
