@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
+pub mod browser;
 pub mod vm;
 
 /// The directory holding the workspace's built binaries (next to `deps/`).
@@ -435,11 +436,96 @@ pub struct Setup {
     pub sec: Api,
 }
 
+/// The development licence signing key (`xtask/licence-dev-signing.key`),
+/// read at run time, as PKCS#8 bytes.
+pub fn dev_signing_key() -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("xtask")
+        .join("licence-dev-signing.key");
+    let pem = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let b64: String = pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect::<Vec<_>>()
+        .concat();
+    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64.trim())
+        .expect("the signing key is base64 PEM")
+}
+
+/// A licence file (spec §10) around `payload`, signed with the Ed25519
+/// PKCS#8 key `signing_key`: the payload's base64 and the signature's, each
+/// in 64-column armour.
+pub fn sign_licence(signing_key: &[u8], payload: &[u8]) -> String {
+    use aws_lc_rs::signature::Ed25519KeyPair;
+    use base64::Engine;
+    let key = Ed25519KeyPair::from_pkcs8(signing_key).expect("an Ed25519 PKCS#8 key");
+    let armour = |what: &str, bytes: &[u8]| {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
+            .collect();
+        format!(
+            "-----BEGIN {what}-----\n{}\n-----END {what}-----\n",
+            lines.join("\n")
+        )
+    };
+    armour("CUSTOS LICENSE", payload)
+        + &armour("CUSTOS LICENSE SIGNATURE", key.sign(payload).as_ref())
+}
+
+/// The terms of a test licence: `key_agents` Key agents (0: not installed),
+/// no FS agents, `domains` domains, both agent types valid through `expires`.
+pub fn licence_terms(key_agents: u32, domains: u32, expires: &str) -> Value {
+    json!({
+        "format": 1,
+        "licence_id": format!("TEST-{key_agents}-{domains}-{}", expires.replace('-', "")),
+        "issued_to": "Custos tests",
+        "issued_at": "2025-01-01",
+        "key_agent": {"installed": key_agents > 0, "max_agents": key_agents, "expires": expires},
+        "fs_agent": {"installed": false, "max_agents": 0, "expires": expires},
+        "key_vault": false,
+        "multiple_domains": domains > 1,
+        "max_domains": domains,
+    })
+}
+
+/// A licence file signed with the development key, which the test builds
+/// verify against.
+pub fn dev_licence(key_agents: u32, domains: u32, expires: &str) -> String {
+    sign_licence(
+        &dev_signing_key(),
+        licence_terms(key_agents, domains, expires)
+            .to_string()
+            .as_bytes(),
+    )
+}
+
+/// The licence the recommended setup installs: enough Key agents for the
+/// key benchmark's hosts and domains for the permission matrix.
+pub fn generous_licence() -> String {
+    dev_licence(100_000, 1_000, "2099-12-31")
+}
+
+/// Installs `licence` as `admin` (PUT /api/v1/licence).
+pub fn install_licence(admin: &Api, licence: &str) -> Resp {
+    admin.call(
+        "PUT",
+        "/api/v1/licence",
+        Some(json!({ "licence": licence })),
+    )
+}
+
 /// Runs spec §5's recommended setup through the REST API and returns the
-/// signed-in administrators. Key `recorder` and the shared secret exist.
+/// signed-in administrators. Key `recorder` and the shared secret exist, and
+/// a generous development licence is installed.
 pub fn recommended_setup(app: &Appliance) -> Setup {
     let anon = app.api();
     let admin = anon.login_changing("admin", "admin123", ADMIN_PW);
+    install_licence(&admin, &generous_licence()).ok();
     for (login, t, pw) in [
         ("SystemAdministrator", "system", "Sys!Tmp0pw"),
         ("DomainAdministrator", "domain", "Dom!Tmp0pw"),

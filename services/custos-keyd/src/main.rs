@@ -11,6 +11,7 @@ mod openapi;
 mod serve;
 mod state;
 mod tls;
+mod web;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -98,6 +99,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let state = Arc::new(AppState {
         store: store.clone(),
         sessions: Sessions::default(),
+        web_sessions: Default::default(),
         identities: identities.clone(),
         mode,
         ports: Default::default(),
@@ -168,7 +170,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     };
     let web_kind = CaKind::for_mode(mode);
     let web_tls = tls::server_config(web_suites, identities.server(web_kind), None)?;
-    let api = with_tracing(api::router(state.clone()));
+    let api = with_tracing(web::router(state.clone()).merge(api::router(state.clone())));
     let mut listeners = vec![Listener {
         name: "web",
         ready_name: Some("web"),

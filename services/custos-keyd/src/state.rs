@@ -80,6 +80,8 @@ pub struct Ports {
 pub struct AppState {
     pub store: Arc<Store>,
     pub sessions: Sessions,
+    /// Web console sessions (cookies), separate from API tokens.
+    pub web_sessions: crate::web::session::WebSessions,
     pub identities: Identities,
     /// The mode this process started in (§9: applied at start).
     pub mode: SecurityMode,
@@ -88,6 +90,13 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Ends every API and console session of one administrator (deleted,
+    /// password reset).
+    pub fn end_sessions_of(&self, login: &str) {
+        self.sessions.end_all_of(login);
+        self.web_sessions.end_all_of(login);
+    }
+
     /// Runs a store operation off the async threads (SQLite and argon2 block).
     pub async fn store<T: Send + 'static>(
         self: &Arc<Self>,

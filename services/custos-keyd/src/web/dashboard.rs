@@ -1,0 +1,177 @@
+//! The Dashboard (§4): the server, the signed-in administrator, security
+//! mode and CA fingerprints, the machine's network and disk, the licence.
+
+use appliance::model::{SecurityMode, UserType, fmt_time};
+use axum::response::{IntoResponse, Response};
+use maud::{Markup, html};
+
+use super::layout::{self, or_dash};
+use super::{Ctx, Page, WebResult, sysinfo};
+
+fn row(label: &str, value: Markup) -> Markup {
+    html! { tr { th scope="row" { (label) } td { (value) } } }
+}
+
+fn list(items: &[String]) -> Markup {
+    html! {
+        @if items.is_empty() { span.muted { "none" } }
+        @else { @for (i, v) in items.iter().enumerate() { @if i > 0 { br; } (v) } }
+    }
+}
+
+/// The licence summary shown on the dashboard and the License page.
+pub fn licence_summary(l: Option<&appliance::store::LicenceView>) -> Markup {
+    html! {
+        @match l {
+            None => p.notice.warn role="status" { strong { "License not found." } " Upload a licence file under System → License." },
+            Some(l) => table.facts {
+                tbody {
+                    (row("Issued To", html! { (l.terms.issued_to) }))
+                    (row("Licence ID", html! { (l.terms.licence_id) }))
+                    (row("Key Agents", html! {
+                        @if l.terms.key_agent.installed {
+                            (l.agents_in_use) " of " (l.terms.key_agent.max_agents) " registered · expires " (l.terms.key_agent.expires)
+                            @if l.key_agent_expired { " " span.badge.bad { "expired" } }
+                        } @else { "not licensed" }
+                    }))
+                    (row("FS Agents", html! {
+                        @if l.terms.fs_agent.installed {
+                            "up to " (l.terms.fs_agent.max_agents) " · expires " (l.terms.fs_agent.expires)
+                        } @else { "not licensed" }
+                    }))
+                    (row("Key Vault", html! { (layout::yes_no(l.terms.key_vault)) }))
+                    (row("Domains", html! {
+                        (l.domains_in_use) " of "
+                        @if l.terms.multiple_domains { (l.terms.max_domains) } @else { "1 (multiple domains not licensed)" }
+                    }))
+                    (row("Installed", html! { (l.installed_at) " by " (l.installed_by) }))
+                    @if l.development_key {
+                        (row("Signed By", html! { span.badge.warn { "development key" } " — not for production use" }))
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub async fn page(ctx: Ctx) -> WebResult<Response> {
+    ctx.require(Page::Dashboard)?;
+    let st = ctx.st.clone();
+    let fp = |id: &appliance::pki::Identity| id.fingerprint().unwrap_or_default();
+    let prefs = ctx.store(|s, a| s.preferences(a)).await?;
+    let os = ctx.st.store(|s| s.os_settings()).await?;
+    let licence = ctx.store(|s, a| s.licence(a)).await?;
+    let timeout = time::Duration::minutes(prefs.session_timeout);
+    let signed_in = st.web_sessions.signed_in(timeout);
+    let others: Vec<String> = match ctx.domain() {
+        Some(d) => {
+            let d = d.to_owned();
+            let members = ctx.store(move |s, a| s.member_logins(a, &d)).await?;
+            signed_in
+                .into_iter()
+                .filter(|l| *l != ctx.actor.login && members.contains(l))
+                .collect()
+        }
+        None => signed_in
+            .into_iter()
+            .filter(|l| *l != ctx.actor.login)
+            .collect(),
+    };
+    let mut others_unique = others.clone();
+    others_unique.sort();
+    others_unique.dedup();
+    let data_dir = st.store.dir().to_path_buf();
+    let (addresses, route, dns, synced, disk) = tokio::task::spawn_blocking(move || {
+        (
+            sysinfo::addresses(),
+            sysinfo::default_route(),
+            sysinfo::dns_servers(),
+            sysinfo::ntp_synchronised(),
+            sysinfo::disk(&data_dir),
+        )
+    })
+    .await
+    .map_err(|e| super::WebError::Internal(format!("dashboard facts: {e}")))?;
+    let ntp_servers: Vec<String> = os
+        .ntp
+        .servers
+        .iter()
+        .map(|s| s.as_str().to_owned())
+        .collect();
+    let ntp_status = match (os.ntp.enabled, synced) {
+        (false, _) => "NTP off",
+        (true, true) => "synchronised",
+        (true, false) => "not synchronised",
+    };
+    let mode = |m: SecurityMode| match m {
+        SecurityMode::Compatible => "Compatible (RSA)",
+        SecurityMode::SuiteB => "Suite B (ECC P-384)",
+    };
+    let body = html! {
+        div.cards {
+            section.card aria-labelledby="h-server" {
+                h2 #h-server { "Server" }
+                table.facts { tbody {
+                    (row("Server Name", html! { (st.host_name) }))
+                    (row("Software Version", html! { (appliance::VERSION) }))
+                    (row("Server Time", html! { (fmt_time(time::OffsetDateTime::now_utc())) }))
+                    (row("Your Last Login", or_dash(ctx.session.previous_login.as_deref())))
+                    (row(if ctx.domain().is_some() { "Other Administrators of This Domain Signed In" } else { "Other Administrators Signed In" },
+                        html! { (others_unique.len()) @if !others_unique.is_empty() { " (" (others_unique.join(", ")) ")" } }))
+                    (row("High Availability", html! { "Standalone: no failover configured" }))
+                } }
+            }
+            section.card aria-labelledby="h-security" {
+                h2 #h-security { "Security" }
+                table.facts { tbody {
+                    (row("Security Mode", html! {
+                        (mode(st.mode))
+                        @if prefs.security_mode != st.mode { " " span.badge.warn { "changes to " (mode(prefs.security_mode)) " at the next restart" } }
+                    }))
+                    (row("RSA CA Fingerprint (SHA-256)", html! { code.fp { (fp(&st.identities.ca_rsa)) } }))
+                    (row("EC CA Fingerprint (SHA-256)", html! { code.fp { (fp(&st.identities.ca_ec)) } }))
+                } }
+            }
+            section.card aria-labelledby="h-network" {
+                h2 #h-network { "Network and Time" }
+                table.facts { tbody {
+                    (row("IP Addresses", list(&addresses)))
+                    (row("Default Route", or_dash(route.as_deref())))
+                    (row("DNS Servers", list(&dns)))
+                    (row("NTP Servers", html! {
+                        @if ntp_servers.is_empty() { span.muted { "system defaults" } } @else { (ntp_servers.join(", ")) }
+                        " · " (ntp_status)
+                    }))
+                } }
+            }
+            section.card aria-labelledby="h-disk" {
+                h2 #h-disk { "Disk" }
+                @match &disk {
+                    Some(d) => table.facts { tbody {
+                        (row("Total", html! { (sysinfo::human(d.total)) }))
+                        (row("Free", html! { (sysinfo::human(d.free)) }))
+                        (row("Use", html! {
+                            (d.used_percent()) "%"
+                            meter min="0" max="100" low="70" high="90" optimum="10" value=(d.used_percent()) aria-label="Disk use" {}
+                        }))
+                    } },
+                    None => p.muted { "Not available." },
+                }
+            }
+            section.card aria-labelledby="h-licence" {
+                h2 #h-licence { "License" }
+                (licence_summary(licence.as_ref()))
+            }
+            @if ctx.actor.user_type != UserType::System {
+                section.card aria-labelledby="h-prefs" {
+                    h2 #h-prefs { "Preferences" }
+                    table.facts { tbody {
+                        (row("Key Refresh Period", html! { (prefs.key_refresh_period) " minutes" }))
+                        (row("Session Timeout", html! { (prefs.session_timeout) " minutes" }))
+                    } }
+                }
+            }
+        }
+    };
+    Ok(layout::page(&ctx, Page::Dashboard, "Dashboard", html! {}, body).into_response())
+}
