@@ -111,6 +111,12 @@ fn check_running_appliance(vm: &Vm, host_dir: &Path, first_boot: bool) -> String
     };
     let on_443 = Api::new(&format!("https://127.0.0.1:{}", vm.port("web")), &ca);
     assert_eq!(on_443.get("/api/openapi.json").status, 200);
+    let login_page = on_443.get("/login");
+    assert_eq!(login_page.status, 200);
+    assert!(
+        login_page.body.to_string().contains("Sign in"),
+        "the web console's sign-in page"
+    );
     let mut urls = HashMap::new();
     for (name, _) in tests::vm::GUEST_PORTS {
         urls.insert(
@@ -144,6 +150,21 @@ fn check_running_appliance(vm: &Vm, host_dir: &Path, first_boot: bool) -> String
             admin,
         }
     };
+    // The image's web console in a real browser: the System Administrator
+    // signs in and sees the licence installed by the setup on the dashboard.
+    {
+        let mut b = tests::browser::Browser::start(
+            &format!("https://127.0.0.1:{}", vm.port("web")),
+            "smoke",
+        );
+        b.open("/login");
+        b.fill("login", "SystemAdministrator");
+        b.fill("password", SYS_PW);
+        b.press("Log In");
+        assert_eq!(b.path(), "/dashboard", "{}", b.body());
+        assert!(b.body().contains("Custos tests"), "{}", b.body());
+        b.screenshot("dashboard-in-vm");
+    }
     let info: Value = s.admin.get("/api/v1/system").ok();
     if first_boot {
         let out = register_host(&app, "enrol", "rec1.example.com", SHARED_SECRET, host_dir);

@@ -1,5 +1,5 @@
-//! `custos-keyd`, the key service: the admin REST API (and, with its issue,
-//! the web console) on 8445/443, agent enrolment on 8443/8446 and key
+//! `custos-keyd`, the key service: the web console and the admin REST API
+//! on 8445/443, agent enrolment on 8443/8446 and key
 //! retrieval over mutual TLS on 8444/8447, and the key rotation scheduler.
 //! The security mode (§9) in the store is applied when it starts.
 
@@ -264,6 +264,12 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let admin = store.actor("admin", "console", "system").ok();
     let mut out = std::io::stdout().lock();
     out.write_all(ready.as_bytes())?;
+    writeln!(
+        out,
+        "web console: https://{}:{}/ (REST API under /api/v1)",
+        url_host(&cfg),
+        ports.web
+    )?;
     match admin {
         Some(a) if a.must_change_password => writeln!(
             out,
