@@ -55,9 +55,26 @@ impl MasterKey {
                 MasterKey::from_bytes(&bytes)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Written under a private name, then linked into place: a
+                // second daemon starting at the same moment either loses the
+                // race and reads the winner's complete file, or wins it.
                 let bytes = random_secret(MASTER_KEY_LEN);
-                write_new_private_file(&path, bytes.expose())?;
-                MasterKey::from_bytes(bytes.expose())
+                let tmp = dir.join(format!(".{MASTER_KEY_FILE}.{}", random_token()));
+                write_new_private_file(&tmp, bytes.expose())?;
+                let linked = std::fs::hard_link(&tmp, &path);
+                let _ = std::fs::remove_file(&tmp);
+                match linked {
+                    Ok(()) => {
+                        std::fs::File::open(dir)
+                            .and_then(|d| d.sync_all())
+                            .map_err(io)?;
+                        MasterKey::from_bytes(bytes.expose())
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        MasterKey::load_or_create(dir)
+                    }
+                    Err(e) => Err(io(e)),
+                }
             }
             Err(e) => Err(io(e)),
         }

@@ -17,6 +17,7 @@ pub mod password;
 pub mod pki;
 pub mod secret;
 pub mod store;
+pub mod wrapper;
 
 pub use error::{Error, Result};
 pub use store::Store;

@@ -282,7 +282,12 @@ fn has_control(s: &str) -> bool {
 
 /// A name used as an identifier: 1..=max characters of letters, digits,
 /// `.`, `_`, `-` (and `@` where `allow_at`), starting with a letter or digit.
-fn check_identifier(field: &'static str, s: &str, max: usize, allow_at: bool) -> Result<()> {
+pub(crate) fn check_identifier(
+    field: &'static str,
+    s: &str,
+    max: usize,
+    allow_at: bool,
+) -> Result<()> {
     if s.is_empty() {
         return Err(Error::invalid(field, "is required"));
     }

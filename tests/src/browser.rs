@@ -216,24 +216,42 @@ impl Browser {
     }
 
     /// The visible text of the first element matching `css`, if any.
+    /// An element found a moment ago can be replaced by a page that was
+    /// still loading; such reads are tried again.
     pub fn text(&self, css: &str) -> Option<String> {
-        self.rt.block_on(async {
-            match self.c().find(Locator::Css(css)).await {
-                Ok(e) => Some(e.text().await.expect("text")),
-                Err(_) => None,
+        for attempt in 0.. {
+            let got = self.rt.block_on(async {
+                match self.c().find(Locator::Css(css)).await {
+                    Ok(e) => e.text().await.map(Some),
+                    Err(_) => Ok(None),
+                }
+            });
+            match got {
+                Ok(v) => return v,
+                Err(e) if attempt >= 20 => panic!("reading {css}: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
             }
-        })
+        }
+        unreachable!("the loop returns or panics")
     }
 
     /// The texts of every element matching `css`.
     pub fn texts(&self, css: &str) -> Vec<String> {
-        self.rt.block_on(async {
-            let mut out = Vec::new();
-            for e in self.c().find_all(Locator::Css(css)).await.expect("find") {
-                out.push(e.text().await.expect("text"));
+        for attempt in 0.. {
+            let got = self.rt.block_on(async {
+                let mut out = Vec::new();
+                for e in self.c().find_all(Locator::Css(css)).await? {
+                    out.push(e.text().await?);
+                }
+                Ok::<_, fantoccini::error::CmdError>(out)
+            });
+            match got {
+                Ok(v) => return v,
+                Err(e) if attempt >= 20 => panic!("reading {css}: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
             }
-            out
-        })
+        }
+        unreachable!("the loop returns or panics")
     }
 
     /// The whole page's visible text.
@@ -243,10 +261,20 @@ impl Browser {
 
     /// The value of an attribute of the first element matching `css`.
     pub fn attr(&self, css: &str, name: &str) -> Option<String> {
-        self.rt.block_on(async {
-            let e = self.c().find(Locator::Css(css)).await.ok()?;
-            e.attr(name).await.expect("attribute")
-        })
+        for attempt in 0.. {
+            let got = self.rt.block_on(async {
+                match self.c().find(Locator::Css(css)).await {
+                    Ok(e) => e.attr(name).await,
+                    Err(_) => Ok(None),
+                }
+            });
+            match got {
+                Ok(v) => return v,
+                Err(e) if attempt >= 20 => panic!("reading {css}[{name}]: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+        unreachable!("the loop returns or panics")
     }
 
     /// Whether anything matches `css`.

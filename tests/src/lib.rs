@@ -15,6 +15,7 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
 pub mod browser;
+pub mod snmp;
 pub mod vm;
 
 /// The directory holding the workspace's built binaries (next to `deps/`).
@@ -231,6 +232,146 @@ impl Appliance {
     }
 }
 
+/// A running `custos-backupd` (the automatic backup of §12) on an
+/// appliance's data directory; killed when dropped.
+pub struct Backupd {
+    child: Option<Child>,
+}
+
+impl Appliance {
+    /// Starts `custos-backupd` on this appliance's data directory with
+    /// `extra` flags (e.g. `--retry-base-secs 1`) and waits for its
+    /// `ready backupd` line.
+    pub fn start_backupd(&self, extra: &[&str]) -> Backupd {
+        let mut child = Command::new(bin("custos-backupd"))
+            .arg("--data")
+            .arg(self.data.path())
+            .args(["--host-name", "custos-test"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawning custos-backupd");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(l)) if l == "ready backupd" => break,
+                Some(Ok(_)) => {}
+                _ => panic!(
+                    "custos-backupd exited before it was ready: {:?}",
+                    child.wait()
+                ),
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Backupd { child: Some(child) }
+    }
+}
+
+impl Backupd {
+    /// SIGTERM and wait; the exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        c.wait().ok()
+    }
+}
+
+impl Drop for Backupd {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A running `custos-notifyd` (the email notifier of §14) on an appliance's
+/// data directory; killed when dropped.
+pub struct Notifyd {
+    child: Option<Child>,
+    data: PathBuf,
+    extra: Vec<String>,
+}
+
+impl Appliance {
+    /// Starts `custos-notifyd` on this appliance's data directory with
+    /// `extra` flags (e.g. `--poll-interval 1`) and waits for its
+    /// `ready notify` line.
+    pub fn start_notifyd(&self, extra: &[&str]) -> Notifyd {
+        let mut n = Notifyd {
+            child: None,
+            data: self.data.path().to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        n.spawn();
+        n
+    }
+}
+
+impl Notifyd {
+    fn spawn(&mut self) {
+        let mut child = Command::new(bin("custos-notifyd"))
+            .arg("--data")
+            .arg(&self.data)
+            .args(["--host-name", "custos-test"])
+            .args(&self.extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawning custos-notifyd");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(l)) if l == "ready notify" => break,
+                Some(Ok(_)) => {}
+                _ => panic!(
+                    "custos-notifyd exited before it was ready: {:?}",
+                    child.wait()
+                ),
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        self.child = Some(child);
+    }
+
+    /// SIGTERM and wait; the exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        c.wait().ok()
+    }
+
+    /// A clean stop and a new start with the same flags.
+    pub fn restart(&mut self) {
+        let status = self.stop();
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "custos-notifyd stops cleanly on SIGTERM: {status:?}"
+        );
+        self.spawn();
+    }
+}
+
+impl Drop for Notifyd {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 impl Drop for Appliance {
     fn drop(&mut self) {
         self.kill();
@@ -349,6 +490,29 @@ impl Api {
             serde_json::from_str(&text).unwrap_or(Value::String(text))
         };
         Resp { status, body }
+    }
+
+    /// A request with a binary body whose answer is kept as bytes (backup
+    /// files): (status, content-disposition, body).
+    pub fn bytes(&self, method: &str, path: &str, body: Vec<u8>) -> (u16, String, Vec<u8>) {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self
+            .client
+            .request(method.parse().expect("method"), &url)
+            .header("content-type", "application/x-tar")
+            .body(body);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().expect("send");
+        let status = resp.status().as_u16();
+        let disposition = resp
+            .headers()
+            .get("content-disposition")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        (status, disposition, resp.bytes().expect("body").to_vec())
     }
 
     pub fn get(&self, path: &str) -> Resp {

@@ -23,7 +23,7 @@ pub const GUEST_PORTS: [(&str, u16); 7] = [
     ("keys-ec", 8447),
     ("ssh", 22),
 ];
-/// Guest UDP ports forwarded (SNMP, once its unit is in the image).
+/// Guest UDP ports forwarded (SNMP, custos-snmpd).
 pub const GUEST_UDP_PORTS: [(&str, u16); 1] = [("snmp", 161)];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -348,7 +348,11 @@ fn menu_navigation_prefixes_usage_and_help() {
     for cat in ["network", "maintenance", "system", "exit | quit"] {
         assert!(help.contains(cat), "{help}");
     }
-    assert!(!help.contains("ha ") && !help.contains("backup"), "{help}");
+    // No `ha` category yet; the backup commands live in `system` (§3).
+    assert!(
+        !help.contains("ha ") && !help.contains("\n  backup"),
+        "{help}"
+    );
     // A unique prefix enters a category; the counter counts every line.
     c.run("net");
     assert!(c.transcript.ends_with("0002:network$ "), "{}", c.transcript);
@@ -940,9 +944,9 @@ fn system_commands_host_name_restart_security_mode_and_ca() {
         c.actions()[1..],
         [
             format!("hostnamectl set-hostname {name}"),
-            "systemctl restart custos-keyd".to_string(),
-            "systemctl restart custos-keyd".to_string(),
-            "systemctl restart custos-keyd".to_string(),
+            "systemctl restart custos-keyd custos-backupd".to_string(),
+            "systemctl restart custos-keyd custos-backupd".to_string(),
+            "systemctl restart custos-keyd custos-backupd".to_string(),
         ]
     );
     let audit = c.audit();
@@ -963,6 +967,219 @@ fn system_commands_host_name_restart_security_mode_and_ca() {
             && w.starts_with("regenerated the certificate authorities")),
         "{audit:?}"
     );
+    c.exit();
+}
+
+#[test]
+fn system_backup_commands_configure_the_automatic_backup() {
+    let mut c = Cli::logged_in();
+    c.run("system");
+    let help = c.run("?");
+    for cmd in [
+        "backup show",
+        "backup schedule daily HH:MM",
+        "backup schedule weekly DAY HH:MM",
+        "backup target HOST DIRECTORY USER [PORT]",
+        "backup pubkey",
+        "backup hostkey forget",
+        "backup now",
+        "backup history",
+        "backup remove",
+    ] {
+        assert!(help.contains(cmd), "{cmd} missing from:\n{help}");
+    }
+    let out = c.run("backup show");
+    assert!(out.contains("Schedule: not set"), "{out}");
+    assert!(out.contains("SCP target: not set"), "{out}");
+    assert!(out.contains("Last push: none yet"), "{out}");
+    assert_eq!(last_line(&out), "SUCCESS: backup show");
+
+    // Usage, and refusals that name the field and change nothing.
+    let before = c.snapshot();
+    let out = c.run("backup");
+    assert!(
+        out.contains("usage: backup schedule weekly DAY HH:MM"),
+        "{out}"
+    );
+    let out = c.run("backup schedule daily");
+    assert!(out.contains("usage: backup schedule daily HH:MM"), "{out}");
+    assert!(
+        out.contains("example: backup schedule daily 02:30"),
+        "{out}"
+    );
+    assert_eq!(last_line(&out), "ERROR: missing HH:MM");
+    for (line, error) in [
+        (
+            "backup schedule daily 25:00",
+            "ERROR: time: '25:00' is not a 24-hour time HH:MM (00:00 to 23:59, e.g. 02:30 or 14:30)",
+        ),
+        (
+            "backup schedule daily 2:30pm",
+            "ERROR: time: '2:30pm' is not a 24-hour time HH:MM (00:00 to 23:59, e.g. 02:30 or 14:30)",
+        ),
+        (
+            "backup schedule weekly lundi 02:00",
+            "ERROR: weekday: 'lundi' is not a day of the week (monday, tuesday, wednesday, thursday, friday, saturday or sunday)",
+        ),
+        (
+            "backup target backup.example.com backups custos",
+            "ERROR: target_directory: must be an absolute path starting with / (e.g. /srv/backups/custos)",
+        ),
+        (
+            "backup target backup.example.com /srv/b'x custos",
+            "ERROR: target_directory: must not contain ' (quotes, backslashes, backticks and $ are refused)",
+        ),
+        (
+            "backup target bad_host /srv/b custos",
+            "ERROR: target_host: 'bad_host' is neither an IP address nor a host name",
+        ),
+        (
+            "backup target 10.1.1.20 /srv/b -custos",
+            "ERROR: target_user: must start with a letter, a digit or '_'",
+        ),
+        (
+            "backup target 10.1.1.20 /srv/b custos 70000",
+            "ERROR: target_port: must be a port number from 1 to 65535",
+        ),
+        (
+            "backup now",
+            "ERROR: target: set the SCP target (host, directory, user) before Backup Now",
+        ),
+        (
+            "backup hostkey forget",
+            "ERROR: forget_host_key: no host key is pinned yet; it is learned on the first push",
+        ),
+    ] {
+        let out = c.run(line);
+        assert_eq!(last_line(&out), error, "{line}");
+    }
+    assert_eq!(c.snapshot(), before);
+
+    // The schedule is stored as 24-hour UTC and an English day name.
+    let out = c.run("backup sc weekly Sunday 14:30");
+    assert_eq!(
+        last_line(&out),
+        "SUCCESS: backups run weekly on Sunday at 14:30 UTC (2:30 PM); set the SCP target with 'backup target' too"
+    );
+    let stored = |c: &Cli| -> (Option<String>, Option<String>, Option<String>) {
+        c.db()
+            .query_row(
+                "SELECT frequency, time_utc, weekday FROM backup_automatic",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .expect("settings")
+    };
+    assert_eq!(
+        stored(&c),
+        (
+            Some("weekly".into()),
+            Some("14:30".into()),
+            Some("sunday".into())
+        )
+    );
+    let out = c.run("backup target 10.1.1.20 /srv/backups/ custos-bk 2222");
+    assert_eq!(
+        last_line(&out),
+        "SUCCESS: backups go to custos-bk@10.1.1.20:/srv/backups (port 2222); its host key is learned and pinned on the first push. Add the key of 'backup pubkey' to ~custos-bk/.ssh/authorized_keys there"
+    );
+    let out = c.run("backup schedule daily 2:05");
+    assert_eq!(
+        last_line(&out),
+        "SUCCESS: backups run daily at 02:05 UTC (2:05 AM)"
+    );
+    assert_eq!(
+        stored(&c),
+        (Some("daily".into()), Some("02:05".into()), None)
+    );
+    let out = c.run("backup pubkey");
+    let key = out
+        .lines()
+        .find(|l| l.starts_with("ecdsa-sha2-nistp256 AAAA"))
+        .unwrap_or_else(|| panic!("no public key in:\n{out}"));
+    assert!(
+        key.split(' ')
+            .nth(2)
+            .is_some_and(|c| c.starts_with("custos@")),
+        "{key}"
+    );
+    assert!(!out.contains("PRIVATE"), "{out}");
+    assert_eq!(
+        last_line(&out),
+        "SUCCESS: backup pubkey: add this line to the target user's ~/.ssh/authorized_keys"
+    );
+    let out = c.run("backup now");
+    assert!(
+        last_line(&out).starts_with(
+            "SUCCESS: a backup to custos-bk@10.1.1.20:/srv/backups (port 2222) was requested"
+        ),
+        "{out}"
+    );
+    let out = c.run("backup show");
+    for line in [
+        "Schedule: daily at 02:05 UTC (2:05 AM)",
+        "SCP target: custos-bk@10.1.1.20:/srv/backups (port 2222)",
+        "Target host key: not pinned yet (learned on the first push)",
+        "Backup Now: requested, waiting for custos-backupd",
+    ] {
+        assert!(out.contains(line), "{line} missing from:\n{out}");
+    }
+    assert!(
+        out.contains("Next backup: 20") && out.contains("T02:05:00Z"),
+        "{out}"
+    );
+    let out = c.run("backup history");
+    assert!(out.contains("No backup was pushed yet."), "{out}");
+    assert_eq!(last_line(&out), "SUCCESS: backup history: 0 entries");
+
+    // A pinned key (as custos-backupd pins it) is forgotten only on "yes".
+    rusqlite::Connection::open(c.data.path().join("custos.db"))
+        .and_then(|db| {
+            db.execute(
+                "UPDATE backup_automatic SET host_key_fingerprint = 'SHA256:pinned-by-test'",
+                [],
+            )
+        })
+        .expect("pin");
+    let out = c.confirm("backup hostkey forget", "no");
+    assert!(out.contains("SHA256:pinned-by-test"), "{out}");
+    assert_eq!(last_line(&out), "ERROR: cancelled; nothing was changed");
+    let out = c.confirm("backup hostkey forget", "yes");
+    assert_eq!(
+        last_line(&out),
+        "SUCCESS: the host key SHA256:pinned-by-test is forgotten; the next push learns and pins the target's key"
+    );
+
+    // Remove Schedule and Settings asks first.
+    let out = c.confirm("backup remove", "no");
+    assert_eq!(last_line(&out), "ERROR: cancelled; nothing was changed");
+    let out = c.confirm("backup remove", "yes");
+    assert_eq!(
+        last_line(&out),
+        "SUCCESS: the automatic backup schedule and settings were removed"
+    );
+    let out = c.run("backup show");
+    assert!(
+        out.contains("Schedule: not set") && out.contains("SCP target: not set"),
+        "{out}"
+    );
+    assert_eq!(stored(&c), (None, None, None));
+    let audit = c.audit();
+    for what in [
+        "changed the automatic backup: schedule weekly on Sunday at 14:30 UTC (2:30 PM)",
+        "changed the automatic backup: SCP target custos-bk@10.1.1.20:/srv/backups (port 2222)",
+        "changed the automatic backup: schedule daily at 02:05 UTC (2:05 AM)",
+        "requested Backup Now to custos-bk@10.1.1.20:/srv/backups (port 2222)",
+        "changed the automatic backup: forgot the pinned host key SHA256:pinned-by-test; the next push learns the target's key again",
+        "removed the automatic backup schedule and settings",
+    ] {
+        assert!(
+            audit
+                .iter()
+                .any(|(who, _, via, w)| who == "cliadmin" && via == "cli" && w == what),
+            "no '{what}' in {audit:?}"
+        );
+    }
     c.exit();
 }
 

@@ -117,6 +117,22 @@ fn every_route_for_every_administrator_type() {
         )
         .expect(201);
 
+    // Email notification groups to read, change and delete (§14).
+    s.sys
+        .post(
+            "/api/v1/email/groups",
+            json!({"name": "fixed-group", "recipients": "ops@example.com"}),
+        )
+        .expect(201);
+    for w in WHO {
+        s.sys
+            .post(
+                "/api/v1/email/groups",
+                json!({"name": format!("gd-{w}"), "recipients": "ops@example.com"}),
+            )
+            .expect(201);
+    }
+
     let mut clients = vec![s.sys.clone()];
     clients.push(anon.login_changing("sysro", pw, new_pw));
     clients.push(s.dom.clone());
@@ -322,6 +338,157 @@ fn every_route_for_every_administrator_type() {
             "/api/v1/licence",
             Some(json!({"licence": generous_licence()})),
             [ok, 403, 403, 403, 403, 403, 403, 403, 401],
+        ),
+        // §14 email notifications: System Administrators; read-only ones read.
+        case(
+            "GET",
+            "/api/v1/email/smtp",
+            None,
+            [ok, ok, 403, 403, 403, 403, 403, 403, 401],
+        ),
+        case(
+            "PUT",
+            "/api/v1/email/smtp",
+            Some(
+                json!({"host": "127.0.0.1", "port": 1, "security": "none", "sender": "custos@example.com"}),
+            ),
+            [ok, 403, 403, 403, 403, 403, 403, 403, 401],
+        ),
+        // Nothing listens on port 1: past the permission check, the mail
+        // server's absence is the answer.
+        case(
+            "POST",
+            "/api/v1/email/test",
+            Some(json!({"to": "ops@example.com"})),
+            [502, 403, 403, 403, 403, 403, 403, 403, 401],
+        ),
+        case(
+            "GET",
+            "/api/v1/email/groups",
+            None,
+            [ok, ok, 403, 403, 403, 403, 403, 403, 401],
+        ),
+        case(
+            "POST",
+            "/api/v1/email/groups",
+            Some(json!({"name": "g-{who}", "recipients": "{who}@example.com"})),
+            [201, 403, 403, 403, 403, 403, 403, 403, 401],
+        ),
+        case(
+            "GET",
+            "/api/v1/email/groups/fixed-group",
+            None,
+            [ok, ok, 403, 403, 403, 403, 403, 403, 401],
+        ),
+        case(
+            "PATCH",
+            "/api/v1/email/groups/fixed-group",
+            Some(json!({"enabled": false})),
+            [ok, 403, 403, 403, 403, 403, 403, 403, 401],
+        ),
+        case(
+            "DELETE",
+            "/api/v1/email/groups/gd-{who}",
+            None,
+            [204, 403, 403, 403, 403, 403, 403, 403, 401],
+        ),
+        case(
+            "GET",
+            "/api/v1/snmp",
+            None,
+            [ok, ok, 403, 403, 403, 403, 403, 403, 401],
+        ),
+        case(
+            "PUT",
+            "/api/v1/snmp",
+            Some(json!({"sys_location": "Rack of {who}", "acl": ["10.1.2.*"]})),
+            [ok, 403, 403, 403, 403, 403, 403, 403, 401],
+        ),
+        // §12 automatic backup: System Administrators; read-only ones read.
+        case(
+            "GET",
+            "/api/v1/backups/automatic",
+            None,
+            [ok, ok, 403, 403, 403, 403, 403, 403, 401],
+        ),
+        case(
+            "PUT",
+            "/api/v1/backups/automatic",
+            Some(
+                json!({"schedule": {"frequency": "weekly", "time": "02:30", "weekday": "sunday"},
+                        "target": {"host": "backup.example.com", "directory": "/srv/backups", "user": "custos"}}),
+            ),
+            [ok, 403, 403, 403, 403, 403, 403, 403, 401],
+        ),
+        case(
+            "GET",
+            "/api/v1/backups/ssh-public-key",
+            None,
+            [ok, ok, 403, 403, 403, 403, 403, 403, 401],
+        ),
+        case(
+            "POST",
+            "/api/v1/backups/now",
+            Some(json!({})),
+            [202, 403, 403, 403, 403, 403, 403, 403, 401],
+        ),
+        case(
+            "GET",
+            "/api/v1/backups/history",
+            None,
+            [ok, ok, 403, 403, 403, 403, 403, 403, 401],
+        ),
+        case(
+            "DELETE",
+            "/api/v1/backups/automatic",
+            None,
+            [204, 403, 403, 403, 403, 403, 403, 403, 401],
+        ),
+        // §12 wrapper key and manual backups: System Administrators; a
+        // share only for its custodian; no backup for read-only ones.
+        case(
+            "GET",
+            "/api/v1/wrapper-key",
+            None,
+            [ok, ok, 403, 403, 403, 403, 403, 403, 401],
+        ),
+        case(
+            "POST",
+            "/api/v1/wrapper-key",
+            Some(json!({})),
+            [201, 403, 403, 403, 403, 403, 403, 403, 401],
+        ),
+        case(
+            "POST",
+            "/api/v1/wrapper-key/export",
+            Some(
+                json!({"minimum_custodians": 1, "total_custodians": 1, "custodians": ["SystemAdministrator"]}),
+            ),
+            [ok, 403, 403, 403, 403, 403, 403, 403, 401],
+        ),
+        case(
+            "GET",
+            "/api/v1/wrapper-key/share",
+            None,
+            [ok, 404, 404, 404, 404, 404, 404, 404, 401],
+        ),
+        case(
+            "POST",
+            "/api/v1/wrapper-key/import",
+            Some(json!({"shares": []})),
+            [400, 403, 403, 403, 403, 403, 403, 403, 401],
+        ),
+        case(
+            "POST",
+            "/api/v1/backups",
+            None,
+            [ok, 403, 403, 403, 403, 403, 403, 403, 401],
+        ),
+        case(
+            "POST",
+            "/api/v1/backups/restore",
+            None,
+            [400, 403, 403, 403, 403, 403, 403, 403, 401],
         ),
     ];
 

@@ -182,9 +182,48 @@ fn check_running_appliance(vm: &Vm, host_dir: &Path, first_boot: bool) -> String
     std::fs::write(&path, saved.to_string()).expect("write agent.json");
     let (key, version) = fetch_key(&app, host_dir, "recorder", Some(1));
     assert_eq!((key.len(), version), (64, 1));
-    let _ = s.sys;
+    check_snmp(&s.sys, vm.port("snmp"), first_boot);
     check_ssh(vm.port("ssh"));
     key
+}
+
+/// SNMP (§13) through the forwarded UDP port 161: enabled through the API
+/// at first boot (it stays enabled across the reboot), then `snmpget` is
+/// answered by custos-snmpd once it has read its settings.
+fn check_snmp(sys: &Api, port: u16, first_boot: bool) {
+    const COMMUNITY: &str = "Sm0ke-Community";
+    if first_boot {
+        sys.call(
+            "PUT",
+            "/api/v1/snmp",
+            Some(json!({"enabled": true, "community": COMMUNITY, "sys_location": "QEMU"})),
+        )
+        .ok();
+    }
+    let target = format!("udp:127.0.0.1:{port}");
+    let oids = [".1.3.6.1.2.1.1.6.0", ".1.3.6.1.4.1.21513.1.0"];
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let out = tests::snmp::query("snmpget", "2c", COMMUNITY, &target, &oids);
+        if out.ok {
+            assert_eq!(
+                tests::snmp::value_of(&out.stdout, oids[0]).as_deref(),
+                Some("QEMU"),
+                "{}",
+                out.stdout
+            );
+            assert!(
+                out.stdout.contains(".1.3.6.1.4.1.21513.1.0 = STRING: "),
+                "{}",
+                out.stdout
+            );
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no SNMP answer through the forwarded port: {out:?}"
+        );
+    }
 }
 
 /// Real OpenSSH to cliadmin on the forwarded port, the password coming

@@ -466,3 +466,69 @@ fn read_only_administrators_and_forged_forms_change_nothing() {
         "the forged administrator does not exist"
     );
 }
+
+#[test]
+fn wrapper_key_custodian_and_backup_pages() {
+    let app = Appliance::start();
+    let mut b = Browser::start(app.url("web"), "backup");
+    first_sign_in(&mut b, "admin", "admin123", ADMIN_PW);
+    let lic = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(lic.path(), dev_licence(10, 5, "2099-12-31")).expect("licence file");
+    b.open("/system/license");
+    b.attach("licence_file", lic.path());
+    b.press("Upload");
+    add_admin(&b, "SystemAdministrator", "Sys!Tmp0pw", "system", false);
+
+    // Create the wrapper key and export it, 1 of 1, to a System Administrator.
+    b.open("/system/wrapper-keys");
+    assert!(b.body().contains("No wrapper key"));
+    b.screenshot("wrapper-keys-none");
+    b.press("Create");
+    assert!(b.body().contains("created"), "{}", b.body());
+    let key_id = b.text("#wrapper-key-id").expect("key id shown");
+    b.fill("minimum_custodians", "2");
+    b.fill("total_custodians", "1");
+    b.press("Export");
+    assert!(
+        field_error(&b, "minimum_custodians").is_some(),
+        "{}",
+        b.body()
+    );
+    b.screenshot("wrapper-keys-export-error");
+    b.fill("minimum_custodians", "1");
+    b.click("#custodian-SystemAdministrator");
+    b.press("Export");
+    assert!(
+        b.body().contains("1 of 1 custodians (SystemAdministrator)"),
+        "{}",
+        b.body()
+    );
+    b.screenshot("wrapper-keys");
+
+    // Manual backup page; a file that is not a backup is refused next to
+    // the file field and changes nothing.
+    b.open("/system/backup");
+    b.screenshot("backup-manual");
+    let junk = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(junk.path(), b"not a backup").expect("junk");
+    let before = app.snapshot();
+    b.attach("backup_file", junk.path());
+    b.press("Restore");
+    let err = field_error(&b, "backup_file").expect("refusal next to the file field");
+    assert!(err.contains("not a Custos backup"), "{err}");
+    assert_eq!(app.snapshot(), before);
+    b.screenshot("backup-restore-refused");
+    sign_out(&b);
+
+    // The custodian sees their share on the dashboard behind Show.
+    first_sign_in(&mut b, "SystemAdministrator", "Sys!Tmp0pw", SYS_PW);
+    assert!(b.body().contains("Wrapper Key Share"));
+    assert!(!b.has("#wrapper-share"), "hidden until Show");
+    b.follow("Show");
+    let share = b.text("#wrapper-share").expect("share shown");
+    assert!(
+        share.starts_with(&format!("custos-share-1.{key_id}.1.")),
+        "{share}"
+    );
+    b.screenshot("dashboard-custodian-share");
+}

@@ -106,7 +106,12 @@ pub fn dist(
     let version = image::version();
 
     let cargo = crate::cargo();
-    let units = ["custos-keyd"];
+    let units = [
+        "custos-keyd",
+        "custos-backupd",
+        "custos-notifyd",
+        "custos-snmpd",
+    ];
     // Units whose issues have landed join the image as they appear.
     let optional = ["custos-cli"];
     let mut packages: Vec<&str> = units.to_vec();

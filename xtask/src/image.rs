@@ -633,6 +633,9 @@ mod tests {
         assert_eq!(lines.last(), Some(&"disable *"));
         for unit in [
             "custos-keyd.service",
+            "custos-backupd.service",
+            "custos-notifyd.service",
+            "custos-snmpd.service",
             "custos-ready.service",
             "ssh.service",
             "systemd-networkd.service",

@@ -1,10 +1,14 @@
 //! Build orchestration for Custos, run as `cargo xtask TASK` (matklad/cargo-xtask):
 //!
-//! * `run [--data DIR] [--release]`: build `custos-keyd` and run it locally until
-//!   Ctrl-C, which is passed on as SIGTERM.
+//! * `run [--data DIR] [--release]`: build the appliance's daemons (`custos-keyd`,
+//!   then `custos-backupd`, `custos-notifyd` and `custos-snmpd`) and run them locally
+//!   until Ctrl-C, which is passed on as SIGTERM.
 //! * `test [-- ARGS]`: install what the tests need (Debian, as root), build every
 //!   binary, run every test, and close with one summary line.
 //! * `bench keys [--hosts N] [--seconds S]`: the key-service load benchmark.
+//! * `bench snmp [--clients N] [--seconds S]`: SNMP GET requests per second.
+//! * `fuzz [--seconds S]`: the `cargo fuzz` targets (the SNMP decoder), each for
+//!   a bounded time; `test` runs them for 60 s unless `CUSTOS_FUZZ=0`.
 //! * `dist`: the image build, which is not there yet and says so.
 //! * `licence [--issued-to NAME] [--key-agents N] [--fs-agents N] [--domains N]
 //!   [--expires YYYY-MM-DD] [--out FILE]`: a signed licence file (§10), by
@@ -27,6 +31,7 @@ use nix::unistd::Pid;
 use xshell::{Shell, cmd};
 
 mod dist;
+mod fuzz;
 mod image;
 mod licence;
 
@@ -37,6 +42,9 @@ const REQUIRED_DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("cc", "gcc"),
     // TLS tests check the appliance ports with `openssl s_client`.
     ("openssl", "openssl"),
+    // custos-backupd's ssh2 (libssh2) links the system OpenSSL.
+    ("/usr/include/openssl/ssl.h", "libssl-dev"),
+    ("pkg-config", "pkg-config"),
 ];
 
 /// What `cargo xtask test` needs beyond the build: the web console's tests
@@ -44,6 +52,10 @@ const REQUIRED_DEBIAN_PACKAGES: &[(&str, &str)] = &[
 const TEST_DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("chromium", "chromium"),
     ("chromedriver", "chromium-driver"),
+    // The SNMP agent's tests ask it with net-snmp (snmpget, snmpwalk, …).
+    ("snmpget", "snmp"),
+    // The automatic backup's tests push to a real OpenSSH server.
+    ("/usr/sbin/sshd", "openssh-server"),
 ];
 
 #[derive(Debug, Parser)]
@@ -59,7 +71,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Task {
-    /// Build custos-keyd and run it locally (--local) until Ctrl-C.
+    /// Build the appliance's daemons and run them locally (--local) until Ctrl-C.
     Run {
         /// The data folder [default: target/custos-data in the workspace].
         #[arg(long, value_name = "DIR")]
@@ -91,6 +103,12 @@ enum Task {
     /// Issue a signed licence file (spec §10), by default with the
     /// development key, into target/licence/custos-dev.lic.
     Licence(licence::LicenceArgs),
+    /// Run the fuzz targets (cargo fuzz, libFuzzer) for a bounded time each.
+    Fuzz {
+        /// How long to run each target.
+        #[arg(long, value_name = "S", default_value_t = 60)]
+        seconds: u64,
+    },
     /// Run a benchmark.
     Bench {
         #[command(subcommand)]
@@ -121,6 +139,15 @@ enum Bench {
         #[arg(long, value_name = "S", default_value_t = 10)]
         seconds: u32,
     },
+    /// SNMP v2c GET requests per second answered by custos-snmpd.
+    Snmp {
+        /// Concurrent managers, each waiting for its answer.
+        #[arg(long, value_name = "N", default_value_t = 4)]
+        clients: u32,
+        /// How long to measure each object.
+        #[arg(long, value_name = "S", default_value_t = 5)]
+        seconds: u32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -131,9 +158,13 @@ fn main() -> ExitCode {
         Task::Bench {
             bench: Bench::Keys { hosts, seconds },
         } => bench_keys(hosts, seconds),
+        Task::Bench {
+            bench: Bench::Snmp { clients, seconds },
+        } => bench_snmp(clients, seconds),
         Task::Vm { iso, bios, fresh } => vm(iso, bios, fresh),
         Task::Dist { profile, no_build } => dist_task(profile.as_deref(), no_build),
         Task::Licence(args) => licence_task(&args),
+        Task::Fuzz { seconds } => fuzz_task(seconds),
     };
     match outcome {
         Ok(code) => code,
@@ -142,6 +173,37 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs every fuzz target of [`fuzz::TARGETS`] for `seconds`; true when
+/// none crashed. Each prints one `xtask: fuzz` line.
+fn fuzz_all(sh: &Shell, seconds: u64) -> Result<bool> {
+    let root = workspace_root()?;
+    let mut ok = true;
+    for (dir, target) in fuzz::TARGETS {
+        match fuzz::run(sh, &root, dir, target, seconds) {
+            Ok(o) => println!(
+                "xtask: fuzz {}: {} runs in {} s, no crash",
+                o.target, o.runs, o.seconds
+            ),
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                println!("xtask: FAILED: fuzz {dir} {target}");
+                ok = false;
+            }
+        }
+    }
+    Ok(ok)
+}
+
+fn fuzz_task(seconds: u64) -> Result<ExitCode> {
+    let sh = shell()?;
+    ensure_packages(&sh)?;
+    Ok(if fuzz_all(&sh, seconds)? {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn licence_task(args: &licence::LicenceArgs) -> Result<ExitCode> {
@@ -215,10 +277,64 @@ fn target_dir(root: &Path) -> PathBuf {
     }
 }
 
+/// The appliance's daemons `run` starts, in this order, each once the one
+/// before printed its first `ready` line (the key service creates and
+/// migrates the store the others open): (package and binary, arguments
+/// besides `--data DIR`).
+const RUN_DAEMONS: &[(&str, &[&str])] = &[
+    ("custos-keyd", &["--local"]),
+    ("custos-backupd", &[]),
+    ("custos-notifyd", &[]),
+    // SNMP on 10161 (for 161) and 7025, once enabled under System → SNMP.
+    ("custos-snmpd", &["--local"]),
+];
+
 /// What the supervising loop of `run` waits for.
 enum Event {
     Interrupted,
-    Exited(io::Result<ExitStatus>),
+    /// Daemon `i` printed its first `ready` line.
+    Ready(usize),
+    Exited(usize, io::Result<ExitStatus>),
+}
+
+/// Starts daemon `i` of [`RUN_DAEMONS`] in its own process group (so Ctrl-C
+/// at the terminal reaches only this supervisor, which turns it into the
+/// SIGTERM the daemons shut down on), its output passed through.
+fn spawn_daemon(
+    i: usize,
+    bin_dir: &Path,
+    data: &Path,
+    events: &mpsc::Sender<Event>,
+) -> Result<Pid> {
+    let (name, args) = RUN_DAEMONS[i];
+    let binary = bin_dir.join(name);
+    let mut child = Command::new(&binary)
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    let pid = Pid::from_raw(i32::try_from(child.id()).context("child process id")?);
+    let stdout = child.stdout.take().context("the daemon's stdout")?;
+    let ready = events.clone();
+    thread::spawn(move || {
+        let mut said_ready = false;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            println!("{line}");
+            if !said_ready && line.starts_with("ready ") {
+                said_ready = true;
+                let _ = ready.send(Event::Ready(i));
+            }
+        }
+    });
+    let exited = events.clone();
+    thread::spawn(move || {
+        let _ = exited.send(Event::Exited(i, child.wait()));
+    });
+    Ok(pid)
 }
 
 fn run(data: Option<PathBuf>, release: bool) -> Result<ExitCode> {
@@ -227,15 +343,14 @@ fn run(data: Option<PathBuf>, release: bool) -> Result<ExitCode> {
     ensure_packages(&sh)?;
     let cargo = cargo();
     let release_flag = release.then_some("--release");
-    cmd!(sh, "{cargo} build -p custos-keyd {release_flag...}")
+    let pflags: Vec<&str> = RUN_DAEMONS.iter().flat_map(|(n, _)| ["-p", n]).collect();
+    cmd!(sh, "{cargo} build {pflags...} {release_flag...}")
         .run()
-        .context("building custos-keyd")?;
+        .context("building the appliance's daemons")?;
 
     let data = data.unwrap_or_else(|| root.join("target").join("custos-data"));
     fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
-    let binary = target_dir(&root)
-        .join(if release { "release" } else { "debug" })
-        .join("custos-keyd");
+    let bin_dir = target_dir(&root).join(if release { "release" } else { "debug" });
 
     let (events, received) = mpsc::channel();
     let interrupts = events.clone();
@@ -244,32 +359,47 @@ fn run(data: Option<PathBuf>, release: bool) -> Result<ExitCode> {
     })
     .context("installing the Ctrl-C handler")?;
 
-    // The daemon gets its own process group, so Ctrl-C at the terminal reaches only
-    // this supervisor, which turns it into the SIGTERM the daemon shuts down on.
-    let mut child = Command::new(&binary)
-        .arg("--data")
-        .arg(&data)
-        .arg("--local")
-        .stdin(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .with_context(|| format!("starting {}", binary.display()))?;
-    let pid = Pid::from_raw(i32::try_from(child.id()).context("child process id")?);
-    thread::spawn(move || {
-        let _ = events.send(Event::Exited(child.wait()));
-    });
-
+    let mut pids: Vec<Option<Pid>> = vec![Some(spawn_daemon(0, &bin_dir, &data, &events)?)];
     let mut stopping = false;
-    loop {
-        match received.recv().context("waiting for custos-keyd")? {
-            Event::Exited(status) => {
-                let status = status.context("waiting for custos-keyd")?;
-                if stopping {
-                    eprintln!("custos-keyd stopped ({status})");
-                    return Ok(ExitCode::SUCCESS);
+    // The exit code once everything stopped: the first daemon that exited
+    // on its own decides it.
+    let mut code = ExitCode::SUCCESS;
+    let signal_all = |pids: &[Option<Pid>], signal: Signal| -> Result<()> {
+        for (i, pid) in pids.iter().enumerate().rev() {
+            let Some(pid) = pid else { continue };
+            eprintln!("stopping {} ({signal})", RUN_DAEMONS[i].0);
+            match kill(*pid, signal) {
+                Ok(()) | Err(Errno::ESRCH) => {}
+                Err(error) => {
+                    return Err(error).with_context(|| format!("signalling {}", RUN_DAEMONS[i].0));
                 }
-                eprintln!("custos-keyd exited ({status})");
-                return Ok(exit_code(status));
+            }
+        }
+        Ok(())
+    };
+    loop {
+        match received.recv().context("waiting for the daemons")? {
+            Event::Ready(i) => {
+                let next = i + 1;
+                if !stopping && next == pids.len() && next < RUN_DAEMONS.len() {
+                    pids.push(Some(spawn_daemon(next, &bin_dir, &data, &events)?));
+                }
+            }
+            Event::Exited(i, status) => {
+                let name = RUN_DAEMONS[i].0;
+                let status = status.with_context(|| format!("waiting for {name}"))?;
+                pids[i] = None;
+                if stopping {
+                    eprintln!("{name} stopped ({status})");
+                } else {
+                    eprintln!("{name} exited ({status})");
+                    code = exit_code(status);
+                    stopping = true;
+                    signal_all(&pids, Signal::SIGTERM)?;
+                }
+                if pids.iter().all(Option::is_none) {
+                    return Ok(code);
+                }
             }
             Event::Interrupted => {
                 // A second Ctrl-C while waiting does not wait any longer.
@@ -279,13 +409,7 @@ fn run(data: Option<PathBuf>, release: bool) -> Result<ExitCode> {
                     Signal::SIGTERM
                 };
                 stopping = true;
-                eprintln!("stopping custos-keyd ({signal})");
-                match kill(pid, signal) {
-                    Ok(()) | Err(Errno::ESRCH) => {}
-                    Err(error) => {
-                        return Err(error).context("signalling custos-keyd");
-                    }
-                }
+                signal_all(&pids, signal)?;
             }
         }
     }
@@ -304,6 +428,7 @@ fn test(args: &[String]) -> Result<ExitCode> {
     let sh = shell()?;
     ensure_packages(&sh)?;
     ensure_packages_for(&sh, TEST_DEBIAN_PACKAGES)?;
+    ensure_aiosmtpd(&sh)?;
     let cargo = cargo();
     if let Err(error) = cmd!(sh, "{cargo} build --workspace --bins").run() {
         eprintln!("{error}");
@@ -357,16 +482,29 @@ fn test(args: &[String]) -> Result<ExitCode> {
     }
     drop(out);
     let status = child.wait().context("waiting for cargo test")?;
+    // The decoders of network input are fuzzed for a bounded time too,
+    // unless CUSTOS_FUZZ=0 says otherwise (for quick local runs).
+    let fuzzed = if env::var("CUSTOS_FUZZ").is_ok_and(|v| v == "0") {
+        eprintln!("xtask: CUSTOS_FUZZ=0: the fuzz targets are not run");
+        true
+    } else {
+        fuzz_all(&sh, 60)?
+    };
 
-    if status.success() {
+    if status.success() && fuzzed {
         println!(
             "xtask: {} passed, {} failed, {} skipped",
             totals.passed, totals.failed, totals.ignored
         );
         Ok(ExitCode::SUCCESS)
     } else {
+        let why = if status.success() {
+            "a fuzz target failed".to_owned()
+        } else {
+            format!("cargo test {status}")
+        };
         println!(
-            "xtask: FAILED (cargo test {status}): {} passed, {} failed, {} skipped",
+            "xtask: FAILED ({why}): {} passed, {} failed, {} skipped",
             totals.passed, totals.failed, totals.ignored
         );
         Ok(ExitCode::FAILURE)
@@ -453,6 +591,42 @@ fn ensure_packages_for(sh: &Shell, list: &[(&str, &'static str)]) -> Result<()> 
     Ok(())
 }
 
+/// The email tests run a real SMTP server on loopback: aiosmtpd, from PyPI.
+/// Installed with pip when `python3` cannot import it; Debian's own Python
+/// refuses pip (PEP 668), so there, as root, its package is the fallback.
+fn ensure_aiosmtpd(sh: &Shell) -> Result<()> {
+    let probe = "import aiosmtpd";
+    let present = |sh: &Shell| {
+        cmd!(sh, "python3 -c {probe}")
+            .quiet()
+            .ignore_stderr()
+            .run()
+            .is_ok()
+    };
+    ensure_packages_for(sh, &[("python3", "python3")])?;
+    if present(sh) {
+        return Ok(());
+    }
+    eprintln!("installing aiosmtpd (PyPI) for the email tests");
+    if cmd!(sh, "python3 -m pip install --quiet aiosmtpd")
+        .run()
+        .is_err()
+        || !present(sh)
+    {
+        ensure_packages_for(
+            sh,
+            &[(
+                "/usr/lib/python3/dist-packages/aiosmtpd",
+                "python3-aiosmtpd",
+            )],
+        )?;
+    }
+    if !present(sh) {
+        bail!("python3 cannot import aiosmtpd; install it with: python3 -m pip install aiosmtpd");
+    }
+    Ok(())
+}
+
 /// The packages of `list` whose command (or, for a path, file) is missing.
 /// One entry may name several packages, separated by spaces.
 fn missing_packages(sh: &Shell, list: &[(&str, &'static str)]) -> Vec<&'static str> {
@@ -495,6 +669,25 @@ fn bench_keys(hosts: u32, seconds: u32) -> Result<ExitCode> {
     )
     .run()
     .context("the key benchmark failed")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_snmp(clients: u32, seconds: u32) -> Result<ExitCode> {
+    let sh = shell()?;
+    ensure_packages(&sh)?;
+    let cargo = cargo();
+    let clients = clients.to_string();
+    let seconds = seconds.to_string();
+    // The benchmark drives the release daemons it finds next to itself.
+    cmd!(sh, "{cargo} build --release -p custos-keyd -p custos-snmpd")
+        .run()
+        .context("building the release binaries")?;
+    cmd!(
+        sh,
+        "{cargo} run --release -p tests --bin bench-snmp -- --clients {clients} --seconds {seconds}"
+    )
+    .run()
+    .context("the SNMP benchmark failed")?;
     Ok(ExitCode::SUCCESS)
 }
 

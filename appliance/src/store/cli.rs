@@ -58,7 +58,7 @@ impl CliSession {
     /// `cliadmin` as the actor of a store operation shared with the other
     /// edges (the preferences). It administers the appliance, not a domain:
     /// its id matches no administrator row, so it is a member of no domain.
-    fn actor(&self) -> Actor {
+    pub(super) fn actor(&self) -> Actor {
         Actor {
             id: 0,
             login: CLI_LOGIN.to_owned(),

@@ -82,7 +82,7 @@ const SECRET_ALPHABET: &[u8] =
 /// Host contact times and key-release audit entries are written at most this often.
 const CONTACT_RESOLUTION: Duration = Duration::seconds(60);
 
-fn secret_context(did: i64) -> String {
+pub(super) fn secret_context(did: i64) -> String {
     format!("registration_secrets:{did}")
 }
 

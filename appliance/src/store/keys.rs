@@ -384,14 +384,14 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::{DomainKind, UserType};
     use crate::store::test_support::*;
     use crate::store::{NewAdmin, NewDomain};
 
     /// A domain with a Security Administrator holding the Key role.
-    fn key_admin(s: &Store) -> Actor {
+    pub(crate) fn key_admin(s: &Store) -> Actor {
         let sys = system_actor(s);
         for (login, t) in [("da", UserType::Domain), ("sa", UserType::Security)] {
             s.create_admin(
@@ -430,7 +430,7 @@ mod tests {
         sa
     }
 
-    fn new_key(name: &str, auto: bool, life: Option<i64>) -> NewKey {
+    pub(crate) fn new_key(name: &str, auto: bool, life: Option<i64>) -> NewKey {
         NewKey {
             name: name.into(),
             description: String::new(),

@@ -7,12 +7,16 @@
 
 mod admins;
 mod audit;
+mod backup;
+mod backup_schedule;
 mod cli;
 mod domains;
+mod email;
 mod hosts;
 mod keys;
 mod licence;
 mod prefs;
+mod snmp;
 mod system;
 
 use std::path::{Path, PathBuf};
@@ -28,12 +32,28 @@ use crate::{Error, Result};
 
 pub use admins::{AdminUpdate, AdminView, LoginOutcome, NewAdmin};
 pub use audit::{AuditEntry, AuditPage, AuditQuery};
+pub use backup::{BackupInfo, RestoreReport, WrapperStatus, backup_file_name};
+pub use backup_schedule::{
+    AutomaticBackup, AutomaticBackupUpdate, BACKUPD_LOGIN, BackupHistoryEntry, BackupRun,
+    BackupSshKey, DEFAULT_SSH_PORT, Frequency, HostKeyCheck, RunKind, Schedule, ScpTarget,
+    TargetHost, TimeOfDay, WEEKDAYS, parse_weekday, ssh_fingerprint_of_sha256, weekday_name,
+    weekday_title,
+};
 pub use cli::{CLI_LOGIN, CliAccount, CliSession, PasswordProof};
 pub use domains::{DomainView, MemberView, NewDomain};
+pub use email::{
+    EmailGroupUpdate, EmailGroupView, Milestone, NOTIFYD_VIA, NewEmailGroup, Notice, NoticeType,
+    SMTP_NOT_SET, SecretUpdate, SmtpConfig, SmtpSecurity, SmtpUpdate, SmtpView,
+    check_email_address, parse_threshold,
+};
 pub use hosts::{HostView, KeyRelease, NewSecret, Registration, SecretView};
 pub use keys::{KeyVersionView, KeyView, NewKey, Rotated};
 pub use licence::LicenceView;
 pub use prefs::{Preferences, PreferencesUpdate};
+pub use snmp::{
+    AclEntry, COMMUNITY_DEFAULT, ENTERPRISE_OID, SNMP_OBJECTS, SnmpAgentConfig, SnmpObject,
+    SnmpSettings, SnmpUpdate,
+};
 pub use system::Identities;
 
 /// File name of the database inside the data directory.
@@ -44,6 +64,10 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v1.sql"),
     include_str!("schema_v2.sql"),
     include_str!("schema_v3.sql"),
+    include_str!("schema_v4.sql"),
+    include_str!("schema_v5.sql"),
+    include_str!("schema_v6.sql"),
+    include_str!("schema_v7.sql"),
 ];
 
 pub struct Store {
@@ -146,23 +170,28 @@ fn own_like_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Brings the schema up to date. Each step reads the version inside an
+/// immediate (write-locked) transaction, so daemons opening a fresh store
+/// at the same moment migrate it once between them.
 fn migrate(conn: &mut Connection) -> Result<()> {
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let supported = MIGRATIONS.len() as i64;
-    if version > supported {
-        return Err(Error::SchemaTooNew {
-            found: version,
-            supported,
-        });
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+    loop {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > supported {
+            return Err(Error::SchemaTooNew {
+                found: version,
+                supported,
+            });
+        }
+        if version == supported {
+            return Ok(());
+        }
+        tx.execute_batch(MIGRATIONS[version as usize])?;
+        tx.pragma_update(None, "user_version", version + 1)?;
         tx.commit()?;
-        tracing::info!(version = i + 1, "store migrated");
+        tracing::info!(version = version + 1, "store migrated");
     }
-    Ok(())
 }
 
 pub(crate) fn now() -> OffsetDateTime {

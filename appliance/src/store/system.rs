@@ -48,7 +48,7 @@ fn server_name(kind: CaKind) -> &'static str {
     }
 }
 
-fn context(name: &str) -> String {
+pub(super) fn context(name: &str) -> String {
     format!("system_identities:{name}")
 }
 

@@ -46,6 +46,7 @@
 //! * **Clock.** `date` and `time` set the local time through timedated and
 //!   are refused while NTP is on (timedated refuses them too).
 
+mod backup;
 mod host;
 mod maintenance;
 mod menu;

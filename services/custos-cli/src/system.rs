@@ -1,5 +1,6 @@
 //! `system`: the host name and system information, restarting the server
-//! software, the certificate authority and the security mode (§9).
+//! software, the certificate authority and the security mode (§9); the
+//! automatic backup's commands are in `backup`.
 
 use appliance::model::SecurityMode;
 use appliance::os::{HostName, OsSettings};
@@ -14,11 +15,11 @@ use crate::session::Ctx;
 /// The appliance's daemons (systemd units), restarted by `restart` and after
 /// a change of CA or security mode. Each daemon of `services/` that runs as
 /// a unit belongs here.
-pub const APPLIANCE_UNITS: &[&str] = &["custos-keyd"];
+pub const APPLIANCE_UNITS: &[&str] = &["custos-keyd", "custos-backupd"];
 
 pub const CATEGORY: Category = Category {
     name: "system",
-    help: "host name, restart, certificate authority and security mode",
+    help: "host name, restart, certificate authority, security mode and automatic backup",
     commands: &[
         Command {
             words: &["setinfo", "show"],
@@ -62,12 +63,21 @@ pub const CATEGORY: Category = Category {
             help: "Show the security mode",
             run: suiteb_show,
         },
+        crate::backup::SHOW,
+        crate::backup::SCHEDULE_DAILY,
+        crate::backup::SCHEDULE_WEEKLY,
+        crate::backup::TARGET,
+        crate::backup::PUBKEY,
+        crate::backup::HOSTKEY_FORGET,
+        crate::backup::NOW,
+        crate::backup::HISTORY,
+        crate::backup::REMOVE,
     ],
 };
 
 /// The appliance's host name: the one set with `setinfo hostname`, else the
 /// system's.
-fn host_name(ctx: &Ctx<'_>, os: &OsSettings) -> String {
+pub(crate) fn host_name(ctx: &Ctx<'_>, os: &OsSettings) -> String {
     if let Some(h) = &os.host_name {
         return h.to_string();
     }

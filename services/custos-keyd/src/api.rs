@@ -239,7 +239,31 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(get_prefs).patch(update_prefs).put(update_prefs),
         )
         .route("/api/v1/licence", get(get_licence).put(install_licence))
+        // §14 Email Notification is a System page: usable without a licence.
+        .route("/api/v1/email/smtp", get(get_smtp).put(set_smtp))
+        .route("/api/v1/email/test", post(send_test_mail))
+        .route(
+            "/api/v1/email/groups",
+            get(list_email_groups).post(create_email_group),
+        )
+        .route(
+            "/api/v1/email/groups/{name}",
+            get(get_email_group)
+                .patch(update_email_group)
+                .delete(delete_email_group),
+        )
+        .route("/api/v1/snmp", get(get_snmp).put(update_snmp))
+        .route(
+            "/api/v1/backups/automatic",
+            get(get_automatic_backup)
+                .put(set_automatic_backup)
+                .delete(remove_automatic_backup),
+        )
+        .route("/api/v1/backups/ssh-public-key", get(backup_ssh_public_key))
+        .route("/api/v1/backups/now", post(backup_now))
+        .route("/api/v1/backups/history", get(backup_history))
         .merge(licensed)
+        .merge(crate::backup_api::routes())
         .fallback(|| async { ApiError::Core(appliance::Error::not_found("resource", "this path")) })
         .with_state(state)
 }
@@ -910,4 +934,419 @@ async fn audit_log(
         offset: q.offset,
     };
     Ok(Json(st.store(move |s| s.audit_log(&actor, &query)).await?).into_response())
+}
+
+// --- automatic backup (§12) -------------------------------------------------------
+
+use appliance::store::{
+    AutomaticBackup, AutomaticBackupUpdate, BackupHistoryEntry, Frequency, Schedule, ScpTarget,
+    TimeOfDay, parse_weekday, weekday_name,
+};
+
+/// The settings as JSON: the time is 24-hour `HH:MM` in UTC (with its
+/// 12-hour form for display), the weekday an English name.
+fn automatic_backup_json(v: &AutomaticBackup) -> Value {
+    let now = time::OffsetDateTime::now_utc();
+    json!({
+        "schedule": v.schedule.map(|s| json!({
+            "frequency": s.frequency.as_str(),
+            "time": s.time.as_24h(),
+            "time_12h": s.time.as_12h(),
+            "time_zone": "UTC",
+            "weekday": s.weekday.map(weekday_name),
+        })),
+        "target": v.target.as_ref().map(|t| json!({
+            "host": t.host.as_str(),
+            "port": t.port,
+            "directory": t.directory,
+            "user": t.user,
+        })),
+        "host_key_fingerprint": v.host_key_fingerprint,
+        "host_key_pinned_at": v.host_key_pinned_at,
+        "backup_now_pending": v.now_requested_at.is_some(),
+        "next_run": v.next_run(now).map(appliance::model::fmt_time),
+    })
+}
+
+async fn get_automatic_backup(State(st): St, Authed(actor): Authed) -> ApiResult<Response> {
+    let v = st.store(move |s| s.automatic_backup(&actor)).await?;
+    Ok(Json(automatic_backup_json(&v)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleReq {
+    frequency: String,
+    /// 24-hour `HH:MM`, UTC.
+    time: String,
+    weekday: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetReq {
+    host: String,
+    port: Option<i64>,
+    directory: String,
+    user: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AutomaticBackupReq {
+    schedule: Option<ScheduleReq>,
+    target: Option<TargetReq>,
+    #[serde(default)]
+    forget_host_key: bool,
+}
+
+async fn set_automatic_backup(
+    State(st): St,
+    Authed(actor): Authed,
+    ApiJson(req): ApiJson<AutomaticBackupReq>,
+) -> ApiResult<Response> {
+    let schedule = req
+        .schedule
+        .map(|s| {
+            Schedule::new(
+                Frequency::parse("frequency", &s.frequency)?,
+                TimeOfDay::parse("time", &s.time)?,
+                s.weekday
+                    .as_deref()
+                    .map(|w| parse_weekday("weekday", w))
+                    .transpose()?,
+            )
+        })
+        .transpose()?;
+    let target = req
+        .target
+        .map(|t| ScpTarget::new(&t.host, t.port, &t.directory, &t.user))
+        .transpose()?;
+    let up = AutomaticBackupUpdate {
+        schedule,
+        target,
+        forget_host_key: req.forget_host_key,
+    };
+    let v = st
+        .store(move |s| s.set_automatic_backup(&actor, up))
+        .await?;
+    Ok(Json(automatic_backup_json(&v)).into_response())
+}
+
+async fn remove_automatic_backup(State(st): St, Authed(actor): Authed) -> ApiResult<Response> {
+    st.store(move |s| s.remove_automatic_backup(&actor)).await?;
+    Ok(no_content())
+}
+
+/// The appliance's SSH public key, one `authorized_keys` line (text/plain).
+async fn backup_ssh_public_key(State(st): St, Authed(actor): Authed) -> ApiResult<Response> {
+    let host = st.host_name.clone();
+    let key = st
+        .store(move |s| s.backup_ssh_public_key(&actor, &host))
+        .await?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        format!("{key}\n"),
+    )
+        .into_response())
+}
+
+/// Backup Now: custos-backupd takes the request within two seconds.
+async fn backup_now(State(st): St, Authed(actor): Authed) -> ApiResult<Response> {
+    let v = st.store(move |s| s.request_backup_now(&actor)).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "requested": true,
+            "target": v.target.as_ref().map(|t| t.to_string()),
+            "message": "custos-backupd pushes the backup within a few seconds; GET /api/v1/backups/history shows the result",
+        })),
+    )
+        .into_response())
+}
+
+fn history_json(h: &BackupHistoryEntry) -> Value {
+    json!({
+        "at": h.at,
+        "kind": h.kind.as_str(),
+        "attempt": h.attempt,
+        "target": h.target,
+        "file_name": h.file_name,
+        "bytes": h.bytes,
+        "result": if h.success { "success" } else { "failed" },
+        "error": h.error,
+        "retry_in_secs": h.retry_in_secs,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryParams {
+    limit: Option<i64>,
+}
+
+async fn backup_history(
+    State(st): St,
+    Authed(actor): Authed,
+    ApiQuery(q): ApiQuery<HistoryParams>,
+) -> ApiResult<Response> {
+    let limit = q.limit.unwrap_or(50);
+    let h = st.store(move |s| s.backup_history(&actor, limit)).await?;
+    Ok(Json(h.iter().map(history_json).collect::<Vec<_>>()).into_response())
+}
+
+// --- SNMP (§13) --------------------------------------------------------------------
+
+use appliance::store::SnmpUpdate;
+
+/// `GET /api/v1/snmp`: the settings; the community string itself is never
+/// returned, only `community_is_default` (still `public`).
+async fn get_snmp(State(st): St, Authed(actor): Authed) -> ApiResult<Response> {
+    Ok(Json(st.store(move |s| s.snmp_settings(&actor)).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnmpPut {
+    enabled: Option<bool>,
+    /// Sent only to change it (GET never returns it).
+    community: Option<SecretString>,
+    acl: Option<Vec<String>>,
+    sys_contact: Option<String>,
+    sys_location: Option<String>,
+}
+
+/// `PUT /api/v1/snmp`: every field given replaces the stored one; the
+/// agent picks the change up within seconds.
+async fn update_snmp(
+    State(st): St,
+    Authed(actor): Authed,
+    ApiJson(req): ApiJson<SnmpPut>,
+) -> ApiResult<Response> {
+    let up = SnmpUpdate {
+        enabled: req.enabled,
+        community: req.community,
+        acl: req.acl,
+        sys_contact: req.sys_contact,
+        sys_location: req.sys_location,
+    };
+    Ok(Json(
+        st.store(move |s| s.update_snmp_settings(&actor, up))
+            .await?,
+    )
+    .into_response())
+}
+
+// --- email notifications (§14) ----------------------------------------------------
+
+use appliance::store::{
+    EmailGroupUpdate, NewEmailGroup, NoticeType, SMTP_NOT_SET, SecretUpdate, SmtpSecurity,
+    SmtpUpdate, SmtpView, parse_threshold,
+};
+
+/// The SMTP server without its password, or `{"configured": false,
+/// "status": "SMTP server not set"}`.
+fn smtp_json(v: Option<SmtpView>) -> ApiResult<Value> {
+    let Some(v) = v else {
+        return Ok(json!({ "configured": false, "status": SMTP_NOT_SET }));
+    };
+    let status = format!("SMTP server {}:{} ({})", v.host, v.port, v.security.title());
+    let mut j = serde_json::to_value(&v).map_err(|e| ApiError::Internal(e.to_string()))?;
+    j["configured"] = json!(true);
+    j["status"] = json!(status);
+    Ok(j)
+}
+
+async fn get_smtp(State(st): St, Authed(actor): Authed) -> ApiResult<Response> {
+    let v = st.store(move |s| s.smtp_settings(&actor)).await?;
+    Ok(Json(smtp_json(v)?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SmtpPut {
+    host: String,
+    /// Default: the usual port of `security` (25, 587, 465).
+    port: Option<i64>,
+    /// none, starttls (default) or tls.
+    security: Option<String>,
+    username: Option<String>,
+    /// Absent: the stored password is kept (a user name is needed for one).
+    password: Option<SecretString>,
+    sender: String,
+    ca_certificate: Option<String>,
+}
+
+async fn set_smtp(
+    State(st): St,
+    Authed(actor): Authed,
+    ApiJson(req): ApiJson<SmtpPut>,
+) -> ApiResult<Response> {
+    let up = SmtpUpdate {
+        host: req.host,
+        port: req.port,
+        security: req
+            .security
+            .as_deref()
+            .map(SmtpSecurity::parse)
+            .transpose()?
+            .unwrap_or(SmtpSecurity::Starttls),
+        username: req.username,
+        password: req.password.map_or(SecretUpdate::Keep, SecretUpdate::Set),
+        sender: req.sender,
+        ca_certificate: req.ca_certificate,
+    };
+    let v = st.store(move |s| s.set_smtp_settings(&actor, up)).await?;
+    Ok(Json(smtp_json(Some(v))?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestMailReq {
+    to: String,
+}
+
+/// Send test mail: sent at once through the stored settings; the SMTP
+/// server's refusal (or the connection error) is the answer, as 502.
+async fn send_test_mail(
+    State(st): St,
+    Authed(actor): Authed,
+    ApiJson(req): ApiJson<TestMailReq>,
+) -> ApiResult<Response> {
+    let to = req.to.trim().to_owned();
+    let (a, t) = (actor.clone(), to.clone());
+    let cfg = st.store(move |s| s.test_mail_config(&a, &t)).await?;
+    let server = cfg.describe();
+    let outcome = custos_notifyd::send_test(&cfg, &to, &st.host_name, &actor.login).await;
+    let failure = outcome.as_ref().err().map(|e| e.to_string());
+    let (t, srv) = (to.clone(), server.clone());
+    st.store(move |s| s.log_test_mail(&actor, &t, &srv, failure.as_deref()))
+        .await?;
+    Ok(match outcome {
+        Ok(()) => Json(json!({ "sent": true, "to": to, "server": server })).into_response(),
+        Err(e) => (
+            StatusCode::BAD_GATEWAY,
+            Json(json!({
+                "error": "smtp",
+                "message": format!("the test mail to {to} was not sent through {server}: {e}"),
+                "server": server,
+            })),
+        )
+            .into_response(),
+    })
+}
+
+async fn list_email_groups(State(st): St, Authed(actor): Authed) -> ApiResult<Response> {
+    Ok(Json(st.store(move |s| s.list_email_groups(&actor)).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmailGroupCreate {
+    name: String,
+    /// Comma separated addresses.
+    recipients: String,
+    #[serde(default)]
+    subject: String,
+    /// generic (default), key_expiration, certificate_expiration.
+    #[serde(rename = "type")]
+    notice_type: Option<String>,
+    /// ERROR (default) or FATAL.
+    threshold: Option<String>,
+    #[serde(default)]
+    message_contains: String,
+    enabled: Option<bool>,
+    /// Absent or empty: system-wide.
+    domain: Option<String>,
+}
+
+async fn create_email_group(
+    State(st): St,
+    Authed(actor): Authed,
+    ApiJson(req): ApiJson<EmailGroupCreate>,
+) -> ApiResult<Response> {
+    let new = NewEmailGroup {
+        name: req.name,
+        recipients: req.recipients,
+        subject: req.subject,
+        notice_type: req
+            .notice_type
+            .as_deref()
+            .map(NoticeType::parse)
+            .transpose()?
+            .unwrap_or(NoticeType::Generic),
+        threshold: req
+            .threshold
+            .as_deref()
+            .map(parse_threshold)
+            .transpose()?
+            .unwrap_or(Severity::Error),
+        message_contains: req.message_contains,
+        enabled: req.enabled.unwrap_or(true),
+        domain: req.domain.filter(|d| !d.is_empty()),
+    };
+    Ok(created(
+        st.store(move |s| s.create_email_group(&actor, new)).await?,
+    ))
+}
+
+async fn get_email_group(
+    State(st): St,
+    Authed(actor): Authed,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    Ok(Json(st.store(move |s| s.get_email_group(&actor, &name)).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmailGroupPatch {
+    recipients: Option<String>,
+    subject: Option<String>,
+    #[serde(rename = "type")]
+    notice_type: Option<String>,
+    threshold: Option<String>,
+    message_contains: Option<String>,
+    enabled: Option<bool>,
+    /// Empty: system-wide.
+    domain: Option<String>,
+}
+
+async fn update_email_group(
+    State(st): St,
+    Authed(actor): Authed,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<EmailGroupPatch>,
+) -> ApiResult<Response> {
+    let up = EmailGroupUpdate {
+        recipients: req.recipients,
+        subject: req.subject,
+        notice_type: req
+            .notice_type
+            .as_deref()
+            .map(NoticeType::parse)
+            .transpose()?,
+        threshold: req.threshold.as_deref().map(parse_threshold).transpose()?,
+        message_contains: req.message_contains,
+        enabled: req.enabled,
+        domain: req.domain.map(|d| Some(d).filter(|d| !d.is_empty())),
+    };
+    Ok(Json(
+        st.store(move |s| s.update_email_group(&actor, &name, up))
+            .await?,
+    )
+    .into_response())
+}
+
+async fn delete_email_group(
+    State(st): St,
+    Authed(actor): Authed,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    st.store(move |s| s.delete_email_group(&actor, &name))
+        .await?;
+    Ok(no_content())
 }

@@ -5,6 +5,7 @@
 
 mod agent;
 mod api;
+mod backup_api;
 mod config;
 mod error;
 mod openapi;
@@ -82,7 +83,7 @@ fn url_host(cfg: &Config) -> String {
     }
 }
 
-async fn run(cfg: Config) -> anyhow::Result<()> {
+async fn run(cfg: Config) -> anyhow::Result<Stopped> {
     let data = cfg.data.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&data))
         .await?
@@ -100,6 +101,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         store: store.clone(),
         sessions: Sessions::default(),
         web_sessions: Default::default(),
+        restart: Default::default(),
         identities: identities.clone(),
         mode,
         ports: Default::default(),
@@ -285,14 +287,36 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     drop(out);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
-    shutdown_signal().await;
+    let restart = tokio::select! {
+        _ = shutdown_signal() => false,
+        _ = state.restart.notified() => true,
+    };
+    if restart {
+        tracing::info!("restarting to apply the restored configuration");
+    }
     tracing::info!("stopping");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     stop_tx.send(true).ok();
     while tasks.join_next().await.is_some() {}
     tracing::info!("stopped");
-    Ok(())
+    Ok(if restart {
+        Stopped::Restart
+    } else {
+        Stopped::Signal
+    })
 }
+
+/// Why the service stopped.
+enum Stopped {
+    Signal,
+    /// A restore replaced the certificates and settings read at start; the
+    /// unit restarts on this exit status (`RestartForceExitStatus`).
+    Restart,
+}
+
+/// The exit status that asks systemd (and `cargo xtask run`) to start the
+/// service again.
+pub const EXIT_RESTART: u8 = 75;
 
 /// §7 automatic rotation: runs at start and then every `interval`.
 async fn rotation_scheduler(
@@ -354,7 +378,8 @@ fn main() -> std::process::ExitCode {
             .block_on(run(cfg))
     });
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(Stopped::Signal) => std::process::ExitCode::SUCCESS,
+        Ok(Stopped::Restart) => std::process::ExitCode::from(EXIT_RESTART),
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("custos-keyd: {e:#}");

@@ -82,6 +82,9 @@ pub struct AppState {
     pub sessions: Sessions,
     /// Web console sessions (cookies), separate from API tokens.
     pub web_sessions: crate::web::session::WebSessions,
+    /// Notified when the service must restart to apply a restored
+    /// configuration (its certificates are loaded at start).
+    pub restart: tokio::sync::Notify,
     pub identities: Identities,
     /// The mode this process started in (§9: applied at start).
     pub mode: SecurityMode,
@@ -92,6 +95,16 @@ pub struct AppState {
 impl AppState {
     /// Ends every API and console session of one administrator (deleted,
     /// password reset).
+    /// Ends every session (after a restore, §12).
+    pub fn end_all_sessions(&self) {
+        self.sessions
+            .by_hash
+            .lock()
+            .expect("sessions mutex poisoned")
+            .clear();
+        self.web_sessions.end_all();
+    }
+
     pub fn end_sessions_of(&self, login: &str) {
         self.sessions.end_all_of(login);
         self.web_sessions.end_all_of(login);

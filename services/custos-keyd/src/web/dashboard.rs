@@ -54,8 +54,18 @@ pub fn licence_summary(l: Option<&appliance::store::LicenceView>) -> Markup {
     }
 }
 
-pub async fn page(ctx: Ctx) -> WebResult<Response> {
+pub async fn page(
+    ctx: Ctx,
+    axum::extract::Query(q): axum::extract::Query<Vec<(String, String)>>,
+) -> WebResult<Response> {
     ctx.require(Page::Dashboard)?;
+    // §12: a wrapper-key custodian sees their own share behind Show/Hide.
+    let custodian = ctx.store(|s, a| s.is_custodian(a)).await?;
+    let share = if custodian && q.iter().any(|(k, v)| k == "share" && v == "show") {
+        Some(ctx.store(|s, a| s.my_wrapper_share(a)).await?)
+    } else {
+        None
+    };
     let st = ctx.st.clone();
     let fp = |id: &appliance::pki::Identity| id.fingerprint().unwrap_or_default();
     let prefs = ctx.store(|s, a| s.preferences(a)).await?;
@@ -156,6 +166,19 @@ pub async fn page(ctx: Ctx) -> WebResult<Response> {
                         }))
                     } },
                     None => p.muted { "Not available." },
+                }
+            }
+            @if custodian {
+                section.card aria-labelledby="h-share" {
+                    h2 #h-share { "Wrapper Key Share" }
+                    p { "You are a custodian of the wrapper key that encrypts this appliance's backups. Keep your share somewhere safe, away from the appliance." }
+                    @match &share {
+                        Some(s) => {
+                            p { code #wrapper-share .fp { (s.expose()) } }
+                            p { a href="/dashboard" { "Hide" } }
+                        }
+                        None => p { a href="/dashboard?share=show" { "Show" } },
+                    }
                 }
             }
             section.card aria-labelledby="h-licence" {

@@ -180,7 +180,7 @@ impl Errors {
 /// behind the token and SameSite cookies). Browsers send the real origin
 /// because the console's referrer policy is `same-origin`; with
 /// `no-referrer` they would send `null`.
-fn same_origin(parts: &axum::http::request::Parts) -> bool {
+pub(super) fn same_origin(parts: &axum::http::request::Parts) -> bool {
     let Some(origin) = parts.headers.get(header::ORIGIN) else {
         return true;
     };

@@ -8,16 +8,21 @@
 
 mod admins;
 mod auth;
+mod backup;
+mod backup_automatic;
 mod dashboard;
 mod domains;
+mod email;
 mod form;
 mod hosts;
 mod keys;
 mod layout;
 mod log;
 pub mod session;
+mod snmp;
 mod sysinfo;
 mod system;
+mod wrapper;
 
 use std::sync::Arc;
 
@@ -392,6 +397,28 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(hosts::secret_page).post(hosts::set_secret),
         )
         .route("/hosts/secret/expire", post(hosts::expire_secret))
+        .route("/system/wrapper-keys", get(wrapper::show))
+        .route("/system/wrapper-keys/create", post(wrapper::create))
+        .route("/system/wrapper-keys/export", post(wrapper::export))
+        .route("/system/wrapper-keys/import", post(wrapper::import))
+        .route("/system/backup", get(backup::show))
+        .route("/system/backup/download", post(backup::download_backup))
+        .route(
+            "/system/backup/automatic",
+            get(backup_automatic::show).post(backup_automatic::apply),
+        )
+        .route(
+            "/system/backup/automatic/now",
+            post(backup_automatic::backup_now),
+        )
+        .route(
+            "/system/backup/automatic/remove",
+            post(backup_automatic::remove),
+        )
+        .route(
+            "/system/backup/restore",
+            post(backup::restore).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .route("/log", get(log::log_page))
         .route("/log/export.csv", get(log::export_csv))
         .route("/reports", get(log::reports_page))
@@ -403,6 +430,28 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/system/license",
             get(system::licence_page).post(system::upload_licence),
         )
+        .route(
+            "/system/snmp",
+            get(snmp::config_page).post(snmp::update_config),
+        )
+        .route("/system/snmp/acl", get(snmp::acl_page))
+        .route("/system/snmp/acl/add", post(snmp::add_acl))
+        .route("/system/snmp/acl/delete", post(snmp::delete_acl))
+        .route("/system/snmp/mib", get(snmp::mib_page))
+        .route("/system/snmp/CUSTOS-MIB.txt", get(snmp::mib_file))
+        .route("/system/email", get(email::smtp))
+        .route("/system/email/smtp", post(email::set_smtp))
+        .route("/system/email/test", post(email::send_test))
+        .route("/system/email/groups", get(email::groups))
+        .route(
+            "/system/email/groups/add",
+            get(email::add_page).post(email::add),
+        )
+        .route(
+            "/system/email/groups/edit/{name}",
+            get(email::edit_page).post(email::edit),
+        )
+        .route("/system/email/groups/change", post(email::change_groups))
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(state)
 }

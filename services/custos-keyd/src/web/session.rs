@@ -96,6 +96,10 @@ impl WebSessions {
         self.map().retain(|k, s| s.login != login || *k == keep);
     }
 
+    pub fn end_all(&self) {
+        self.map().clear();
+    }
+
     pub fn end_all_of(&self, login: &str) {
         self.map().retain(|_, s| s.login != login);
     }

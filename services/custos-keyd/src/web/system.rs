@@ -12,7 +12,7 @@ use super::form::{Errors, Form, Posted};
 use super::layout::{self, Input, field, general_errors, select, textarea};
 use super::{Ctx, Page, WebResult};
 
-fn submenu(current: &str) -> Markup {
+pub(super) fn submenu(current: &str) -> Markup {
     layout::submenu(&[
         (
             "General Preferences",
@@ -20,6 +20,10 @@ fn submenu(current: &str) -> Markup {
             current == "prefs",
         ),
         ("License", "/system/license", current == "licence"),
+        ("Wrapper Keys", "/system/wrapper-keys", current == "wrapper"),
+        ("Backup and Restore", "/system/backup", current == "backup"),
+        ("SNMP", "/system/snmp", current == "snmp"),
+        ("Email Notification", "/system/email", current == "email"),
     ])
 }
 

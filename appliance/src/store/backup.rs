@@ -1,0 +1,1390 @@
+//! §12: the wrapper key and its custodians, and the system-level backup
+//! and restore.
+//!
+//! A backup is a tar of two members: `manifest.json` (plain: format,
+//! appliance version, time, host, wrapper key id, the payload's salt) and
+//! `payload.enc`, the store's configuration as JSON lines encrypted with
+//! AES-256-GCM in 64 KiB chunks under a key derived from the wrapper key and
+//! the salt. Each chunk's nonce carries its number and whether it is the
+//! last one, and its associated data is the manifest's SHA-256, so a flipped
+//! bit, a reordered, dropped or truncated chunk, an edited manifest or the
+//! wrong wrapker key all fail authentication. Neither side holds the whole
+//! payload in memory.
+//!
+//! Sealed values (key material, CA and server keys, shared secrets) are
+//! opened for the payload and sealed again under the target's master key on
+//! restore. The restore runs in one transaction: the old configuration stays
+//! until the new one is complete and authenticated.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use base64::Engine;
+use rusqlite::types::{Value as SqlValue, ValueRef};
+use rusqlite::{OptionalExtension, Transaction, params};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{Store, audit_actor, hosts, keys, now, system};
+use crate::access::{Access, Actor};
+use crate::model::{Severity, UserType, fmt_time};
+use crate::secret::{SecretBytes, SecretString};
+use crate::wrapper::WrapperKey;
+use crate::{Error, Result};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// Plaintext bytes per encrypted chunk.
+pub const CHUNK: usize = 64 * 1024;
+const TAG_LEN: usize = 16;
+const FORMAT: &str = "custos-backup";
+const FORMAT_VERSION: u32 = 1;
+const MANIFEST: &str = "manifest.json";
+const PAYLOAD: &str = "payload.enc";
+const MAX_MANIFEST: u64 = 64 * 1024;
+
+/// The tables of a system-level backup (§12), parents first. Network, host
+/// name, time zone, the CLI account, the log, the wrapper key and the
+/// automatic backup's own settings are not in it.
+const TABLES: &[&str] = &[
+    "preferences",
+    "system_identities",
+    "licence",
+    "domains",
+    "administrators",
+    "domain_members",
+    "agent_keys",
+    "key_versions",
+    "registration_secrets",
+    "hosts",
+];
+
+/// The sealed column of a table and the context it is sealed under, from
+/// the row's other columns.
+fn sealed_column(table: &str) -> Option<&'static str> {
+    match table {
+        "system_identities" => Some("key_sealed"),
+        "key_versions" => Some("material_sealed"),
+        "registration_secrets" => Some("secret_sealed"),
+        _ => None,
+    }
+}
+
+fn seal_context(table: &str, cols: &[String], row: &[Value]) -> Result<String> {
+    let col = |name: &str| -> Result<&Value> {
+        cols.iter()
+            .position(|c| c == name)
+            .and_then(|i| row.get(i))
+            .ok_or_else(|| corrupt(&format!("{table} has no {name}")))
+    };
+    let int = |name: &str| -> Result<i64> {
+        col(name)?
+            .as_i64()
+            .ok_or_else(|| corrupt(&format!("{table}.{name} is not a number")))
+    };
+    match table {
+        "system_identities" => {
+            Ok(system::context(col("name")?.as_str().ok_or_else(|| {
+                corrupt("system_identities.name is not text")
+            })?))
+        }
+        "key_versions" => Ok(keys::version_context(int("key_id")?, int("version")?)),
+        "registration_secrets" => Ok(hosts::secret_context(int("domain_id")?)),
+        _ => Err(corrupt(&format!("{table} has no sealed column"))),
+    }
+}
+
+fn corrupt(what: &str) -> Error {
+    Error::invalid(
+        "backup",
+        format!("the backup's contents are not valid ({what})"),
+    )
+}
+
+/// What the wrapper-key page and API show (never the key or a share).
+#[derive(Debug, Clone, Serialize)]
+pub struct WrapperStatus {
+    pub exists: bool,
+    pub key_id: Option<String>,
+    pub origin: Option<String>,
+    pub created_at: Option<String>,
+    pub minimum_custodians: Option<i64>,
+    pub total_custodians: Option<i64>,
+    pub exported_at: Option<String>,
+    pub custodians: Vec<String>,
+}
+
+/// One backup written.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupInfo {
+    /// `backup_config_<fqdn>_yyyy_mm_dd_hhmm.tar`
+    pub file_name: String,
+    pub bytes: u64,
+    pub wrapper_key_id: String,
+    pub created_at: String,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    pub file_host: String,
+    pub file_created_at: String,
+    pub wrapper_key_id: String,
+    pub users_included: bool,
+    pub rows: u64,
+    pub key_versions: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manifest {
+    format: String,
+    format_version: u32,
+    appliance_version: String,
+    created_at: String,
+    host_name: String,
+    wrapper_key_id: String,
+    cipher: String,
+    chunk_size: usize,
+    salt: String,
+}
+
+/// The backup's file name for a host and a time (§12).
+pub fn backup_file_name(fqdn: &str, at: time::OffsetDateTime) -> String {
+    let safe: String = fqdn
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let at = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "backup_config_{safe}_{:04}_{:02}_{:02}_{:02}{:02}.tar",
+        at.year(),
+        at.month() as u8,
+        at.day(),
+        at.hour(),
+        at.minute()
+    )
+}
+
+fn nonce(counter: u64, last: bool) -> Nonce {
+    let mut n = [0u8; 12];
+    n[..8].copy_from_slice(&counter.to_be_bytes());
+    n[11] = u8::from(last);
+    Nonce::assume_unique_for_key(n)
+}
+
+/// Encrypts what is written to it in chunks; `finish` writes the last one.
+struct ChunkWriter<W: Write> {
+    out: W,
+    key: LessSafeKey,
+    aad: [u8; 32],
+    buf: Vec<u8>,
+    counter: u64,
+    written: u64,
+}
+
+impl<W: Write> ChunkWriter<W> {
+    fn new(out: W, key: &[u8], aad: [u8; 32]) -> Result<Self> {
+        let key = LessSafeKey::new(
+            UnboundKey::new(&AES_256_GCM, key).map_err(|_| Error::Crypto("backup key"))?,
+        );
+        Ok(ChunkWriter {
+            out,
+            key,
+            aad,
+            buf: Vec::with_capacity(CHUNK),
+            counter: 0,
+            written: 0,
+        })
+    }
+
+    fn seal_chunk(&mut self, last: bool) -> std::io::Result<()> {
+        let mut data = std::mem::take(&mut self.buf);
+        self.key
+            .seal_in_place_append_tag(nonce(self.counter, last), Aad::from(self.aad), &mut data)
+            .map_err(|_| std::io::Error::other("backup encryption failed"))?;
+        self.out.write_all(&(data.len() as u32).to_be_bytes())?;
+        self.out.write_all(&data)?;
+        self.written += 4 + data.len() as u64;
+        self.counter += 1;
+        data.clear();
+        self.buf = data;
+        Ok(())
+    }
+
+    fn finish(mut self) -> std::io::Result<(W, u64)> {
+        self.seal_chunk(true)?;
+        self.out.flush()?;
+        Ok((self.out, self.written))
+    }
+}
+
+impl<W: Write> Write for ChunkWriter<W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            self.seal_chunk(false)?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Decrypts chunks as they are read; fails on any change, and at the end
+/// if the last chunk never came.
+struct ChunkReader<R: Read> {
+    inner: R,
+    key: LessSafeKey,
+    aad: [u8; 32],
+    counter: u64,
+    plain: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+fn refused(why: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_owned())
+}
+
+impl<R: Read> ChunkReader<R> {
+    fn next_chunk(&mut self) -> std::io::Result<()> {
+        let mut len = [0u8; 4];
+        if let Err(e) = self.inner.read_exact(&mut len) {
+            return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                refused("the backup file is truncated")
+            } else {
+                e
+            });
+        }
+        let len = u32::from_be_bytes(len) as usize;
+        if !(TAG_LEN..=CHUNK + TAG_LEN).contains(&len) {
+            return Err(refused("the backup file is damaged"));
+        }
+        let mut data = vec![0u8; len];
+        self.inner.read_exact(&mut data).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                refused("the backup file is truncated")
+            } else {
+                e
+            }
+        })?;
+        // The last chunk is the one that opens with the "last" nonce.
+        for last in [false, true] {
+            let mut attempt = data.clone();
+            if let Ok(plain) =
+                self.key
+                    .open_in_place(nonce(self.counter, last), Aad::from(self.aad), &mut attempt)
+            {
+                let n = plain.len();
+                attempt.truncate(n);
+                self.plain = attempt;
+                self.pos = 0;
+                self.counter += 1;
+                self.done = last;
+                return Ok(());
+            }
+        }
+        Err(refused(
+            "the backup file does not authenticate: it was changed or damaged, or it was made with another wrapper key",
+        ))
+    }
+}
+
+impl<R: Read> Read for ChunkReader<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.plain.len() {
+            if self.done {
+                return Ok(0);
+            }
+            self.next_chunk()?;
+        }
+        let n = out.len().min(self.plain.len() - self.pos);
+        out[..n].copy_from_slice(&self.plain[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+fn share_context(login: &str) -> String {
+    format!("wrapper_shares:{login}")
+}
+
+const KEY_CONTEXT: &str = "wrapper_key:1";
+
+fn wrapper_status(tx: &Transaction<'_>) -> Result<WrapperStatus> {
+    let row = tx
+        .query_row(
+            "SELECT key_id, origin, created_at, minimum_custodians, total_custodians, exported_at FROM wrapper_key WHERE id = 1",
+            [],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                ))
+            },
+        )
+        .optional()?;
+    let custodians = tx
+        .prepare("SELECT login FROM wrapper_shares ORDER BY number")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(match row {
+        None => WrapperStatus {
+            exists: false,
+            key_id: None,
+            origin: None,
+            created_at: None,
+            minimum_custodians: None,
+            total_custodians: None,
+            exported_at: None,
+            custodians: Vec::new(),
+        },
+        Some((id, origin, created, m, n, exported)) => WrapperStatus {
+            exists: true,
+            key_id: Some(id),
+            origin: Some(origin),
+            created_at: Some(created),
+            minimum_custodians: m,
+            total_custodians: n,
+            exported_at: exported,
+            custodians,
+        },
+    })
+}
+
+impl Store {
+    fn wrapper_key(&self, tx: &Transaction<'_>) -> Result<Option<WrapperKey>> {
+        let sealed: Option<Vec<u8>> = tx
+            .query_row("SELECT key_sealed FROM wrapper_key WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        sealed
+            .map(|s| WrapperKey::from_bytes(self.master.open(KEY_CONTEXT, &s)?))
+            .transpose()
+    }
+
+    fn put_wrapper_key(&self, tx: &Transaction<'_>, key: &WrapperKey, origin: &str) -> Result<()> {
+        let sealed = self.master.seal(KEY_CONTEXT, key.expose())?;
+        tx.execute("DELETE FROM wrapper_shares", [])?;
+        tx.execute(
+            "INSERT INTO wrapper_key(id, key_sealed, key_id, origin, created_at) VALUES (1, ?1, ?2, ?3, ?4)
+             ON CONFLICT(id) DO UPDATE SET key_sealed = excluded.key_sealed, key_id = excluded.key_id,
+               origin = excluded.origin, created_at = excluded.created_at,
+               minimum_custodians = NULL, total_custodians = NULL, exported_at = NULL",
+            params![sealed, key.id(), origin, fmt_time(now())],
+        )?;
+        Ok(())
+    }
+
+    /// System → Wrapper Keys: whether a key exists, its id and custodians.
+    pub fn wrapper_key_status(&self, actor: &Actor) -> Result<WrapperStatus> {
+        actor.require_system(Access::Read)?;
+        self.read(wrapper_status)
+    }
+
+    /// Creates the wrapper key. An existing one is replaced only when asked
+    /// for: backups made with it can then be restored only by importing its
+    /// shares again.
+    pub fn create_wrapper_key(&self, actor: &Actor, replace: bool) -> Result<WrapperStatus> {
+        actor.require_system(Access::Write)?;
+        let key = WrapperKey::generate();
+        self.write(|tx| {
+            let old = wrapper_status(tx)?;
+            if old.exists && !replace {
+                return Err(Error::conflict(
+                    "wrapper_key",
+                    format!(
+                        "wrapper key {} exists; replacing it means backups made with it need its shares to be restored",
+                        old.key_id.unwrap_or_default()
+                    ),
+                ));
+            }
+            self.put_wrapper_key(tx, &key, "created")?;
+            let what = match old.key_id {
+                Some(o) => format!("created wrapper key {} replacing {o}; its custodians' shares were withdrawn", key.id()),
+                None => format!("created wrapper key {}", key.id()),
+            };
+            audit_actor(tx, actor, Severity::Info, None, &what)?;
+            wrapper_status(tx)
+        })
+    }
+
+    /// Export: splits the key into one share per custodian, any `m` of
+    /// which rebuild it. Custodians are System Administrators, never the
+    /// built-in `admin` (§5), each named once.
+    pub fn export_wrapper_key(
+        &self,
+        actor: &Actor,
+        m: i64,
+        n: i64,
+        custodians: &[String],
+    ) -> Result<WrapperStatus> {
+        actor.require_system(Access::Write)?;
+        let (m8, n8) = crate::wrapper::check_split(m, n)?;
+        if custodians.len() != n8 as usize {
+            return Err(Error::invalid(
+                "custodians",
+                format!(
+                    "choose exactly {n} custodians ({} chosen)",
+                    custodians.len()
+                ),
+            ));
+        }
+        for (i, c) in custodians.iter().enumerate() {
+            if c == super::admins::BUILTIN_ADMIN {
+                return Err(Error::invalid(
+                    "custodians",
+                    "the built-in admin cannot be a wrapper-key custodian",
+                ));
+            }
+            if custodians[..i].contains(c) {
+                return Err(Error::invalid(
+                    "custodians",
+                    format!("{c} is chosen twice; each custodian holds one share"),
+                ));
+            }
+        }
+        self.write(|tx| {
+            let key = self.wrapper_key(tx)?.ok_or_else(|| {
+                Error::conflict("wrapper_key", "create or import a wrapper key first")
+            })?;
+            for c in custodians {
+                let t: Option<String> = tx
+                    .query_row("SELECT user_type FROM administrators WHERE login = ?1", [c], |r| r.get(0))
+                    .optional()?;
+                match t.as_deref() {
+                    None => return Err(Error::invalid("custodians", format!("administrator '{c}' does not exist"))),
+                    Some(t) if t != UserType::System.as_str() => {
+                        return Err(Error::invalid("custodians", format!("{c} is not a System Administrator")));
+                    }
+                    Some(_) => {}
+                }
+            }
+            let shares = key.split(m8, n8)?;
+            tx.execute("DELETE FROM wrapper_shares", [])?;
+            for (i, (login, share)) in custodians.iter().zip(shares.iter()).enumerate() {
+                let sealed = self.master.seal(&share_context(login), share.expose().as_bytes())?;
+                tx.execute(
+                    "INSERT INTO wrapper_shares(login, number, share_sealed, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![login, i as i64 + 1, sealed, fmt_time(now())],
+                )?;
+            }
+            tx.execute(
+                "UPDATE wrapper_key SET minimum_custodians = ?1, total_custodians = ?2, exported_at = ?3 WHERE id = 1",
+                params![m, n, fmt_time(now())],
+            )?;
+            audit_actor(
+                tx,
+                actor,
+                Severity::Info,
+                None,
+                &format!("exported wrapper key {} as {m} of {n} shares to {}", key.id(), custodians.join(", ")),
+            )?;
+            wrapper_status(tx)
+        })
+    }
+
+    /// Whether the actor holds a share (the dashboard shows a Show toggle).
+    pub fn is_custodian(&self, actor: &Actor) -> Result<bool> {
+        actor.require_signed_in(Access::Read)?;
+        self.read(|tx| {
+            Ok(tx.query_row(
+                "SELECT EXISTS(SELECT 1 FROM wrapper_shares WHERE login = ?1)",
+                [&actor.login],
+                |r| r.get(0),
+            )?)
+        })
+    }
+
+    /// The actor's own share, and only theirs; showing it is audited.
+    pub fn my_wrapper_share(&self, actor: &Actor) -> Result<SecretString> {
+        actor.require_signed_in(Access::Read)?;
+        self.write(|tx| {
+            let sealed: Vec<u8> = tx
+                .query_row(
+                    "SELECT share_sealed FROM wrapper_shares WHERE login = ?1",
+                    [&actor.login],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .ok_or_else(|| Error::not_found("wrapper-key share of", &actor.login))?;
+            let plain = self.master.open(&share_context(&actor.login), &sealed)?;
+            let share = String::from_utf8(plain.expose().to_vec())
+                .map_err(|_| Error::Crypto("stored share is not text"))?;
+            audit_actor(
+                tx,
+                actor,
+                Severity::Info,
+                None,
+                "displayed own wrapper-key share",
+            )?;
+            Ok(SecretString::new(share))
+        })
+    }
+
+    /// Import: rebuilds the wrapper key from at least M pasted shares.
+    pub fn import_wrapper_key(
+        &self,
+        actor: &Actor,
+        shares: &[SecretString],
+    ) -> Result<WrapperStatus> {
+        actor.require_system(Access::Write)?;
+        let key = WrapperKey::combine(shares)?;
+        self.write(|tx| {
+            let old = wrapper_status(tx)?;
+            if old.key_id.as_deref() == Some(key.id().as_str()) {
+                audit_actor(
+                    tx,
+                    actor,
+                    Severity::Info,
+                    None,
+                    &format!("imported wrapper key {} (already present)", key.id()),
+                )?;
+                return wrapper_status(tx);
+            }
+            self.put_wrapper_key(tx, &key, "imported")?;
+            let what = match old.key_id {
+                Some(o) => format!(
+                    "imported wrapper key {} from shares, replacing {o}",
+                    key.id()
+                ),
+                None => format!("imported wrapper key {} from shares", key.id()),
+            };
+            audit_actor(tx, actor, Severity::Info, None, &what)?;
+            wrapper_status(tx)
+        })
+    }
+
+    /// System → Backup and Restore → Manual → Backup (System Administrators).
+    /// A backup holds every key, so read-only administrators may not make
+    /// one.
+    pub fn write_backup(
+        &self,
+        actor: &Actor,
+        fqdn: &str,
+        out: &mut dyn Write,
+    ) -> Result<BackupInfo> {
+        actor.require_system(Access::Write)?;
+        let info = self.write_backup_unchecked(fqdn, out)?;
+        self.write(|tx| {
+            audit_actor(
+                tx,
+                actor,
+                Severity::Info,
+                None,
+                &format!(
+                    "made backup {} ({} bytes, wrapper key {})",
+                    info.file_name, info.bytes, info.wrapper_key_id
+                ),
+            )
+        })?;
+        Ok(info)
+    }
+
+    /// Writes a backup of the configuration to `out` (for the automatic
+    /// backup, which audits its own push). It reads a snapshot on a
+    /// connection of its own, so the key service is not held up.
+    pub fn write_backup_unchecked(&self, fqdn: &str, out: &mut dyn Write) -> Result<BackupInfo> {
+        let key = self.read(|tx| self.wrapper_key(tx))?.ok_or_else(|| {
+            Error::conflict(
+                "wrapper_key",
+                "no wrapper key: create or import one under System → Wrapper Keys first",
+            )
+        })?;
+        let created = now();
+        let salt = crate::crypto::random_secret(32);
+        let manifest = Manifest {
+            format: FORMAT.into(),
+            format_version: FORMAT_VERSION,
+            appliance_version: crate::VERSION.into(),
+            created_at: fmt_time(created),
+            host_name: fqdn.into(),
+            wrapper_key_id: key.id(),
+            cipher: "AES-256-GCM".into(),
+            chunk_size: CHUNK,
+            salt: B64.encode(salt.expose()),
+        };
+        let manifest_bytes =
+            serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Crypto(leak(e)))?;
+        let aad = crate::crypto::sha256(&manifest_bytes);
+        let data_key = key.backup_key(salt.expose())?;
+
+        // The encrypted payload goes to a temporary file first: a tar header
+        // needs the member's size.
+        let tmp = TempFile::create(&self.dir)?;
+        let io = |e: std::io::Error| Error::Io {
+            path: tmp.path.clone(),
+            source: e,
+        };
+        {
+            let file = std::io::BufWriter::new(tmp.file()?);
+            let mut w = ChunkWriter::new(file, data_key.expose(), aad)?;
+            let mut conn = rusqlite::Connection::open_with_flags(
+                self.dir.join(super::DB_FILE),
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )?;
+            conn.busy_timeout(std::time::Duration::from_secs(10))?;
+            let snap = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
+            for table in TABLES {
+                self.dump_table(&snap, table, &mut w).map_err(|e| match e {
+                    Error::Io { source, .. } => io(source),
+                    other => other,
+                })?;
+            }
+            snap.finish()?;
+            let (mut file, _) = w.finish().map_err(io)?;
+            file.flush().map_err(io)?;
+            file.get_ref().sync_all().map_err(io)?;
+        }
+        let payload_len = std::fs::metadata(&tmp.path).map_err(io)?.len();
+        let mut counting = Counting { inner: out, n: 0 };
+        {
+            let mut ar = tar::Builder::new(&mut counting);
+            let mut h = tar::Header::new_ustar();
+            h.set_size(manifest_bytes.len() as u64);
+            h.set_mode(0o600);
+            h.set_mtime(created.unix_timestamp().max(0) as u64);
+            h.set_cksum();
+            ar.append_data(&mut h, MANIFEST, manifest_bytes.as_slice())
+                .map_err(io)?;
+            let mut h = tar::Header::new_ustar();
+            h.set_size(payload_len);
+            h.set_mode(0o600);
+            h.set_mtime(created.unix_timestamp().max(0) as u64);
+            h.set_cksum();
+            ar.append_data(&mut h, PAYLOAD, std::io::BufReader::new(tmp.file_read()?))
+                .map_err(io)?;
+            ar.finish().map_err(io)?;
+        }
+        Ok(BackupInfo {
+            file_name: backup_file_name(fqdn, created),
+            bytes: counting.n,
+            wrapper_key_id: key.id(),
+            created_at: fmt_time(created),
+        })
+    }
+
+    fn dump_table(&self, tx: &Transaction<'_>, table: &str, w: &mut dyn Write) -> Result<()> {
+        let io = |e: std::io::Error| Error::Io {
+            path: self.dir.join(super::DB_FILE),
+            source: e,
+        };
+        let mut stmt = tx.prepare(&format!("SELECT * FROM {table}"))?;
+        let cols: Vec<String> = stmt.column_names().map(str::to_owned).collect();
+        let sealed = sealed_column(table).and_then(|c| cols.iter().position(|x| x == c));
+        serde_json::to_writer(&mut *w, &json!({ "t": table, "c": cols }))
+            .map_err(|e| io(e.into()))?;
+        w.write_all(b"\n").map_err(io)?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let mut vals = Vec::with_capacity(cols.len());
+            let mut sealed_bytes: Option<Vec<u8>> = None;
+            for i in 0..cols.len() {
+                vals.push(match r.get_ref(i)? {
+                    ValueRef::Null => Value::Null,
+                    ValueRef::Integer(v) => json!(v),
+                    ValueRef::Real(v) => json!(v),
+                    ValueRef::Text(t) => Value::String(String::from_utf8_lossy(t).into_owned()),
+                    ValueRef::Blob(b) if Some(i) == sealed => {
+                        sealed_bytes = Some(b.to_vec());
+                        Value::Null
+                    }
+                    ValueRef::Blob(b) => json!({ "b": B64.encode(b) }),
+                });
+            }
+            if let (Some(i), Some(bytes)) = (sealed, sealed_bytes) {
+                let ctx = seal_context(table, &cols, &vals)?;
+                let plain = self.master.open(&ctx, &bytes)?;
+                vals[i] = json!({ "s": B64.encode(plain.expose()) });
+            }
+            serde_json::to_writer(&mut *w, &json!({ "r": vals })).map_err(|e| io(e.into()))?;
+            w.write_all(b"\n").map_err(io)?;
+        }
+        Ok(())
+    }
+
+    /// Restore (§12): replaces the configuration with a backup's, with or
+    /// without its administrators, in one transaction. Refused, with
+    /// nothing changed, when the file is damaged, truncated or was made with
+    /// another wrapper key. The caller ends every session afterwards.
+    pub fn restore_backup(
+        &self,
+        actor: &Actor,
+        input: &mut dyn Read,
+        include_users: bool,
+    ) -> Result<RestoreReport> {
+        actor.require_system(Access::Write)?;
+        let key = self.read(|tx| self.wrapper_key(tx))?.ok_or_else(|| {
+            Error::conflict(
+                "wrapper_key",
+                "this appliance has no wrapper key: import the shares of the key the backup was made with first",
+            )
+        })?;
+        let mut ar = tar::Archive::new(input);
+        let mut entries = ar.entries().map_err(|_| not_a_backup())?;
+        let mut first = entries
+            .next()
+            .ok_or_else(not_a_backup)?
+            .map_err(|_| not_a_backup())?;
+        if first.path().ok().as_deref() != Some(std::path::Path::new(MANIFEST))
+            || first.size() > MAX_MANIFEST
+        {
+            return Err(not_a_backup());
+        }
+        let mut manifest_bytes = Vec::new();
+        first
+            .read_to_end(&mut manifest_bytes)
+            .map_err(|_| not_a_backup())?;
+        drop(first);
+        let manifest: Manifest =
+            serde_json::from_slice(&manifest_bytes).map_err(|_| not_a_backup())?;
+        if manifest.format != FORMAT
+            || manifest.format_version != FORMAT_VERSION
+            || manifest.cipher != "AES-256-GCM"
+        {
+            return Err(Error::invalid(
+                "backup",
+                format!(
+                    "backup format {} version {} is not one this appliance reads",
+                    manifest.format, manifest.format_version
+                ),
+            ));
+        }
+        if manifest.wrapper_key_id != key.id() {
+            return Err(Error::invalid(
+                "backup",
+                format!(
+                    "the backup was made with wrapper key {}, but this appliance has wrapper key {}: import the shares of {} first",
+                    manifest.wrapper_key_id,
+                    key.id(),
+                    manifest.wrapper_key_id
+                ),
+            ));
+        }
+        let salt = B64.decode(&manifest.salt).map_err(|_| not_a_backup())?;
+        let data_key = key.backup_key(&salt)?;
+        let aad = crate::crypto::sha256(&manifest_bytes);
+        let payload = entries
+            .next()
+            .ok_or_else(|| refused_io("the backup file is truncated"))?
+            .map_err(|_| not_a_backup())?;
+        if payload.path().ok().as_deref() != Some(std::path::Path::new(PAYLOAD)) {
+            return Err(not_a_backup());
+        }
+        let reader = ChunkReader {
+            inner: payload,
+            key: LessSafeKey::new(
+                UnboundKey::new(&AES_256_GCM, data_key.expose())
+                    .map_err(|_| Error::Crypto("backup key"))?,
+            ),
+            aad,
+            counter: 0,
+            plain: Vec::new(),
+            pos: 0,
+            done: false,
+        };
+        let lines = BufReader::with_capacity(CHUNK, reader);
+        self.write(|tx| {
+            let report = self.apply_payload(tx, lines, include_users, &manifest)?;
+            audit_actor(
+                tx,
+                actor,
+                Severity::Warn,
+                None,
+                &format!(
+                    "restored the configuration from a backup of {} made {} (wrapper key {}, users {}): {} rows, {} key versions",
+                    manifest.host_name,
+                    manifest.created_at,
+                    manifest.wrapper_key_id,
+                    if include_users { "included" } else { "kept" },
+                    report.rows,
+                    report.key_versions
+                ),
+            )?;
+            Ok(report)
+        })
+    }
+
+    fn apply_payload(
+        &self,
+        tx: &Transaction<'_>,
+        mut lines: impl BufRead,
+        include_users: bool,
+        manifest: &Manifest,
+    ) -> Result<RestoreReport> {
+        tx.execute_batch("PRAGMA defer_foreign_keys = ON")?;
+        // Administrators kept (without users): their restriction to a
+        // domain is put back by the domain's name.
+        let kept_restrictions: Vec<(i64, String)> = if include_users {
+            Vec::new()
+        } else {
+            tx.prepare("SELECT a.id, d.name FROM administrators a JOIN domains d ON d.id = a.restrict_to_domain")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        // Site settings that hang off a domain (per-domain email groups and
+        // their sent-notice ledger) are not in a backup, but deleting the
+        // domains would cascade to them: keep them and put them back under
+        // the domain of the same name.
+        let kept_groups = saved_rows(
+            tx,
+            "email_groups",
+            "SELECT g.*, d.name FROM email_groups g JOIN domains d ON d.id = g.domain_id",
+        )?;
+        let kept_outbox = saved_rows(
+            tx,
+            "email_outbox",
+            "SELECT o.* FROM email_outbox o JOIN email_groups g ON g.id = o.group_id WHERE g.domain_id IS NOT NULL",
+        )?;
+        let mut deletes: Vec<&str> = vec![
+            "hosts",
+            "registration_secrets",
+            "key_versions",
+            "agent_keys",
+            "domain_members",
+            "domains",
+            "licence",
+            "system_identities",
+            "preferences",
+        ];
+        if include_users {
+            deletes.insert(5, "administrators");
+        }
+        for t in deletes {
+            tx.execute(&format!("DELETE FROM {t}"), [])?;
+        }
+        let current_admins: HashMap<String, i64> = tx
+            .prepare("SELECT login, id FROM administrators")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut backup_admins: HashMap<i64, String> = HashMap::new();
+        let mut table = String::new();
+        let mut cols: Vec<String> = Vec::new();
+        let mut insert_sql = String::new();
+        let mut seen_tables = Vec::new();
+        let (mut rows, mut versions) = (0u64, 0u64);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = lines.read_line(&mut line).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::InvalidData {
+                    Error::invalid("backup", e.to_string())
+                } else {
+                    Error::Io {
+                        path: self.dir.clone(),
+                        source: e,
+                    }
+                }
+            })?;
+            if n == 0 {
+                break;
+            }
+            let v: Value =
+                serde_json::from_str(line.trim_end()).map_err(|_| corrupt("a line is not JSON"))?;
+            if let Some(t) = v.get("t").and_then(Value::as_str) {
+                if !TABLES.contains(&t) || seen_tables.contains(&t.to_owned()) {
+                    return Err(corrupt(&format!("unexpected table {t}")));
+                }
+                table = t.to_owned();
+                seen_tables.push(table.clone());
+                cols = v
+                    .get("c")
+                    .and_then(Value::as_array)
+                    .ok_or_else(|| corrupt("a table has no columns"))?
+                    .iter()
+                    .map(|c| {
+                        c.as_str()
+                            .map(str::to_owned)
+                            .ok_or_else(|| corrupt("a column name is not text"))
+                    })
+                    .collect::<Result<_>>()?;
+                for c in &cols {
+                    if !c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
+                        return Err(corrupt("a column name is not valid"));
+                    }
+                }
+                insert_sql = format!(
+                    "INSERT INTO {table} ({}) VALUES ({})",
+                    cols.join(", "),
+                    vec!["?"; cols.len()].join(", ")
+                );
+                continue;
+            }
+            let mut vals = v
+                .get("r")
+                .and_then(Value::as_array)
+                .cloned()
+                .ok_or_else(|| corrupt("a row is not a list"))?;
+            if table.is_empty() || vals.len() != cols.len() {
+                return Err(corrupt("a row does not match its table"));
+            }
+            if table == "administrators" {
+                let id = col_int(&cols, &vals, "id")?;
+                let login = col_str(&cols, &vals, "login")?;
+                backup_admins.insert(id, login);
+                if !include_users {
+                    continue;
+                }
+            }
+            if table == "domain_members" && !include_users {
+                let backup_id = col_int(&cols, &vals, "admin_id")?;
+                let Some(current) = backup_admins
+                    .get(&backup_id)
+                    .and_then(|l| current_admins.get(l))
+                else {
+                    continue;
+                };
+                let i = cols
+                    .iter()
+                    .position(|c| c == "admin_id")
+                    .expect("checked above");
+                vals[i] = json!(current);
+            }
+            let sealed = sealed_column(&table).and_then(|c| cols.iter().position(|x| x == c));
+            let mut params: Vec<SqlValue> = Vec::with_capacity(vals.len());
+            for (i, val) in vals.iter().enumerate() {
+                params.push(if Some(i) == sealed {
+                    let plain = val
+                        .get("s")
+                        .and_then(Value::as_str)
+                        .and_then(|s| B64.decode(s).ok())
+                        .map(SecretBytes::new)
+                        .ok_or_else(|| corrupt("a secret value is malformed"))?;
+                    let ctx = seal_context(&table, &cols, &vals)?;
+                    SqlValue::Blob(self.master.seal(&ctx, plain.expose())?)
+                } else {
+                    to_sql(val)?
+                });
+            }
+            tx.prepare_cached(&insert_sql)?
+                .execute(rusqlite::params_from_iter(params.iter()))
+                .map_err(|e| corrupt(&format!("{table}: {e}")))?;
+            rows += 1;
+            if table == "key_versions" {
+                versions += 1;
+            }
+        }
+        for t in TABLES {
+            if !seen_tables.iter().any(|s| s == t) {
+                return Err(corrupt(&format!("table {t} is missing")));
+            }
+        }
+        if let Some((cols, rows)) = kept_groups {
+            // The last column is the domain's name (not a column of the table).
+            let names = &cols[..cols.len() - 1];
+            let di = names
+                .iter()
+                .position(|c| c == "domain_id")
+                .ok_or_else(|| corrupt("email_groups"))?;
+            let mut put_back = Vec::new();
+            for mut row in rows {
+                let Some(SqlValue::Text(domain)) = row.pop() else {
+                    continue;
+                };
+                let id: Option<i64> = tx
+                    .query_row("SELECT id FROM domains WHERE name = ?1", [&domain], |r| {
+                        r.get(0)
+                    })
+                    .optional()?;
+                if let Some(id) = id {
+                    row[di] = SqlValue::Integer(id);
+                    put_back.push(row);
+                }
+            }
+            insert_rows(tx, "email_groups", names, &put_back)?;
+            if let Some((ocols, orows)) = kept_outbox {
+                let gi = ocols
+                    .iter()
+                    .position(|c| c == "group_id")
+                    .ok_or_else(|| corrupt("email_outbox"))?;
+                let gid = names
+                    .iter()
+                    .position(|c| c == "id")
+                    .ok_or_else(|| corrupt("email_groups"))?;
+                let kept: Vec<&SqlValue> = put_back.iter().map(|r| &r[gid]).collect();
+                let orows: Vec<Vec<SqlValue>> = orows
+                    .into_iter()
+                    .filter(|r| kept.contains(&&r[gi]))
+                    .collect();
+                insert_rows(tx, "email_outbox", &ocols, &orows)?;
+            }
+        }
+        for (id, domain) in kept_restrictions {
+            tx.execute(
+                "UPDATE administrators SET restrict_to_domain = (SELECT id FROM domains WHERE name = ?2) WHERE id = ?1",
+                params![id, domain],
+            )?;
+        }
+        tx.execute_batch("PRAGMA defer_foreign_keys = OFF")
+            .map_err(|e| corrupt(&format!("references: {e}")))?;
+        Ok(RestoreReport {
+            file_host: manifest.host_name.clone(),
+            file_created_at: manifest.created_at.clone(),
+            wrapper_key_id: manifest.wrapper_key_id.clone(),
+            users_included: include_users,
+            rows,
+            key_versions: versions,
+        })
+    }
+}
+
+/// Every row of `sql` (when `table` exists in this store), with its column
+/// names.
+type Rows = (Vec<String>, Vec<Vec<SqlValue>>);
+
+fn saved_rows(tx: &Transaction<'_>, table: &str, sql: &str) -> Result<Option<Rows>> {
+    let exists: bool = tx.query_row(
+        "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+        [table],
+        |r| r.get(0),
+    )?;
+    if !exists {
+        return Ok(None);
+    }
+    let mut stmt = tx.prepare(sql)?;
+    let cols: Vec<String> = stmt.column_names().map(str::to_owned).collect();
+    let n = cols.len();
+    let rows = stmt
+        .query_map([], |r| {
+            (0..n)
+                .map(|i| r.get::<_, SqlValue>(i))
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Some((cols, rows)))
+}
+
+fn insert_rows(
+    tx: &Transaction<'_>,
+    table: &str,
+    cols: &[String],
+    rows: &[Vec<SqlValue>],
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO {table} ({}) VALUES ({})",
+        cols.join(", "),
+        vec!["?"; cols.len()].join(", ")
+    );
+    let mut stmt = tx.prepare(&sql)?;
+    for r in rows {
+        stmt.execute(rusqlite::params_from_iter(r.iter()))?;
+    }
+    Ok(())
+}
+
+fn col_int(cols: &[String], vals: &[Value], name: &str) -> Result<i64> {
+    cols.iter()
+        .position(|c| c == name)
+        .and_then(|i| vals[i].as_i64())
+        .ok_or_else(|| corrupt(&format!("{name} is missing")))
+}
+
+fn col_str(cols: &[String], vals: &[Value], name: &str) -> Result<String> {
+    cols.iter()
+        .position(|c| c == name)
+        .and_then(|i| vals[i].as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| corrupt(&format!("{name} is missing")))
+}
+
+fn to_sql(v: &Value) -> Result<SqlValue> {
+    Ok(match v {
+        Value::Null => SqlValue::Null,
+        Value::Bool(b) => SqlValue::Integer(i64::from(*b)),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => SqlValue::Integer(i),
+            None => SqlValue::Real(
+                n.as_f64()
+                    .ok_or_else(|| corrupt("a number is out of range"))?,
+            ),
+        },
+        Value::String(s) => SqlValue::Text(s.clone()),
+        Value::Object(o) => match o.get("b").and_then(Value::as_str) {
+            Some(b) => SqlValue::Blob(
+                B64.decode(b)
+                    .map_err(|_| corrupt("a binary value is malformed"))?,
+            ),
+            None => return Err(corrupt("an object value is not a blob")),
+        },
+        Value::Array(_) => return Err(corrupt("a value is a list")),
+    })
+}
+
+fn not_a_backup() -> Error {
+    Error::invalid(
+        "backup",
+        "this is not a Custos backup file (a tar holding manifest.json and payload.enc)",
+    )
+}
+
+fn refused_io(why: &str) -> Error {
+    Error::invalid("backup", why.to_owned())
+}
+
+fn leak(e: serde_json::Error) -> &'static str {
+    tracing::error!(error = %e, "backup manifest");
+    "backup manifest"
+}
+
+/// Counts the bytes written through it.
+struct Counting<'a> {
+    inner: &'a mut dyn Write,
+    n: u64,
+}
+
+impl Write for Counting<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A private temporary file in the data directory's `tmp/`, removed when
+/// dropped. It holds only ciphertext.
+struct TempFile {
+    path: std::path::PathBuf,
+}
+
+impl TempFile {
+    fn create(dir: &std::path::Path) -> Result<TempFile> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let tmp = dir.join("tmp");
+        let io = |source| Error::Io {
+            path: tmp.clone(),
+            source,
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&tmp)
+            .map_err(io)?;
+        let path = tmp.join(format!("backup-{}.part", crate::crypto::random_token()));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(TempFile { path })
+    }
+
+    fn file(&self) -> Result<std::fs::File> {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&self.path)
+            .map_err(|source| Error::Io {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    fn file_read(&self) -> Result<std::fs::File> {
+        std::fs::File::open(&self.path).map_err(|source| Error::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::{store, system_actor};
+
+    #[test]
+    fn chunks_round_trip_and_refuse_changes() {
+        let key = [7u8; 32];
+        let aad = [1u8; 32];
+        let data: Vec<u8> = (0..(CHUNK * 2 + 100)).map(|i| (i % 251) as u8).collect();
+        let mut w = ChunkWriter::new(Vec::new(), &key, aad).expect("writer");
+        w.write_all(&data).expect("write");
+        let (enc, _) = w.finish().expect("finish");
+        let read = |bytes: &[u8]| -> std::io::Result<Vec<u8>> {
+            let mut r = ChunkReader {
+                inner: bytes,
+                key: LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key).expect("key")),
+                aad,
+                counter: 0,
+                plain: Vec::new(),
+                pos: 0,
+                done: false,
+            };
+            let mut out = Vec::new();
+            r.read_to_end(&mut out)?;
+            Ok(out)
+        };
+        assert_eq!(read(&enc).expect("round trip"), data);
+        let mut flipped = enc.clone();
+        flipped[100] ^= 1;
+        assert!(read(&flipped).is_err());
+        // Cut right after the second chunk: every chunk read is authentic,
+        // but the last one never comes.
+        let cut = 2 * (4 + CHUNK + TAG_LEN);
+        let e = read(&enc[..cut]).expect_err("truncated");
+        assert!(e.to_string().contains("truncated"), "{e}");
+    }
+
+    #[test]
+    fn backup_needs_a_wrapper_key_and_restores_onto_another_store() {
+        let (_d1, a) = store();
+        let actor = system_actor(&a);
+        let mut out = Vec::new();
+        let e = a
+            .write_backup(&actor, "a.example.com", &mut out)
+            .expect_err("no key");
+        assert!(e.to_string().contains("wrapper key"), "{e}");
+        a.create_wrapper_key(&actor, false).expect("create");
+        let info = a
+            .write_backup(&actor, "a.example.com", &mut out)
+            .expect("backup");
+        assert!(info.file_name.starts_with("backup_config_a.example.com_"));
+        assert_eq!(info.bytes, out.len() as u64);
+
+        let (_d2, b) = store();
+        let actor_b = system_actor(&b);
+        let e = b
+            .restore_backup(&actor_b, &mut out.as_slice(), true)
+            .expect_err("no key on b");
+        assert!(e.to_string().contains("no wrapper key"), "{e}");
+        // A key of its own is the wrong one.
+        b.create_wrapper_key(&actor_b, false).expect("create");
+        let e = b
+            .restore_backup(&actor_b, &mut out.as_slice(), true)
+            .expect_err("other key");
+        assert!(e.to_string().contains("was made with wrapper key"), "{e}");
+    }
+
+    fn material(s: &Store, key: &str, version: i64) -> Vec<u8> {
+        s.read(|tx| {
+            let (kid, sealed): (i64, Vec<u8>) = tx.query_row(
+                "SELECT k.id, v.material_sealed FROM key_versions v JOIN agent_keys k ON k.id = v.key_id WHERE k.name = ?1 AND v.version = ?2",
+                params![key, version],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            Ok(s.master.open(&keys::version_context(kid, version), &sealed)?.expose().to_vec())
+        })
+        .expect("material")
+    }
+
+    #[test]
+    fn restore_onto_another_store_serves_the_same_material() {
+        use crate::store::keys::tests::{key_admin, new_key};
+        let (_d1, a) = store();
+        let sa = key_admin(&a);
+        a.create_key(&sa, "D", new_key("recorder", false, None))
+            .expect("key");
+        a.rotate_key(&sa, "D", "recorder").expect("rotate");
+        let sys = system_actor(&a);
+        a.create_admin(
+            &sys,
+            crate::store::NewAdmin {
+                login: "keeper".into(),
+                description: String::new(),
+                rsa_user_id: None,
+                password: "K33per!pass".into(),
+                confirm_password: None,
+                user_type: UserType::System,
+                restrict_to_domain: None,
+                read_only: false,
+            },
+        )
+        .expect("custodian");
+        a.create_wrapper_key(&sys, false).expect("wrapper");
+        let e = a
+            .export_wrapper_key(&sys, 1, 1, &["admin".into()])
+            .expect_err("admin");
+        assert!(e.to_string().contains("built-in admin"), "{e}");
+        a.export_wrapper_key(&sys, 1, 1, &["keeper".into()])
+            .expect("export");
+        let mut keeper = a.actor("keeper", "t", "api").expect("keeper");
+        keeper.must_change_password = false;
+        assert!(a.is_custodian(&keeper).expect("custodian"));
+        let share = a.my_wrapper_share(&keeper).expect("share");
+        assert!(
+            a.my_wrapper_share(&sys).is_err(),
+            "only the custodian sees a share"
+        );
+        let mut file = Vec::new();
+        a.write_backup(&sys, "a.example.com", &mut file)
+            .expect("backup");
+
+        let (_d2, b) = store();
+        let sys_b = system_actor(&b);
+        b.import_wrapper_key(&sys_b, &[share]).expect("import");
+        let before = b
+            .read(|tx| Ok(tx.query_row("SELECT COUNT(*) FROM audit", [], |r| r.get::<_, i64>(0))?))
+            .expect("count");
+        // Damaged and truncated files change nothing.
+        let mut flipped = file.clone();
+        let n = flipped.len();
+        flipped[n - 2000] ^= 0x40;
+        assert!(
+            b.restore_backup(&sys_b, &mut flipped.as_slice(), true)
+                .is_err()
+        );
+        assert!(
+            b.restore_backup(&sys_b, &mut &file[..file.len() / 2], true)
+                .is_err()
+        );
+        assert_eq!(b.list_domains(&sys_b).expect("domains").len(), 0);
+        let after = b
+            .read(|tx| Ok(tx.query_row("SELECT COUNT(*) FROM audit", [], |r| r.get::<_, i64>(0))?))
+            .expect("count");
+        assert_eq!(before, after);
+
+        let report = b
+            .restore_backup(&sys_b, &mut file.as_slice(), true)
+            .expect("restore");
+        assert_eq!(report.key_versions, 2);
+        for v in [1, 2] {
+            assert_eq!(material(&a, "recorder", v), material(&b, "recorder", v));
+        }
+        let la: Vec<String> = a
+            .list_admins(&sys)
+            .expect("a")
+            .into_iter()
+            .map(|x| x.login)
+            .collect();
+        let lb: Vec<String> = b
+            .list_admins(&system_actor(&b))
+            .expect("b")
+            .into_iter()
+            .map(|x| x.login)
+            .collect();
+        assert_eq!(la, lb);
+        assert!(b.licence_unchecked().expect("licence").is_some());
+    }
+}

@@ -1,0 +1,379 @@
+//! `custos-backupd`, the automatic backup of spec §12: it runs the schedule
+//! kept in the store (daily or weekly, at a UTC time), answers "Backup Now"
+//! within two seconds, and pushes each backup, encrypted with the wrapper
+//! key, to the SCP target with the appliance's own SSH key.
+//!
+//! * The target's host key is checked before the appliance authenticates:
+//!   learned and pinned on first contact, and a different key refuses the
+//!   push (an ERROR entry naming both fingerprints, nothing sent).
+//! * Every attempt goes into the history and the audit log (INFO when
+//!   pushed, ERROR when not, which is what §14 mails). A failed push is
+//!   retried with back-off (`--retry-base-secs`, doubling, at most
+//!   `--retry-max-secs`, `--attempts` in all) unless retrying cannot help:
+//!   a changed host key, no wrapper key, or the settings removed meanwhile.
+//!   A retry chain lives in memory: a restart ends it.
+//! * The push runs on a blocking thread (ssh2 is blocking) and writes its
+//!   file to `DATA/tmp` (on the data partition), removed afterwards. The
+//!   daemon is no administrator: it uses the store's unchecked operations and
+//!   its audit entries name it `custos-backupd`.
+//! * SIGTERM lets a push in progress finish for `--stop-grace-secs`, then
+//!   abandons it by shutting its connection down (recorded as failed).
+
+mod config;
+mod push;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use appliance::Store;
+use appliance::store::{BackupRun, RunKind, Schedule, ScpTarget};
+use clap::Parser;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+use crate::config::{Config, Flags};
+use crate::push::{Abort, Attempt};
+
+/// How often the store is read for "Backup Now" and changed settings.
+const POLL: Duration = Duration::from_secs(2);
+
+/// A push to make: what started it and which attempt this is.
+#[derive(Debug, Clone, Copy)]
+struct Job {
+    kind: RunKind,
+    attempt: u32,
+}
+
+/// The schedule as last seen, and when it runs next.
+#[derive(Debug, Default)]
+struct Next {
+    seen: Option<(Schedule, ScpTarget)>,
+    at: Option<OffsetDateTime>,
+}
+
+struct Daemon {
+    cfg: Config,
+    store: Arc<Store>,
+    tmp_dir: PathBuf,
+}
+
+impl Daemon {
+    /// The host name for the backup file: the flag, else the one the CLI
+    /// set, else the system's.
+    fn host_name(&self) -> String {
+        if let Some(h) = &self.cfg.host_name {
+            return h.clone();
+        }
+        if let Ok(os) = self.store.os_settings()
+            && let Some(h) = os.host_name
+        {
+            return h.to_string();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_owned())
+            .ok()
+            .filter(|s| appliance::model::check_host_name("host_name", s).is_ok())
+            .unwrap_or_else(|| "custos".into())
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> appliance::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let store = self.store.clone();
+        Ok(tokio::task::spawn_blocking(move || f(&store)).await??)
+    }
+
+    /// Runs the schedule until `stop` turns true.
+    async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut next = Next::default();
+        let mut retry: Option<(Job, tokio::time::Instant)> = None;
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let job = match self.due(&mut next, &mut retry).await {
+                Ok(job) => job,
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "reading the backup settings failed");
+                    None
+                }
+            };
+            if let Some(job) = job {
+                retry = self.clone().attempt(job, &mut stop).await;
+                continue;
+            }
+            // Poll every two seconds, or wake exactly when something is due.
+            let mut wait = POLL;
+            if let Some((_, when)) = retry {
+                wait = wait.min(when.saturating_duration_since(tokio::time::Instant::now()));
+            }
+            if let Some(at) = next.at {
+                let left = at - OffsetDateTime::now_utc();
+                wait = wait.min(Duration::try_from(left).unwrap_or(Duration::ZERO));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// The push due now, if any: Backup Now first, then a retry, then the
+    /// schedule.
+    async fn due(
+        &self,
+        next: &mut Next,
+        retry: &mut Option<(Job, tokio::time::Instant)>,
+    ) -> anyhow::Result<Option<Job>> {
+        let settings = self.blocking(|s| s.automatic_backup_unchecked()).await?;
+        let now = OffsetDateTime::now_utc();
+        let current = settings.schedule.zip(settings.target.clone());
+        if current != next.seen {
+            next.at = settings.next_run(now);
+            match (&current, next.at) {
+                (Some((s, t)), Some(at)) => {
+                    tracing::info!(schedule = %s.describe(), target = %t, next = %appliance::model::fmt_time(at), "backup schedule")
+                }
+                _ => tracing::info!("no backup schedule (a schedule and a target are both needed)"),
+            }
+            next.seen = current;
+        }
+        if settings.target.is_none() && retry.take().is_some() {
+            tracing::info!("the target was removed: the pending retry is dropped");
+        }
+        if self
+            .blocking(|s| s.take_backup_now_request_unchecked())
+            .await?
+            .is_some()
+        {
+            if retry.take().is_some() {
+                tracing::info!("Backup Now replaces the pending retry");
+            }
+            return Ok(Some(Job {
+                kind: RunKind::Now,
+                attempt: 1,
+            }));
+        }
+        if let Some((job, when)) = *retry
+            && tokio::time::Instant::now() >= when
+        {
+            *retry = None;
+            return Ok(Some(job));
+        }
+        if let (Some(at), Some((schedule, _))) = (next.at, &next.seen)
+            && now >= at
+        {
+            next.at = Some(schedule.next_after(now));
+            if retry.take().is_some() {
+                tracing::info!("the scheduled backup replaces the pending retry");
+            }
+            return Ok(Some(Job {
+                kind: RunKind::Scheduled,
+                attempt: 1,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// One attempt, recorded in the history; returns the retry to make.
+    async fn attempt(
+        self: Arc<Self>,
+        job: Job,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<(Job, tokio::time::Instant)> {
+        let settings = match self.blocking(|s| s.automatic_backup_unchecked()).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "reading the backup settings failed");
+                return None;
+            }
+        };
+        let Some(target) = settings.target else {
+            tracing::info!("no SCP target: nothing to push");
+            return None;
+        };
+        tracing::info!(kind = job.kind.as_str(), attempt = job.attempt, target = %target, "pushing a backup");
+        let abort = Arc::new(Abort::default());
+        let task = {
+            let (me, abort, target) = (self.clone(), abort.clone(), target.clone());
+            tokio::task::spawn_blocking(move || {
+                let host_name = me.host_name();
+                Attempt {
+                    store: &me.store,
+                    target: &target,
+                    host_name: &host_name,
+                    tmp_dir: &me.tmp_dir,
+                    timeout: me.cfg.timeout,
+                    abort: &abort,
+                }
+                .run()
+            })
+        };
+        tokio::pin!(task);
+        let outcome = tokio::select! {
+            r = &mut task => r,
+            _ = stop.changed() => {
+                tracing::info!(grace = ?self.cfg.stop_grace, "stopping: letting the push in progress finish");
+                match tokio::time::timeout(self.cfg.stop_grace, &mut task).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::warn!("abandoning the push in progress");
+                        abort.abort();
+                        task.await
+                    }
+                }
+            }
+        };
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(error = %e, "the push task died");
+                Err((
+                    push::Failure {
+                        message: "the push failed unexpectedly; see the service's log".into(),
+                        retry: true,
+                    },
+                    None,
+                ))
+            }
+        };
+        let stopping = *stop.borrow();
+        let (file_name, bytes, error, retry_in) = match outcome {
+            Ok(p) => {
+                tracing::info!(file = %p.file_name, bytes = p.bytes, target = %target, "backup pushed");
+                (Some(p.file_name), Some(p.bytes), None, None)
+            }
+            Err((f, made)) => {
+                let delay = if f.retry && !stopping {
+                    self.cfg.retry.delay_after(job.attempt)
+                } else {
+                    None
+                };
+                tracing::error!(target = %target, attempt = job.attempt, error = %f.message, retry_in = ?delay, "backup push failed");
+                (
+                    made.as_ref().map(|m| m.file_name.clone()),
+                    made.map(|m| m.bytes),
+                    Some(f.message),
+                    delay,
+                )
+            }
+        };
+        let run = BackupRun {
+            kind: job.kind,
+            attempt: job.attempt,
+            attempts: self.cfg.retry.attempts,
+            target,
+            file_name,
+            bytes,
+            error,
+            retry_in_secs: retry_in.map(|d| d.as_secs()),
+        };
+        if let Err(e) = self
+            .blocking(move |s| s.record_backup_run_unchecked(&run))
+            .await
+        {
+            tracing::error!(error = %format!("{e:#}"), "recording the push in the history failed");
+        }
+        retry_in.map(|d| {
+            (
+                Job {
+                    kind: job.kind,
+                    attempt: job.attempt + 1,
+                },
+                tokio::time::Instant::now() + d,
+            )
+        })
+    }
+}
+
+async fn run(cfg: Config) -> anyhow::Result<()> {
+    let data = cfg.data.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&data))
+        .await?
+        .with_context(|| format!("opening the store in {}", cfg.data.display()))?;
+    let store = Arc::new(store);
+    let tmp_dir = push::tmp_dir(&cfg.data)
+        .with_context(|| format!("creating {}", cfg.data.join("tmp").display()))?;
+    push::remove_stale(&tmp_dir);
+    let daemon = Arc::new(Daemon {
+        cfg,
+        store,
+        tmp_dir,
+    });
+    // The key is made once, here or when an administrator first asks for it.
+    let host = daemon.host_name();
+    let key = daemon
+        .blocking(move |s| s.backup_ssh_key_unchecked(&host))
+        .await
+        .context("making or loading the appliance's SSH key")?;
+    tracing::info!(public_key = %key.public_key, "the appliance's SSH key for automatic backups");
+    drop(key);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let runner = tokio::spawn(daemon.clone().run(stop_rx));
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "ready backupd")?;
+        out.flush()?;
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+
+    shutdown_signal().await;
+    tracing::info!("stopping");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    stop_tx.send(true).ok();
+    runner.await.context("the scheduler task")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM");
+            std::future::pending::<()>().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let flags = Flags::parse();
+    let result = Config::load(flags).and_then(|cfg| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("starting the runtime")?;
+        let r = rt.block_on(run(cfg));
+        // An abandoned push's thread has had its socket shut down; do not
+        // wait for it forever.
+        rt.shutdown_timeout(Duration::from_secs(5));
+        r
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("custos-backupd: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
