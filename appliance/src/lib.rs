@@ -9,6 +9,8 @@
 
 pub mod access;
 pub mod crypto;
+#[cfg(feature = "daemon")]
+pub mod daemon;
 mod error;
 pub mod licence;
 pub mod model;

@@ -320,41 +320,19 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         writeln!(out, "ready backupd")?;
         out.flush()?;
     }
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    appliance::daemon::notify_ready();
 
-    shutdown_signal().await;
+    appliance::daemon::shutdown_signal().await;
     tracing::info!("stopping");
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    appliance::daemon::notify_stopping();
     stop_tx.send(true).ok();
     runner.await.context("the scheduler task")?;
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch SIGTERM");
-            std::future::pending::<()>().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-}
-
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    appliance::daemon::init_logging();
     let flags = Flags::parse();
     let result = Config::load(flags).and_then(|cfg| {
         let rt = tokio::runtime::Builder::new_multi_thread()

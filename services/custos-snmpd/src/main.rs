@@ -541,7 +541,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     out.flush()?;
     drop(out);
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    appliance::daemon::notify_ready();
     tracing::info!(
         enabled,
         port = cfg.port,
@@ -551,7 +551,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
 
     let mut tick = tokio::time::interval(cfg.poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let shutdown = shutdown_signal();
+    let shutdown = appliance::daemon::shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -602,7 +602,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     }
 
     tracing::info!("stopping");
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    appliance::daemon::notify_stopping();
     if let Some(b) = bound.take() {
         b.close().await;
     }
@@ -614,30 +614,8 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch SIGTERM");
-            std::future::pending::<()>().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-}
-
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    appliance::daemon::init_logging();
     let flags = Flags::parse();
     let result = Config::load(flags).and_then(|cfg| {
         tokio::runtime::Builder::new_multi_thread()
