@@ -438,7 +438,11 @@ impl Store {
                 return Err(Error::conflict("login", format!("is the only Domain Administrator of domain {d}; assign another first")));
             }
             tx.execute("DELETE FROM administrators WHERE id = ?1", [id])?;
-            audit_actor(tx, actor, Severity::Info, None, &format!("deleted administrator {login}"))
+            // A wrapper-key share is kept by login: it goes with its
+            // custodian, so a later account of the same name never sees it.
+            let share = tx.execute("DELETE FROM wrapper_shares WHERE login = ?1", [login])?;
+            let note = if share > 0 { "; their wrapper-key share was withdrawn" } else { "" };
+            audit_actor(tx, actor, Severity::Info, None, &format!("deleted administrator {login}{note}"))
         })
     }
 }

@@ -1025,6 +1025,14 @@ impl Store {
                 insert_rows(tx, "email_outbox", &ocols, &orows)?;
             }
         }
+        if include_users {
+            // Shares are kept by login; a custodian whose account the
+            // backup does not have holds none any more.
+            tx.execute(
+                "DELETE FROM wrapper_shares WHERE login NOT IN (SELECT login FROM administrators)",
+                [],
+            )?;
+        }
         for (id, domain) in kept_restrictions {
             tx.execute(
                 "UPDATE administrators SET restrict_to_domain = (SELECT id FROM domains WHERE name = ?2) WHERE id = ?1",
@@ -1340,6 +1348,20 @@ mod tests {
         let mut file = Vec::new();
         a.write_backup(&sys, "a.example.com", &mut file)
             .expect("backup");
+        let la: Vec<String> = a
+            .list_admins(&sys)
+            .expect("a")
+            .into_iter()
+            .map(|x| x.login)
+            .collect();
+        a.delete_admin(&sys, "keeper").expect("delete custodian");
+        assert!(
+            a.wrapper_key_status(&sys)
+                .expect("status")
+                .custodians
+                .is_empty(),
+            "the share went with its custodian"
+        );
 
         let (_d2, b) = store();
         let sys_b = system_actor(&b);
@@ -1372,12 +1394,6 @@ mod tests {
         for v in [1, 2] {
             assert_eq!(material(&a, "recorder", v), material(&b, "recorder", v));
         }
-        let la: Vec<String> = a
-            .list_admins(&sys)
-            .expect("a")
-            .into_iter()
-            .map(|x| x.login)
-            .collect();
         let lb: Vec<String> = b
             .list_admins(&system_actor(&b))
             .expect("b")
