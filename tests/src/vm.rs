@@ -59,8 +59,25 @@ pub fn kvm_usable() -> bool {
             .any(|l| l.starts_with("flags") && (l.contains(" vmx") || l.contains(" svm")))
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// Free loopback ports, all different: every socket stays bound until all
+/// are chosen (a port released at once can be handed out again, and QEMU
+/// then fails to set up the second forwarding rule).
+fn free_ports(tcp: usize, udp: usize) -> anyhow::Result<(Vec<u16>, Vec<u16>)> {
+    let held_tcp = (0..tcp)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let held_udp = (0..udp)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let tcp = held_tcp
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let udp = held_udp
+        .iter()
+        .map(|s| s.local_addr().map(|a| a.port()))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    Ok((tcp, udp))
 }
 
 /// A running VM; powered off (hard) when dropped.
@@ -83,20 +100,21 @@ impl Vm {
         let accel = if kvm_usable() { "kvm" } else { "tcg" };
         let mut ports = vec![];
         let mut fwd = String::from("user,id=n0");
-        for (name, guest) in GUEST_PORTS {
+        let (free_tcp, free_udp) = free_ports(GUEST_PORTS.len(), GUEST_UDP_PORTS.len())?;
+        for (i, (name, guest)) in GUEST_PORTS.iter().enumerate() {
             let host = if b.fixed_ports {
                 guest + 10000
             } else {
-                free_port()?
+                free_tcp[i]
             };
             fwd.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
             ports.push((name.to_string(), host));
         }
-        for (name, guest) in GUEST_UDP_PORTS {
+        for (i, (name, guest)) in GUEST_UDP_PORTS.iter().enumerate() {
             let host = if b.fixed_ports {
                 guest + 10000
             } else {
-                free_port()?
+                free_udp[i]
             };
             fwd.push_str(&format!(",hostfwd=udp:127.0.0.1:{host}-:{guest}"));
             ports.push((name.to_string(), host));
