@@ -19,12 +19,14 @@ const READY_TIMEOUT: Duration = Duration::from_secs(900);
 /// One VM at a time: two TCG guests on two cores only slow each other down.
 static ONE_VM: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn dist() -> Option<PathBuf> {
+/// The built images, or `None` after recording `test` as skipped.
+fn dist(test: &str) -> Option<PathBuf> {
     match std::env::var_os("CUSTOS_SMOKE_DIST") {
         Some(d) => Some(PathBuf::from(d)),
         None => {
-            eprintln!(
-                "skipped: set CUSTOS_SMOKE_DIST=target/dist (cargo xtask test does, after cargo xtask dist)"
+            skip(
+                &format!("smoke::{test}"),
+                "no images: set CUSTOS_SMOKE_DIST=target/dist (cargo xtask test does, after cargo xtask dist)",
             );
             None
         }
@@ -308,7 +310,9 @@ fn boot_with(
 
 #[test]
 fn ova_boots_under_uefi_and_keeps_state_across_a_reboot() {
-    let Some(dist) = dist() else { return };
+    let Some(dist) = dist("ova_boots_under_uefi_and_keeps_state_across_a_reboot") else {
+        return;
+    };
     let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
     let work = tempfile::tempdir().expect("tempdir");
     let vmdk = unpack_ova(&newest(&dist, "ova"), work.path());
@@ -347,7 +351,9 @@ fn ova_boots_under_uefi_and_keeps_state_across_a_reboot() {
 
 #[test]
 fn ova_boots_under_bios() {
-    let Some(dist) = dist() else { return };
+    let Some(dist) = dist("ova_boots_under_bios") else {
+        return;
+    };
     let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
     let work = tempfile::tempdir().expect("tempdir");
     let vmdk = unpack_ova(&newest(&dist, "ova"), work.path());
@@ -414,14 +420,19 @@ fn check_cli_over_ssh(port: u16) {
 
 #[test]
 fn iso_installs_onto_an_empty_disk_under_bios_and_the_disk_boots_alone() {
-    let Some(dist) = dist() else { return };
+    let Some(dist) = dist("iso_installs_onto_an_empty_disk_under_bios_and_the_disk_boots_alone")
+    else {
+        return;
+    };
     let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
     install_and_boot(&dist, Firmware::Bios, true);
 }
 
 #[test]
 fn iso_installs_under_uefi_too() {
-    let Some(dist) = dist() else { return };
+    let Some(dist) = dist("iso_installs_under_uefi_too") else {
+        return;
+    };
     let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
     install_and_boot(&dist, Firmware::Uefi, false);
 }
@@ -478,7 +489,9 @@ fn install_and_boot(dist: &Path, firmware: Firmware, with_cli: bool) {
 
 #[test]
 fn installer_refuses_a_disk_with_data_unless_confirmed() {
-    let Some(dist) = dist() else { return };
+    let Some(dist) = dist("installer_refuses_a_disk_with_data_unless_confirmed") else {
+        return;
+    };
     let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
     let iso = newest(&dist, "iso");
     let work = tempfile::tempdir().expect("tempdir");

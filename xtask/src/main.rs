@@ -56,6 +56,8 @@ const TEST_DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("snmpget", "snmp"),
     // The automatic backup's tests push to a real OpenSSH server.
     ("/usr/sbin/sshd", "openssh-server"),
+    // The TLS ports are scanned by testssl.sh in both security modes.
+    ("testssl", "testssl.sh"),
 ];
 
 #[derive(Debug, Parser)]
@@ -459,7 +461,15 @@ fn test(args: &[String]) -> Result<ExitCode> {
     // cargo test's stdout is passed through line by line and its result lines
     // are added up for the summary.
     eprintln!("$ {cargo} test --workspace {}", args.join(" "));
+    // A test that cannot run here records itself in this folder
+    // (`tests::skip`); it is counted as skipped, not passed.
+    let skipped_dir = target_dir(&root).join("skipped-tests");
+    if skipped_dir.exists() {
+        fs::remove_dir_all(&skipped_dir)
+            .with_context(|| format!("clearing {}", skipped_dir.display()))?;
+    }
     let mut command = Command::new(&cargo);
+    command.env("CUSTOS_SKIPPED_DIR", &skipped_dir);
     if let Some(d) = &smoke_dist {
         command.env("CUSTOS_SMOKE_DIST", d);
     }
@@ -482,6 +492,11 @@ fn test(args: &[String]) -> Result<ExitCode> {
     }
     drop(out);
     let status = child.wait().context("waiting for cargo test")?;
+    let skipped = skipped_tests(&skipped_dir)?;
+    for why in &skipped {
+        println!("xtask: skipped {why}");
+    }
+    totals.count_skipped(skipped.len() as u64);
     // The decoders of network input are fuzzed for a bounded time too,
     // unless CUSTOS_FUZZ=0 says otherwise (for quick local runs).
     let fuzzed = if env::var("CUSTOS_FUZZ").is_ok_and(|v| v == "0") {
@@ -542,11 +557,35 @@ impl TestCounts {
         Some(result)
     }
 
+    /// Moves `n` tests that passed by returning early (they recorded
+    /// themselves as skipped) from passed to skipped.
+    fn count_skipped(&mut self, n: u64) {
+        let n = n.min(self.passed);
+        self.passed -= n;
+        self.ignored += n;
+    }
+
     fn add(&mut self, other: TestCounts) {
         self.passed += other.passed;
         self.failed += other.failed;
         self.ignored += other.ignored;
     }
+}
+
+/// The reasons recorded by tests that could not run (`tests::skip`), sorted.
+fn skipped_tests(dir: &Path) -> Result<Vec<String>> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(Vec::new());
+    };
+    let mut reasons = Vec::new();
+    for entry in entries {
+        let path = entry.context("reading the skipped-tests folder")?.path();
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        reasons.push(text.trim().to_owned());
+    }
+    reasons.sort();
+    Ok(reasons)
 }
 
 /// Makes sure the programs in [`REQUIRED_DEBIAN_PACKAGES`] are installed: as root
@@ -794,6 +833,48 @@ mod tests {
             })
         );
         assert_eq!(TestCounts::parse("test agent::works ... ok"), None);
+    }
+
+    #[test]
+    fn tests_that_recorded_a_skip_count_as_skipped_not_passed() {
+        let dir = tempfile_dir();
+        let skipped = dir.join("skipped-tests");
+        fs::create_dir_all(&skipped).unwrap();
+        fs::write(skipped.join("smoke--ova"), "smoke::ova: no images\n").unwrap();
+        fs::write(
+            skipped.join("tls_scan--scan"),
+            "tls_scan::scan: no testssl\n",
+        )
+        .unwrap();
+        let reasons = skipped_tests(&skipped).unwrap();
+        assert_eq!(
+            reasons,
+            ["smoke::ova: no images", "tls_scan::scan: no testssl"]
+        );
+        let mut totals = TestCounts {
+            passed: 10,
+            failed: 1,
+            ignored: 1,
+        };
+        totals.count_skipped(reasons.len() as u64);
+        assert_eq!(
+            totals,
+            TestCounts {
+                passed: 8,
+                failed: 1,
+                ignored: 3
+            }
+        );
+        assert!(skipped_tests(&dir.join("absent")).unwrap().is_empty());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A fresh folder under the system's temporary directory.
+    fn tempfile_dir() -> PathBuf {
+        let dir = env::temp_dir().join(format!("xtask-test-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     #[test]
