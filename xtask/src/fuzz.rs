@@ -16,7 +16,11 @@ use anyhow::{Context, Result, bail};
 use xshell::{Shell, cmd};
 
 /// (crate folder, fuzz target): the targets `cargo xtask test` runs.
-pub const TARGETS: &[(&str, &str)] = &[("services/custos-snmpd", "decode")];
+pub const TARGETS: &[(&str, &str)] = &[
+    ("services/custos-snmpd", "decode"),
+    ("appliance", "licence"),
+    ("appliance", "csr"),
+];
 
 /// What one bounded run did.
 #[derive(Debug)]

@@ -7,8 +7,8 @@
 //!   binary, run every test, and close with one summary line.
 //! * `bench keys [--hosts N] [--seconds S]`: the key-service load benchmark.
 //! * `bench snmp [--clients N] [--seconds S]`: SNMP GET requests per second.
-//! * `fuzz [--seconds S]`: the `cargo fuzz` targets (the SNMP decoder), each for
-//!   a bounded time; `test` runs them for 60 s unless `CUSTOS_FUZZ=0`.
+//! * `fuzz [--seconds S]`: the `cargo fuzz` targets (SNMP messages, licence files, host CSRs), each for
+//!   a bounded time; `test` runs each for 30 s unless `CUSTOS_FUZZ=0`.
 //! * `dist`: the image build, which is not there yet and says so.
 //! * `licence [--issued-to NAME] [--key-agents N] [--fs-agents N] [--domains N]
 //!   [--expires YYYY-MM-DD] [--out FILE]`: a signed licence file (§10), by
@@ -179,6 +179,9 @@ fn main() -> ExitCode {
 
 /// Runs every fuzz target of [`fuzz::TARGETS`] for `seconds`; true when
 /// none crashed. Each prints one `xtask: fuzz` line.
+/// How long `cargo xtask test` runs each fuzz target.
+const FUZZ_SECONDS_IN_TEST: u64 = 30;
+
 fn fuzz_all(sh: &Shell, seconds: u64) -> Result<bool> {
     let root = workspace_root()?;
     let mut ok = true;
@@ -503,7 +506,7 @@ fn test(args: &[String]) -> Result<ExitCode> {
         eprintln!("xtask: CUSTOS_FUZZ=0: the fuzz targets are not run");
         true
     } else {
-        fuzz_all(&sh, 60)?
+        fuzz_all(&sh, FUZZ_SECONDS_IN_TEST)?
     };
 
     if status.success() && fuzzed {
