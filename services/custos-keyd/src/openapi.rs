@@ -440,6 +440,10 @@ fn enumeration(values: &[&str]) -> Value {
     json!({ "type": "string", "enum": values })
 }
 
+/// Request bodies that may be left out (`POST /api/v1/wrapper-key`
+/// without a body creates a key where none exists).
+const OPTIONAL_BODIES: &[&str] = &["WrapperKeyCreate"];
+
 /// One line of free text (`model::check_text`): at most `max` characters,
 /// no control characters (Unicode category Cc).
 fn text(max: usize) -> Value {
@@ -801,11 +805,14 @@ pub fn build() -> Value {
             op["security"] = json!([{ "bearer": [] }]);
         }
         if let Some(b) = body {
-            op["requestBody"] = json!({ "required": true, "content": { "application/json": {
+            op["requestBody"] = json!({ "required": !OPTIONAL_BODIES.contains(b),
+                "content": { "application/json": {
                 "schema": { "$ref": format!("#/components/schemas/{b}") } } } });
         } else if *path == "/api/v1/backups/restore" {
-            op["requestBody"] = json!({ "required": true, "content": { "application/x-tar": {
-                "schema": { "type": "string", "format": "binary" } } } });
+            // Any Content-Type is read: the body is the backup file's bytes.
+            op["requestBody"] = json!({ "required": true, "content": { "application/octet-stream": {
+                "schema": { "type": "string", "format": "binary",
+                    "description": "the backup file (backup_config_….tar)" } } } });
         }
         let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
         entry[*method] = op;
