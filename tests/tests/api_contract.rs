@@ -26,13 +26,38 @@ fn wrong_shapes() -> Vec<(&'static str, String, &'static str, String, &'static s
     vec![
         // The two of the issue: an array read as a struct, null as "absent".
         c("PUT", "/api/v1/backups/automatic", "[null, null]", "body"),
-        c("PATCH", "/api/v1/preferences", r#"{"session_timeout": null}"#, "session_timeout"),
+        c(
+            "PATCH",
+            "/api/v1/preferences",
+            r#"{"session_timeout": null}"#,
+            "session_timeout",
+        ),
         // A string for an integer, an unknown field, a number for a string.
-        c("PATCH", "/api/v1/preferences", r#"{"session_timeout": "30"}"#, "session_timeout"),
-        c("PATCH", "/api/v1/preferences", r#"{"session_timout": 30}"#, "session_timout"),
-        c("PUT", "/api/v1/preferences", r#"{"lockout_minutes": 1.5}"#, "lockout_minutes"),
+        c(
+            "PATCH",
+            "/api/v1/preferences",
+            r#"{"session_timeout": "30"}"#,
+            "session_timeout",
+        ),
+        c(
+            "PATCH",
+            "/api/v1/preferences",
+            r#"{"session_timout": 30}"#,
+            "session_timout",
+        ),
+        c(
+            "PUT",
+            "/api/v1/preferences",
+            r#"{"lockout_minutes": 1.5}"#,
+            "lockout_minutes",
+        ),
         // Nested objects: an array in place of one, a wrong inner field.
-        c("PUT", "/api/v1/backups/automatic", r#"{"schedule": ["daily", "01:00"]}"#, "schedule"),
+        c(
+            "PUT",
+            "/api/v1/backups/automatic",
+            r#"{"schedule": ["daily", "01:00"]}"#,
+            "schedule",
+        ),
         c(
             "PUT",
             "/api/v1/backups/automatic",
@@ -46,16 +71,36 @@ fn wrong_shapes() -> Vec<(&'static str, String, &'static str, String, &'static s
             "target.user",
         ),
         c("POST", "/api/v1/domains", r#"["Other"]"#, "body"),
-        c("POST", "/api/v1/domains", r#"{"name": "Other", "description": null}"#, "description"),
-        c("POST", "/api/v1/domains", r#"{"description": "no name"}"#, "name"),
+        c(
+            "POST",
+            "/api/v1/domains",
+            r#"{"name": "Other", "description": null}"#,
+            "description",
+        ),
+        c(
+            "POST",
+            "/api/v1/domains",
+            r#"{"description": "no name"}"#,
+            "name",
+        ),
         c(
             "POST",
             "/api/v1/administrators",
             r#"{"login": 5, "password": "Abc!12345"}"#,
             "login",
         ),
-        c("POST", &keys, r#"{"name": "k2", "key_refresh_period": "5"}"#, "key_refresh_period"),
-        c("PUT", "/api/v1/snmp", r#"{"acl": ["10.0.0.1", null]}"#, "acl[1]"),
+        c(
+            "POST",
+            &keys,
+            r#"{"name": "k2", "key_refresh_period": "5"}"#,
+            "key_refresh_period",
+        ),
+        c(
+            "PUT",
+            "/api/v1/snmp",
+            r#"{"acl": ["10.0.0.1", null]}"#,
+            "acl[1]",
+        ),
         c("PUT", "/api/v1/snmp", r#"{"enabled": "yes"}"#, "enabled"),
         c("PUT", "/api/v1/snmp", r#"{"acl": "10.0.0.1"}"#, "acl"),
         c("POST", "/api/v1/wrapper-key", "[true]", "body"),
@@ -94,7 +139,11 @@ fn bodies_of_the_wrong_shape_are_refused_naming_the_field_and_change_nothing() {
             "{method} {path} {body}: expected {want}, got {}: {}",
             r.status, r.body
         );
-        assert_eq!(r.body["error"], "invalid", "{method} {path} {body}: {}", r.body);
+        assert_eq!(
+            r.body["error"], "invalid",
+            "{method} {path} {body}: {}",
+            r.body
+        );
         assert_eq!(r.body["field"], field, "{method} {path} {body}: {}", r.body);
         let message = r.body["message"].as_str().unwrap_or_default();
         assert!(
@@ -110,12 +159,21 @@ fn bodies_of_the_wrong_shape_are_refused_naming_the_field_and_change_nothing() {
         "application/json",
         r#"{"login": ["admin"], "password": "x"}"#,
     );
-    assert_eq!((r.status, r.body["field"].clone()), (400, json!("login")), "{}", r.body);
+    assert_eq!(
+        (r.status, r.body["field"].clone()),
+        (400, json!("login")),
+        "{}",
+        r.body
+    );
     assert_eq!(app.snapshot(), before, "a refused body changed the store");
 
     // The same fields of the right shape are accepted.
     s.admin
-        .call("PATCH", "/api/v1/preferences", Some(json!({"session_timeout": 30})))
+        .call(
+            "PATCH",
+            "/api/v1/preferences",
+            Some(json!({"session_timeout": 30})),
+        )
         .ok();
     s.admin
         .call(
@@ -155,7 +213,10 @@ fn the_document_states_the_rules_and_the_statuses() {
                 ids.insert(op["operationId"].as_str().expect("operationId").to_owned()),
                 "{method} {path}: operationId repeated"
             );
-            assert!(responses.contains_key("401") && responses.contains_key("403"), "{method} {path}");
+            assert!(
+                responses.contains_key("401") && responses.contains_key("403"),
+                "{method} {path}"
+            );
             if op.get("requestBody").is_some() {
                 for code in ["400", "413", "415"] {
                     assert!(responses.contains_key(code), "{method} {path} lacks {code}");
@@ -171,7 +232,9 @@ fn the_document_states_the_rules_and_the_statuses() {
         ("post", "/api/v1/login", "429"),
     ] {
         assert!(
-            doc["paths"][path][method]["responses"].get(status).is_some(),
+            doc["paths"][path][method]["responses"]
+                .get(status)
+                .is_some(),
             "{method} {path} does not document {status}"
         );
     }
@@ -221,7 +284,10 @@ fn schemathesis_finds_no_contract_violation() {
     // on keys, hosts and the registration secret are sent by the Security
     // Administrator (a System Administrator's are refused with 403 there),
     // all others by a System Administrator.
-    let (sys, sec) = (s.sys.token.clone().expect("token"), s.sec.token.clone().expect("token"));
+    let (sys, sec) = (
+        s.sys.token.clone().expect("token"),
+        s.sec.token.clone().expect("token"),
+    );
     let config = report.path().join("schemathesis.toml");
     std::fs::write(
         &config,

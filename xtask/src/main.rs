@@ -660,7 +660,10 @@ fn ensure_schemathesis(sh: &Shell, root: &Path) -> Result<PathBuf> {
     if present(sh) {
         return Ok(st);
     }
-    eprintln!("installing schemathesis {SCHEMATHESIS_VERSION} (PyPI) into {}", venv.display());
+    eprintln!(
+        "installing schemathesis {SCHEMATHESIS_VERSION} (PyPI) into {}",
+        venv.display()
+    );
     if cmd!(sh, "python3 -m venv --clear {venv}")
         .quiet()
         .run()
@@ -673,9 +676,12 @@ fn ensure_schemathesis(sh: &Shell, root: &Path) -> Result<PathBuf> {
     }
     let pip = venv.join("bin/pip");
     let spec = format!("schemathesis=={SCHEMATHESIS_VERSION}");
-    cmd!(sh, "{pip} install --quiet --disable-pip-version-check {spec}")
-        .run()
-        .context("pip install schemathesis")?;
+    cmd!(
+        sh,
+        "{pip} install --quiet --disable-pip-version-check {spec}"
+    )
+    .run()
+    .context("pip install schemathesis")?;
     if !present(sh) {
         bail!("{} does not report {want}", st.display());
     }

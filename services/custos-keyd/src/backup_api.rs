@@ -23,8 +23,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::api::{ApiQuery, Authed};
-use crate::json::ApiJson;
 use crate::error::{ApiError, ApiResult};
+use crate::json::ApiJson;
 use crate::state::AppState;
 
 type St = State<Arc<AppState>>;

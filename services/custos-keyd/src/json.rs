@@ -19,8 +19,8 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
-use serde::de::{DeserializeOwned, Deserializer, Error as _};
 use serde::Deserialize;
+use serde::de::{DeserializeOwned, Deserializer, Error as _};
 use serde_json::Value;
 
 use crate::error::ApiError;
@@ -119,7 +119,11 @@ where
         .map_err(|e| {
             let path = e.path().to_string();
             let (field, rule) = describe(&path, &e.into_inner().to_string());
-            let field = if field == "body" { String::new() } else { field };
+            let field = if field == "body" {
+                String::new()
+            } else {
+                field
+            };
             D::Error::custom(format!("{NESTED}{field}\u{1f}{rule}"))
         })
 }
@@ -211,19 +215,26 @@ fn describe(path: &str, msg: &str) -> (String, String) {
             .map(|(_, e)| format!(" (expected {e})"))
             .unwrap_or_default();
         // serde_path_to_error's path already ends with the unknown field.
-        return (join(path, ""), format!("is not a field of this request{expected}"));
+        return (
+            join(path, ""),
+            format!("is not a field of this request{expected}"),
+        );
     }
-    if let Some(rest) = msg.strip_prefix("invalid type: ") {
+    let wrong = msg
+        .strip_prefix("invalid type: ")
+        .or_else(|| msg.strip_prefix("invalid value: "));
+    if let Some(rest) = wrong
         // serde_json appends " at line L column C" to some messages.
-        let rest = rest.split(" at line ").next().unwrap_or(rest);
-        if let Some((got, want)) = rest.rsplit_once(", expected ") {
-            return (join(path, ""), format!("must be {}, not {got}", expected(want)));
-        }
-    }
-    if let Some(rest) = msg.strip_prefix("invalid value: ") {
-        if let Some((got, want)) = rest.rsplit_once(", expected ") {
-            return (join(path, ""), format!("must be {}, not {got}", expected(want)));
-        }
+        && let Some((got, want)) = rest
+            .split(" at line ")
+            .next()
+            .unwrap_or(rest)
+            .rsplit_once(", expected ")
+    {
+        return (
+            join(path, ""),
+            format!("must be {}, not {got}", expected(want)),
+        );
     }
     (join(path, ""), msg.to_owned())
 }
@@ -260,11 +271,23 @@ mod tests {
 
     #[test]
     fn wrong_shapes_name_the_field() {
-        assert_eq!(refusal(json!([null, null])), "body: must be a JSON object, not an array");
+        assert_eq!(
+            refusal(json!([null, null])),
+            "body: must be a JSON object, not an array"
+        );
         assert_eq!(refusal(json!({"n": null})), format!("n: {NULL_RULE}"));
-        assert_eq!(refusal(json!({"list": ["a", null]})), format!("list[1]: {NULL_RULE}"));
-        assert_eq!(refusal(json!({"n": "1"})), "n: must be an integer, not string \"1\"");
-        assert_eq!(refusal(json!({"n": 1.5})), "n: must be an integer, not floating point `1.5`");
+        assert_eq!(
+            refusal(json!({"list": ["a", null]})),
+            format!("list[1]: {NULL_RULE}")
+        );
+        assert_eq!(
+            refusal(json!({"n": "1"})),
+            "n: must be an integer, not string \"1\""
+        );
+        assert_eq!(
+            refusal(json!({"n": 1.5})),
+            "n: must be an integer, not floating point `1.5`"
+        );
         assert!(refusal(json!({"m": 1})).starts_with("m: is not a field of this request"));
         assert_eq!(
             refusal(json!({"inner": ["01:00"]})),
@@ -275,8 +298,13 @@ mod tests {
             refusal(json!({"inner": {"time": 7}})),
             "inner.time: must be a string, not integer `7`"
         );
-        assert!(refusal(json!({"inner": {"time": "x", "y": 1}})).starts_with("inner.y: is not a field"));
-        assert_eq!(refusal(json!({"list": "a"})), "list: must be an array, not string \"a\"");
+        assert!(
+            refusal(json!({"inner": {"time": "x", "y": 1}})).starts_with("inner.y: is not a field")
+        );
+        assert_eq!(
+            refusal(json!({"list": "a"})),
+            "list: must be an array, not string \"a\""
+        );
         let ok: Outer = from_value(json!({"n": 3, "inner": {"time": "01:00"}})).expect("valid");
         assert_eq!(ok.n, Some(3));
     }

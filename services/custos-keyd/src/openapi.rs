@@ -494,14 +494,19 @@ fn strs<T: Copy>(all: &[T], f: impl Fn(T) -> &'static str) -> Vec<&'static str> 
 }
 
 fn schemas() -> Value {
-    use appliance::model::{Algorithm, CreationMethod, DomainKind, KeyType, SecurityMode, UserType};
+    use appliance::model::{
+        Algorithm, CreationMethod, DomainKind, KeyType, SecurityMode, UserType,
+    };
     use appliance::store::{NoticeType, SmtpSecurity, WEEKDAYS, weekday_name};
     let roles = strs(&model::Role::ALL, model::Role::as_str);
     let user_types = strs(
         &[UserType::System, UserType::Domain, UserType::Security],
         UserType::as_str,
     );
-    let kinds = strs(&[DomainKind::Global, DomainKind::Restricted], DomainKind::as_str);
+    let kinds = strs(
+        &[DomainKind::Global, DomainKind::Restricted],
+        DomainKind::as_str,
+    );
     let algorithms = strs(
         &[Algorithm::Aes256, Algorithm::Aes128, Algorithm::Aria256],
         Algorithm::as_str,
@@ -673,9 +678,7 @@ fn schemas() -> Value {
 
 /// The query parameters of an operation: (name, schema, description).
 fn query_parameters(method: &str, path: &str) -> Vec<Value> {
-    let q = |name: &str, schema: Value, description: &str| {
-        json!({ "name": name, "in": "query", "required": false, "schema": schema, "description": description })
-    };
+    let q = |name: &str, schema: Value, description: &str| json!({ "name": name, "in": "query", "required": false, "schema": schema, "description": description });
     match (method, path) {
         ("get", "/api/v1/domains/{domain}/registration-secret") => vec![q(
             "show",
@@ -683,18 +686,24 @@ fn query_parameters(method: &str, path: &str) -> Vec<Value> {
             "yes: the answer includes the secret itself",
         )],
         ("get", "/api/v1/audit") => vec![
-            q("severity", enumeration(&["INFO", "WARN", "ERROR", "FATAL"]), "at or above"),
+            q(
+                "severity",
+                enumeration(&["INFO", "WARN", "ERROR", "FATAL"]),
+                "at or above",
+            ),
             q("source", s("string"), "empty: any"),
             q("text", s("string"), "contained in the message; empty: any"),
             q("domain", s("string"), "empty: any"),
             q("limit", integer(1, limits::AUDIT_PAGE_MAX), "default 100"),
-            q("offset", json!({"type": "integer", "minimum": 0}), "default 0"),
+            q(
+                "offset",
+                json!({"type": "integer", "minimum": 0}),
+                "default 0",
+            ),
         ],
-        ("get", "/api/v1/backups/history") => vec![q(
-            "limit",
-            integer(1, limits::HISTORY_MAX),
-            "default 50",
-        )],
+        ("get", "/api/v1/backups/history") => {
+            vec![q("limit", integer(1, limits::HISTORY_MAX), "default 50")]
+        }
         ("post", "/api/v1/backups/restore") => vec![q(
             "include_users",
             s("boolean"),
@@ -721,10 +730,9 @@ fn success(method: &str, path: &str) -> (&'static str, Value) {
             "200",
             json!({ "application/x-tar": { "schema": { "type": "string", "format": "binary" } } }),
         ),
-        ("get", "/api/v1/backups/ssh-public-key") => (
-            "200",
-            json!({ "text/plain": { "schema": s("string") } }),
-        ),
+        ("get", "/api/v1/backups/ssh-public-key") => {
+            ("200", json!({ "text/plain": { "schema": s("string") } }))
+        }
         ("get", "/api/v1/administrators")
         | ("get", "/api/v1/domains")
         | ("get", "/api/v1/domains/{domain}/administrators")
@@ -744,16 +752,25 @@ fn refusals(method: &str, path: &str, body: Option<&str>) -> Vec<(&'static str, 
         || !query_parameters(method, path).is_empty()
         || method != "get";
     if takes_input {
-        out.push(("400", "The body, a parameter or a field breaks a rule; `field` names it"));
+        out.push((
+            "400",
+            "The body, a parameter or a field breaks a rule; `field` names it",
+        ));
     }
-    out.push(("401", if path == "/api/v1/login" {
-        "Wrong login or password"
-    } else {
-        "No valid session: sign in first"
-    }));
+    out.push((
+        "401",
+        if path == "/api/v1/login" {
+            "Wrong login or password"
+        } else {
+            "No valid session: sign in first"
+        },
+    ));
     out.push(("403", "Not permitted: the administrator's type, roles or read-only flag, a locked account, a required password change or no licence"));
     if path != "/api/v1/login" && path != "/api/v1/logout" {
-        out.push(("404", "The domain, key, host, administrator or group named does not exist"));
+        out.push((
+            "404",
+            "The domain, key, host, administrator or group named does not exist",
+        ));
     }
     if method != "get" && path != "/api/v1/login" && path != "/api/v1/logout" {
         out.push(("409", "Conflicts with what is stored (a name in use, a limit of the licence, a domain still holding keys)"));
@@ -766,7 +783,10 @@ fn refusals(method: &str, path: &str, body: Option<&str>) -> Vec<(&'static str, 
         out.push(("429", "Too many password checks at once or from this address; retry after Retry-After seconds"));
     }
     if path == "/api/v1/email/test" {
-        out.push(("502", "The SMTP server did not accept the test mail; the message says why"));
+        out.push((
+            "502",
+            "The SMTP server did not accept the test mail; the message says why",
+        ));
     }
     out
 }
