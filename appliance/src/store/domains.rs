@@ -176,7 +176,11 @@ impl Store {
     pub fn create_domain(&self, actor: &Actor, new: NewDomain) -> Result<DomainView> {
         actor.require_system(Access::Write)?;
         check_domain_name(&new.name)?;
-        check_text("organization", &new.organization, crate::model::ORGANIZATION_MAX)?;
+        check_text(
+            "organization",
+            &new.organization,
+            crate::model::ORGANIZATION_MAX,
+        )?;
         check_description(&new.description)?;
         let help = new
             .help_desk_information
