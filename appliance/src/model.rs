@@ -335,6 +335,12 @@ pub const DESCRIPTION_MAX: usize = 256;
 pub const DOMAIN_NAME_MAX: usize = 64;
 pub const KEY_NAME_MAX: usize = 64;
 pub const HOST_NAME_MAX: usize = 253;
+pub const ORGANIZATION_MAX: usize = 256;
+pub const HELP_DESK_MAX: usize = 256;
+pub const TEMPLATE_MAX: usize = 64;
+pub const RSA_USER_ID_MAX: usize = 64;
+pub const SHARED_SECRET_MIN: usize = 8;
+pub const SHARED_SECRET_MAX: usize = 64;
 
 pub fn check_login(s: &str) -> Result<()> {
     check_identifier("login", s, LOGIN_MAX, true)
@@ -411,11 +417,17 @@ pub fn check_life_span(v: i64) -> Result<()> {
 pub fn check_shared_secret(s: &str) -> Result<()> {
     const FIELD: &str = "shared_secret";
     let n = s.chars().count();
-    if n < 8 {
-        return Err(Error::invalid(FIELD, "must be at least 8 characters"));
+    if n < SHARED_SECRET_MIN {
+        return Err(Error::invalid(
+            FIELD,
+            format!("must be at least {SHARED_SECRET_MIN} characters"),
+        ));
     }
-    if n > 64 {
-        return Err(Error::invalid(FIELD, "must be at most 64 characters"));
+    if n > SHARED_SECRET_MAX {
+        return Err(Error::invalid(
+            FIELD,
+            format!("must be at most {SHARED_SECRET_MAX} characters"),
+        ));
     }
     if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err(Error::invalid(

@@ -541,7 +541,11 @@ fn an_unreachable_target_is_retried_with_growing_delays_and_logged() {
             "target_user",
         ),
         (json!({"forget_host_key": true}), 409, "forget_host_key"),
-        (json!({"host_key_fingerprint": "SHA256:x"}), 422, "body"),
+        (
+            json!({"host_key_fingerprint": "SHA256:x"}),
+            400,
+            "host_key_fingerprint",
+        ),
     ] {
         let r = sys.call("PUT", "/api/v1/backups/automatic", Some(body.clone()));
         assert_eq!(

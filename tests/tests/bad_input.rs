@@ -186,14 +186,14 @@ fn admin_api_refuses_bad_input_and_changes_nothing() {
             .raw("POST", "/api/v1/domains", "application/json", "{\"name\": ")
     });
     assert!(v["message"].as_str().expect("msg").contains("JSON"));
-    let v = refused(&app, 422, Some("body"), || {
+    let v = refused(&app, 400, Some("descripton"), || {
         s.sys.post(
             "/api/v1/domains",
             json!({"name": "Typo", "descripton": "x"}),
         )
     });
     assert!(v["message"].as_str().expect("msg").contains("descripton"));
-    let v = refused(&app, 422, Some("body"), || {
+    let v = refused(&app, 400, Some("key_refresh_period"), || {
         s.sec.post(
             &format!("{d}/keys"),
             json!({"name": "k1", "key_refresh_period": "five"}),

@@ -131,7 +131,7 @@ fn without_a_licence_only_the_dashboard_and_system_are_usable() {
         let m = refused(&app, 400, "invalid", || install_licence(&admin, garbage));
         assert!(m.starts_with("licence: ") && m.contains(says), "{m}");
     }
-    let v = refused(&app, 422, "invalid", || {
+    let v = refused(&app, 400, "invalid", || {
         admin.call("PUT", "/api/v1/licence", Some(json!({"text": good})))
     });
     assert!(v.contains("licence"), "{v}");

@@ -434,6 +434,7 @@ fn test(args: &[String]) -> Result<ExitCode> {
     ensure_packages(&sh)?;
     ensure_packages_for(&sh, TEST_DEBIAN_PACKAGES)?;
     ensure_aiosmtpd(&sh)?;
+    let schemathesis = ensure_schemathesis(&sh, &workspace_root()?)?;
     let cargo = cargo();
     if let Err(error) = cmd!(sh, "{cargo} build --workspace --bins").run() {
         eprintln!("{error}");
@@ -494,7 +495,16 @@ fn test(args: &[String]) -> Result<ExitCode> {
         writeln!(out, "{line}").context("writing to stdout")?;
     }
     drop(out);
-    let status = child.wait().context("waiting for cargo test")?;
+    let mut status = child.wait().context("waiting for cargo test")?;
+    // The schemathesis run against the API document is `#[ignore]`d (a plain
+    // `cargo test` has no schemathesis and reports it skipped); here it runs.
+    // Its count moves from skipped to passed or failed.
+    if status.success() {
+        let (ran, contract) = run_schemathesis(&cargo, &root, &schemathesis)?;
+        totals.ignored = totals.ignored.saturating_sub(ran.passed + ran.failed);
+        totals.add(ran);
+        status = contract;
+    }
     let skipped = skipped_tests(&skipped_dir)?;
     for why in &skipped {
         println!("xtask: skipped {why}");
@@ -667,6 +677,80 @@ fn ensure_aiosmtpd(sh: &Shell) -> Result<()> {
         bail!("python3 cannot import aiosmtpd; install it with: python3 -m pip install aiosmtpd");
     }
     Ok(())
+}
+
+/// The schemathesis release the API contract test runs (PyPI).
+const SCHEMATHESIS_VERSION: &str = "4.32.5";
+
+/// The API contract test (`tests/tests/api_contract.rs`) runs schemathesis
+/// from PyPI, pinned. It goes into its own virtual environment under the
+/// target directory: the same on every machine, no PEP 668 refusal from
+/// Debian's Python, nothing installed system-wide. Debian 12 needs
+/// `python3-venv` for that, installed as root when missing. Returns the
+/// path of its `st`.
+fn ensure_schemathesis(sh: &Shell, root: &Path) -> Result<PathBuf> {
+    let venv = target_dir(root).join(format!("schemathesis-{SCHEMATHESIS_VERSION}"));
+    let st = venv.join("bin/st");
+    let want = format!("st, version {SCHEMATHESIS_VERSION}");
+    let present = |sh: &Shell| {
+        cmd!(sh, "{st} --version")
+            .quiet()
+            .ignore_stderr()
+            .read()
+            .is_ok_and(|v| v.trim() == want)
+    };
+    if present(sh) {
+        return Ok(st);
+    }
+    eprintln!(
+        "installing schemathesis {SCHEMATHESIS_VERSION} (PyPI) into {}",
+        venv.display()
+    );
+    if cmd!(sh, "python3 -m venv --clear {venv}")
+        .quiet()
+        .run()
+        .is_err()
+    {
+        ensure_packages_for(sh, &[("/usr/share/doc/python3-venv", "python3-venv")])?;
+        cmd!(sh, "python3 -m venv --clear {venv}")
+            .run()
+            .context("creating the virtual environment for schemathesis")?;
+    }
+    let pip = venv.join("bin/pip");
+    let spec = format!("schemathesis=={SCHEMATHESIS_VERSION}");
+    cmd!(
+        sh,
+        "{pip} install --quiet --disable-pip-version-check {spec}"
+    )
+    .run()
+    .context("pip install schemathesis")?;
+    if !present(sh) {
+        bail!("{} does not report {want}", st.display());
+    }
+    Ok(st)
+}
+
+/// Runs the `#[ignore]`d schemathesis test with the installed `st`:
+/// its counts and cargo's status.
+fn run_schemathesis(cargo: &str, root: &Path, st: &Path) -> Result<(TestCounts, ExitStatus)> {
+    eprintln!("$ {cargo} test -p tests --test api_contract -- --ignored schemathesis");
+    let output = Command::new(cargo)
+        .current_dir(root)
+        .env("CUSTOS_SCHEMATHESIS", st)
+        .args(["test", "-p", "tests", "--test", "api_contract", "--"])
+        .args(["--ignored", "schemathesis"])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running the schemathesis test")?;
+    let mut counts = TestCounts::default();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for line in stdout.lines() {
+        if let Some(c) = TestCounts::parse(line) {
+            counts.add(c);
+        }
+    }
+    print!("{stdout}");
+    Ok((counts, output.status))
 }
 
 /// The packages of `list` whose command (or, for a path, file) is missing.

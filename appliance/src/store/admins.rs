@@ -90,7 +90,7 @@ pub(super) fn ensure_builtin_admin(tx: &Transaction<'_>) -> Result<()> {
 
 fn check_rsa_user_id(v: &Option<String>) -> Result<()> {
     if let Some(v) = v {
-        check_text("rsa_user_id", v, 64)?;
+        check_text("rsa_user_id", v, crate::model::RSA_USER_ID_MAX)?;
     }
     Ok(())
 }

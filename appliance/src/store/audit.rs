@@ -37,7 +37,7 @@ pub struct AuditPage {
     pub entries: Vec<AuditEntry>,
 }
 
-const MAX_PAGE: i64 = 1000;
+pub const MAX_PAGE: i64 = 1000;
 
 impl Store {
     /// Entries the actor may see: all for System Administrators; for Domain

@@ -176,12 +176,16 @@ impl Store {
     pub fn create_domain(&self, actor: &Actor, new: NewDomain) -> Result<DomainView> {
         actor.require_system(Access::Write)?;
         check_domain_name(&new.name)?;
-        check_text("organization", &new.organization, 256)?;
+        check_text(
+            "organization",
+            &new.organization,
+            crate::model::ORGANIZATION_MAX,
+        )?;
         check_description(&new.description)?;
         let help = new
             .help_desk_information
             .unwrap_or_else(|| HELP_DESK_DEFAULT.to_owned());
-        check_text("help_desk_information", &help, 256)?;
+        check_text("help_desk_information", &help, crate::model::HELP_DESK_MAX)?;
         self.write(|tx| {
             if tx.query_row("SELECT EXISTS(SELECT 1 FROM domains WHERE name = ?1)", [&new.name], |r| r.get::<_, bool>(0))? {
                 return Err(Error::conflict("name", "a domain with this name already exists"));

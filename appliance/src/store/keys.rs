@@ -211,7 +211,7 @@ impl Store {
         if template.is_empty() {
             return Err(Error::invalid("template", "is required"));
         }
-        check_text("template", &template, 64)?;
+        check_text("template", &template, crate::model::TEMPLATE_MAX)?;
         if let Some(p) = new.key_refresh_period {
             check_refresh_period("key_refresh_period", p)?;
         }

@@ -56,6 +56,16 @@ pub use snmp::{
 };
 pub use system::Identities;
 
+/// The numbers of the field rules, for the API document (custos-keyd's
+/// `openapi.rs`), so it states the rules the store applies.
+pub mod limits {
+    pub use super::audit::MAX_PAGE as AUDIT_PAGE_MAX;
+    pub use super::backup_schedule::{HISTORY_MAX, TARGET_DIRECTORY_MAX, TARGET_USER_MAX};
+    pub use super::email::{ADDRESS_MAX, FILTER_MAX, GROUP_NAME_MAX, MAX_RECIPIENTS, SUBJECT_MAX};
+    pub use super::prefs::{LOCKOUT_MINUTES_MAX, MAX_FAILED_LOGINS_MAX, SESSION_TIMEOUT_MAX};
+    pub use super::snmp::{ACL_MAX, COMMUNITY_MAX, SYS_TEXT_MAX};
+}
+
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "custos.db";
 

@@ -44,6 +44,11 @@ pub struct PreferencesUpdate {
     pub security_mode: Option<SecurityMode>,
 }
 
+/// The ranges of the preferences (§7) besides the key refresh period.
+pub const SESSION_TIMEOUT_MAX: i64 = 1440;
+pub const MAX_FAILED_LOGINS_MAX: i64 = 100;
+pub const LOCKOUT_MINUTES_MAX: i64 = 1440;
+
 fn range(field: &'static str, v: i64, lo: i64, hi: i64, unit: &str) -> Result<()> {
     if !(lo..=hi).contains(&v) {
         return Err(Error::invalid(
@@ -94,13 +99,13 @@ impl Store {
             check_refresh_period("key_refresh_period", v)?;
         }
         if let Some(v) = up.session_timeout {
-            range("session_timeout", v, 1, 1440, " minutes")?;
+            range("session_timeout", v, 1, SESSION_TIMEOUT_MAX, " minutes")?;
         }
         if let Some(v) = up.max_failed_logins {
-            range("max_failed_logins", v, 1, 100, "")?;
+            range("max_failed_logins", v, 1, MAX_FAILED_LOGINS_MAX, "")?;
         }
         if let Some(v) = up.lockout_minutes {
-            range("lockout_minutes", v, 1, 1440, " minutes")?;
+            range("lockout_minutes", v, 1, LOCKOUT_MINUTES_MAX, " minutes")?;
         }
         self.write(|tx| {
             let before = load(tx)?;

@@ -13,7 +13,7 @@ use appliance::secret::{SecretBytes, SecretString};
 use appliance::store::{
     AdminUpdate, AuditQuery, LicenceView, NewAdmin, NewDomain, NewKey, NewSecret, PreferencesUpdate,
 };
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::middleware::{self, Next};
@@ -31,22 +31,7 @@ use crate::state::AppState;
 
 type St = State<Arc<AppState>>;
 
-/// A JSON body whose rejection is an [`ApiError`] naming what was wrong
-/// (axum reports the path of the offending field).
-pub struct ApiJson<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
-    type Rejection = ApiError;
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(ApiJson(v)),
-            Err(rej) => Err(ApiError::BodyRejected {
-                status: rej.status(),
-                message: rej.body_text(),
-            }),
-        }
-    }
-}
+pub use crate::json::ApiJson;
 
 /// A query string whose rejection is an [`ApiError`].
 pub struct ApiQuery<T>(pub T);
@@ -994,7 +979,9 @@ struct TargetReq {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AutomaticBackupReq {
+    #[serde(default, deserialize_with = "crate::json::object")]
     schedule: Option<ScheduleReq>,
+    #[serde(default, deserialize_with = "crate::json::object")]
     target: Option<TargetReq>,
     #[serde(default)]
     forget_host_key: bool,

@@ -22,8 +22,9 @@ use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::api::{ApiJson, ApiQuery, Authed};
+use crate::api::{ApiQuery, Authed};
 use crate::error::{ApiError, ApiResult};
+use crate::json::ApiJson;
 use crate::state::AppState;
 
 type St = State<Arc<AppState>>;
@@ -195,10 +196,7 @@ async fn create(
     let req: CreateReq = if body.iter().all(u8::is_ascii_whitespace) {
         CreateReq::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest {
-            field: "body",
-            message: format!("body: {e}"),
-        })?
+        crate::json::from_slice(&body)?
     };
     let replace = req.replace;
     let v = st

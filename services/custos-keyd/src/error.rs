@@ -16,9 +16,11 @@ pub enum ApiError {
         field: &'static str,
         message: String,
     },
-    /// The body could not be read as JSON (its status: 400, 413, 415, 422).
+    /// The body could not be read as the request's JSON (its status: 400,
+    /// 413, 415); `field` is the path of the offending field, or `body`.
     BodyRejected {
         status: StatusCode,
+        field: String,
         message: String,
     },
     /// A blocking task died; the detail is logged.
@@ -97,9 +99,11 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest { field, message } => {
                 body(StatusCode::BAD_REQUEST, "invalid", message, Some(field))
             }
-            ApiError::BodyRejected { status, message } => {
-                body(status, "invalid", format!("body: {message}"), Some("body"))
-            }
+            ApiError::BodyRejected {
+                status,
+                field,
+                message,
+            } => body(status, "invalid", message, Some(&field)),
             ApiError::Internal(detail) => internal(&detail),
         }
     }

@@ -8,6 +8,7 @@ mod api;
 mod backup_api;
 mod config;
 mod error;
+mod json;
 mod openapi;
 mod serve;
 mod state;

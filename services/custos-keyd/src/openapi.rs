@@ -2,6 +2,8 @@
 //! `/api/openapi.json`. A test checks that every operation listed here is
 //! routed.
 
+use appliance::store::limits;
+use appliance::{model, password, wrapper};
 use axum::Json;
 use serde_json::{Map, Value, json};
 
@@ -438,129 +440,399 @@ fn enumeration(values: &[&str]) -> Value {
     json!({ "type": "string", "enum": values })
 }
 
+/// Request bodies that may be left out (`POST /api/v1/wrapper-key`
+/// without a body creates a key where none exists).
+const OPTIONAL_BODIES: &[&str] = &["WrapperKeyCreate"];
+
+/// One line of free text (`model::check_text`): at most `max` characters,
+/// no control characters (Unicode category Cc).
+fn text(max: usize) -> Value {
+    json!({ "type": "string", "maxLength": max, "pattern": NO_CONTROL })
+}
+
+const NO_CONTROL: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$";
+
+/// A name (`model::check_identifier`): letters, digits, `.`, `_`, `-` (and
+/// `@` for logins), starting with a letter or digit.
+fn identifier(max: usize, allow_at: bool) -> Value {
+    let pattern = if allow_at {
+        "^[A-Za-z0-9][A-Za-z0-9._@-]*$"
+    } else {
+        "^[A-Za-z0-9][A-Za-z0-9._-]*$"
+    };
+    json!({ "type": "string", "minLength": 1, "maxLength": max, "pattern": pattern })
+}
+
+/// `model::check_host_name`: dot-separated labels of 1-63 letters, digits
+/// or `-`, not starting or ending with `-`.
+fn host_name() -> Value {
+    json!({ "type": "string", "minLength": 1, "maxLength": model::HOST_NAME_MAX,
+        "pattern": "^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$" })
+}
+
+fn integer(min: i64, max: i64) -> Value {
+    json!({ "type": "integer", "minimum": min, "maximum": max })
+}
+
+/// A new password (`password::check_policy`).
+fn new_password() -> Value {
+    json!({ "type": "string", "minLength": password::MIN_LEN, "maxLength": password::MAX_LEN,
+        "description": "at least one upper-case and one lower-case letter, a digit and a special character; not the login" })
+}
+
+fn date_time(what: &str) -> Value {
+    json!({ "type": "string", "minLength": 1,
+        "description": format!("{what}: YYYY-MM-DD, YYYY-MM-DD HH:MM (UTC) or RFC 3339; in the future") })
+}
+
+fn email_address(what: &str) -> Value {
+    json!({ "type": "string", "minLength": 1, "maxLength": limits::ADDRESS_MAX, "description": what })
+}
+
+fn strs<T: Copy>(all: &[T], f: impl Fn(T) -> &'static str) -> Vec<&'static str> {
+    all.iter().map(|v| f(*v)).collect()
+}
+
 fn schemas() -> Value {
+    use appliance::model::{
+        Algorithm, CreationMethod, DomainKind, KeyType, SecurityMode, UserType,
+    };
+    use appliance::store::{NoticeType, SmtpSecurity, WEEKDAYS, weekday_name};
+    let roles = strs(&model::Role::ALL, model::Role::as_str);
+    let user_types = strs(
+        &[UserType::System, UserType::Domain, UserType::Security],
+        UserType::as_str,
+    );
+    let kinds = strs(
+        &[DomainKind::Global, DomainKind::Restricted],
+        DomainKind::as_str,
+    );
+    let algorithms = strs(
+        &[Algorithm::Aes256, Algorithm::Aes128, Algorithm::Aria256],
+        Algorithm::as_str,
+    );
+    let key_types = strs(
+        &[KeyType::StoredOnServer, KeyType::CachedOnHost],
+        KeyType::as_str,
+    );
+    let methods = strs(
+        &[CreationMethod::Generate, CreationMethod::Manual],
+        CreationMethod::as_str,
+    );
+    let modes = strs(
+        &[SecurityMode::Compatible, SecurityMode::SuiteB],
+        SecurityMode::as_str,
+    );
+    let security = strs(&SmtpSecurity::ALL, SmtpSecurity::as_str);
+    let notices = strs(&NoticeType::ALL, NoticeType::as_str);
+    let thresholds = ["ERROR", "FATAL"];
+    let weekdays = strs(&WEEKDAYS, weekday_name);
+    let refresh = integer(model::REFRESH_MIN, model::REFRESH_MAX);
+    let custodians = i64::from(wrapper::MAX_CUSTODIANS);
     json!({
-        "Login": object(&["login", "password"], &[("login", s("string")), ("password", s("string"))]),
-        "PasswordChange": object(&["old", "new"], &[("old", s("string")), ("new", s("string"))]),
+        "Login": object(&["login", "password"], &[
+            ("login", identifier(model::LOGIN_MAX, true)),
+            ("password", json!({"type": "string", "minLength": 1}))]),
+        "PasswordChange": object(&["old", "new"], &[
+            ("old", json!({"type": "string", "minLength": 1})),
+            ("new", new_password())]),
         "AdministratorCreate": object(&["login", "password"], &[
-            ("login", json!({"type": "string", "maxLength": 64})),
-            ("description", json!({"type": "string", "maxLength": 256})),
-            ("rsa_user_id", s("string")),
-            ("password", s("string")), ("confirm_password", s("string")),
-            ("user_type", enumeration(&["system", "domain", "security"])),
-            ("restrict_to_domain", s("string")), ("read_only", s("boolean"))]),
-        "AdministratorUpdate": object(&[], &[("description", s("string")), ("rsa_user_id", s("string")),
-            ("read_only", s("boolean")), ("password", s("string")), ("unlock", s("boolean"))]),
+            ("login", identifier(model::LOGIN_MAX, true)),
+            ("description", text(model::DESCRIPTION_MAX)),
+            ("rsa_user_id", text(model::RSA_USER_ID_MAX)),
+            ("password", new_password()),
+            ("confirm_password", json!({"type": "string", "description": "must equal password"})),
+            ("user_type", enumeration(&user_types)),
+            ("restrict_to_domain", json!({"type": "string", "description": "an existing domain; empty: none"})),
+            ("read_only", s("boolean"))]),
+        "AdministratorUpdate": object(&[], &[
+            ("description", text(model::DESCRIPTION_MAX)),
+            ("rsa_user_id", json!({"type": "string", "maxLength": model::RSA_USER_ID_MAX,
+                "pattern": NO_CONTROL, "description": "empty: removed"})),
+            ("read_only", s("boolean")),
+            ("password", new_password()),
+            ("unlock", s("boolean"))]),
         "DomainCreate": object(&["name"], &[
-            ("name", json!({"type": "string", "maxLength": 64})),
-            ("kind", enumeration(&["global", "restricted"])),
-            ("organization", s("string")), ("description", json!({"type": "string", "maxLength": 256})),
-            ("help_desk_information", s("string")), ("domain_administrator", s("string"))]),
-        "MemberAdd": object(&["login"], &[("login", s("string")),
-            ("roles", json!({"type": "array", "items": enumeration(&["audit", "key", "policy", "host", "challenge_response"])}))]),
-        "MemberUpdate": object(&[], &[("roles", json!({"type": "array", "items": s("string")})), ("enabled", s("boolean"))]),
+            ("name", identifier(model::DOMAIN_NAME_MAX, false)),
+            ("kind", enumeration(&kinds)),
+            ("organization", text(model::ORGANIZATION_MAX)),
+            ("description", text(model::DESCRIPTION_MAX)),
+            ("help_desk_information", text(model::HELP_DESK_MAX)),
+            ("domain_administrator", json!({"type": "string", "description": "login of an existing Domain Administrator; empty: none"}))]),
+        "MemberAdd": object(&["login"], &[
+            ("login", identifier(model::LOGIN_MAX, true)),
+            ("roles", json!({"type": "array", "uniqueItems": true, "items": enumeration(&roles)}))]),
+        "MemberUpdate": object(&[], &[
+            ("roles", json!({"type": "array", "uniqueItems": true, "items": enumeration(&roles)})),
+            ("enabled", s("boolean"))]),
         "KeyCreate": object(&["name"], &[
-            ("name", json!({"type": "string", "maxLength": 64})),
-            ("description", json!({"type": "string", "maxLength": 256})),
-            ("template", s("string")),
-            ("expiration_date", json!({"type": "string", "description": "YYYY-MM-DD or RFC 3339"})),
-            ("algorithm", enumeration(&["AES256", "AES128", "ARIA256"])),
-            ("key_type", enumeration(&["stored_on_server", "cached_on_host"])),
+            ("name", identifier(model::KEY_NAME_MAX, false)),
+            ("description", text(model::DESCRIPTION_MAX)),
+            ("template", json!({"type": "string", "minLength": 1, "maxLength": model::TEMPLATE_MAX,
+                "pattern": NO_CONTROL, "default": model::TEMPLATE_DEFAULT})),
+            ("expiration_date", date_time("the key's expiry")),
+            ("algorithm", enumeration(&algorithms)),
+            ("key_type", enumeration(&key_types)),
             ("unique_to_host", s("boolean")),
-            ("key_creation_method", enumeration(&["generate", "manual"])),
-            ("key_material", json!({"type": "string", "description": "base64, manual input only"})),
-            ("key_refresh_period", json!({"type": "integer", "minimum": 1, "maximum": 44640})),
+            ("key_creation_method", enumeration(&methods)),
+            ("key_material", json!({"type": "string", "description": "base64 of the key (16 bytes for AES128, else 32); manual input only"})),
+            ("key_refresh_period", json!({"type": "integer", "minimum": model::REFRESH_MIN,
+                "maximum": model::REFRESH_MAX, "description": "minutes"})),
             ("automatic_key_rotation", s("boolean")),
-            ("key_version_life_span", json!({"type": "integer", "minimum": 1, "description": "days"}))]),
-        "SecretSet": object(&[], &[("creation_method", enumeration(&["manual", "generate"])),
-            ("shared_secret", s("string")), ("valid_until", s("string")), ("require_hosts_first_added", s("boolean"))]),
-        "HostAdd": object(&["host_name"], &[("host_name", s("string")), ("registration_allowed", s("boolean"))]),
+            ("key_version_life_span", json!({"type": "integer", "minimum": 1,
+                "maximum": model::LIFE_SPAN_MAX_DAYS, "description": "days; required with automatic_key_rotation"}))]),
+        "SecretSet": object(&[], &[
+            ("creation_method", enumeration(&methods)),
+            ("shared_secret", json!({"type": "string", "minLength": model::SHARED_SECRET_MIN,
+                "maxLength": model::SHARED_SECRET_MAX,
+                "description": "manual only: no spaces or control characters, no character twice in a row"})),
+            ("valid_until", date_time("the secret's expiry")),
+            ("require_hosts_first_added", s("boolean"))]),
+        "HostAdd": object(&["host_name"], &[
+            ("host_name", host_name()),
+            ("registration_allowed", s("boolean"))]),
         "HostUpdate": object(&["registration_allowed"], &[("registration_allowed", s("boolean"))]),
         "PreferencesUpdate": object(&[], &[
-            ("key_refresh_period", json!({"type": "integer", "minimum": 1, "maximum": 44640})),
-            ("session_timeout", json!({"type": "integer", "minimum": 1, "maximum": 1440})),
-            ("max_failed_logins", json!({"type": "integer", "minimum": 1, "maximum": 100})),
-            ("lockout_minutes", json!({"type": "integer", "minimum": 1, "maximum": 1440})),
-            ("security_mode", enumeration(&["compatible", "suite_b"]))]),
+            ("key_refresh_period", refresh),
+            ("session_timeout", integer(1, limits::SESSION_TIMEOUT_MAX)),
+            ("max_failed_logins", integer(1, limits::MAX_FAILED_LOGINS_MAX)),
+            ("lockout_minutes", integer(1, limits::LOCKOUT_MINUTES_MAX)),
+            ("security_mode", enumeration(&modes))]),
         "WrapperKeyCreate": object(&[], &[("replace", s("boolean"))]),
         "WrapperKeyExport": object(&["minimum_custodians", "total_custodians", "custodians"], &[
-            ("minimum_custodians", json!({"type": "integer", "minimum": 1, "maximum": 16})),
-            ("total_custodians", json!({"type": "integer", "minimum": 1, "maximum": 16})),
-            ("custodians", json!({"type": "array", "items": s("string")}))]),
-        "WrapperKeyImport": object(&["shares"], &[("shares", json!({"type": "array", "items": s("string")}))]),
+            ("minimum_custodians", json!({"type": "integer", "minimum": 1, "maximum": custodians,
+                "description": "at most total_custodians"})),
+            ("total_custodians", integer(1, custodians)),
+            ("custodians", json!({"type": "array", "minItems": 1, "maxItems": custodians,
+                "uniqueItems": true, "items": identifier(model::LOGIN_MAX, true),
+                "description": "logins of System Administrators (not admin), as many as total_custodians"}))]),
+        "WrapperKeyImport": object(&["shares"], &[("shares", json!({"type": "array", "minItems": 1,
+            "maxItems": custodians, "items": {"type": "string", "minLength": 1}}))]),
         "AutomaticBackupSet": object(&[], &[
             ("schedule", object(&["frequency", "time"], &[
                 ("frequency", enumeration(&["daily", "weekly"])),
-                ("time", json!({"type": "string", "pattern": "^[0-9]{1,2}:[0-5][0-9]$", "description": "24-hour HH:MM in UTC"})),
-                ("weekday", json!({"type": "string", "description": "weekly only: monday … sunday (English)"}))])),
+                ("time", json!({"type": "string", "pattern": "^([01]?[0-9]|2[0-3]):[0-5][0-9]$",
+                    "description": "24-hour HH:MM in UTC"})),
+                ("weekday", json!({"type": "string", "enum": weekdays,
+                    "description": "weekly only (English; three-letter forms and any case are read too)"}))])),
             ("target", object(&["host", "directory", "user"], &[
-                ("host", json!({"type": "string", "description": "IPv4 or IPv6 address or host name"})),
-                ("port", json!({"type": "integer", "minimum": 1, "maximum": 65535, "default": 22})),
-                ("directory", json!({"type": "string", "description": "absolute path, no quotes"})),
-                ("user", json!({"type": "string", "maxLength": 32}))])),
+                ("host", json!({"type": "string", "minLength": 1, "description": "IPv4 or IPv6 address or host name"})),
+                ("port", json!({"type": "integer", "minimum": 1, "maximum": 65535,
+                    "default": appliance::store::DEFAULT_SSH_PORT})),
+                ("directory", json!({"type": "string", "minLength": 1, "maxLength": limits::TARGET_DIRECTORY_MAX,
+                    "pattern": "^/", "description": "absolute path, no quotes, no '..'"})),
+                ("user", json!({"type": "string", "minLength": 1, "maxLength": limits::TARGET_USER_MAX,
+                    "pattern": "^[A-Za-z0-9._-]+$"}))])),
             ("forget_host_key", s("boolean"))]),
-        "LicenceInstall": object(&["licence"], &[("licence", json!({"type": "string",
+        "LicenceInstall": object(&["licence"], &[("licence", json!({"type": "string", "minLength": 1,
             "description": "the licence file's text, -----BEGIN CUSTOS LICENSE----- to -----END CUSTOS LICENSE SIGNATURE-----"}))]),
         "SnmpUpdate": object(&[], &[
             ("enabled", s("boolean")),
-            ("community", json!({"type": "string", "minLength": 1, "maxLength": 64,
-                "description": "printable ASCII without spaces; never returned by GET"})),
-            ("acl", json!({"type": "array", "maxItems": 256, "items": {"type": "string",
+            ("community", json!({"type": "string", "minLength": 1, "maxLength": limits::COMMUNITY_MAX,
+                "pattern": "^[!-~]+$", "description": "printable ASCII without spaces; never returned by GET"})),
+            ("acl", json!({"type": "array", "maxItems": limits::ACL_MAX, "items": {"type": "string", "minLength": 1,
                 "description": "an IPv4 address whose fourth octet may be *, e.g. 10.1.2.*; host names are refused"}})),
-            ("sys_contact", json!({"type": "string", "maxLength": 256})),
-            ("sys_location", json!({"type": "string", "maxLength": 256}))]),
+            ("sys_contact", text(limits::SYS_TEXT_MAX)),
+            ("sys_location", text(limits::SYS_TEXT_MAX))]),
         "SmtpSet": object(&["host", "sender"], &[
-            ("host", json!({"type": "string", "description": "host name or IP address"})),
+            ("host", json!({"type": "string", "minLength": 1, "maxLength": model::HOST_NAME_MAX,
+                "description": "host name or IP address"})),
             ("port", json!({"type": "integer", "minimum": 1, "maximum": 65535, "description": "default 25, 587 or 465 by security"})),
-            ("security", json!({"type": "string", "enum": ["none", "starttls", "tls"], "default": "starttls"})),
+            ("security", json!({"type": "string", "enum": security, "default": SmtpSecurity::Starttls.as_str()})),
             ("username", s("string")),
             ("password", json!({"type": "string", "description": "left out: the stored one is kept; never returned"})),
-            ("sender", json!({"type": "string", "description": "the From address"})),
+            ("sender", email_address("the From address")),
             ("ca_certificate", json!({"type": "string", "description": "PEM root certificate trusted for this server besides the system's"}))]),
-        "TestMail": object(&["to"], &[("to", json!({"type": "string", "description": "an email address"}))]),
+        "TestMail": object(&["to"], &[("to", email_address("an email address"))]),
         "EmailGroupCreate": object(&["name", "recipients"], &[
-            ("name", json!({"type": "string", "maxLength": 64})),
-            ("recipients", json!({"type": "string", "description": "comma separated email addresses, at most 50"})),
-            ("subject", json!({"type": "string", "maxLength": 200})),
-            ("type", json!({"type": "string", "enum": ["generic", "key_expiration", "certificate_expiration"], "default": "generic"})),
-            ("threshold", json!({"type": "string", "enum": ["ERROR", "FATAL"], "default": "ERROR"})),
-            ("message_contains", json!({"type": "string", "maxLength": 256, "description": "empty: every message"})),
+            ("name", identifier(limits::GROUP_NAME_MAX, false)),
+            ("recipients", json!({"type": "string", "minLength": 1,
+                "description": format!("comma separated email addresses, at most {}", limits::MAX_RECIPIENTS)})),
+            ("subject", text(limits::SUBJECT_MAX)),
+            ("type", json!({"type": "string", "enum": notices, "default": NoticeType::Generic.as_str()})),
+            ("threshold", json!({"type": "string", "enum": thresholds, "default": "ERROR"})),
+            ("message_contains", json!({"type": "string", "maxLength": limits::FILTER_MAX,
+                "pattern": NO_CONTROL, "description": "empty: every message"})),
             ("enabled", s("boolean")),
-            ("domain", json!({"type": "string", "description": "left out: system-wide"}))]),
+            ("domain", json!({"type": "string", "description": "an existing domain; left out or empty: system-wide"}))]),
         "EmailGroupUpdate": object(&[], &[
-            ("recipients", s("string")), ("subject", s("string")),
-            ("type", enumeration(&["generic", "key_expiration", "certificate_expiration"])),
-            ("threshold", enumeration(&["ERROR", "FATAL"])),
-            ("message_contains", s("string")), ("enabled", s("boolean")),
-            ("domain", json!({"type": "string", "description": "empty: system-wide"}))]),
-        "Error": object(&["error", "message"], &[("error", s("string")), ("message", s("string")), ("field", s("string"))]),
+            ("recipients", json!({"type": "string", "minLength": 1,
+                "description": format!("comma separated email addresses, at most {}", limits::MAX_RECIPIENTS)})),
+            ("subject", text(limits::SUBJECT_MAX)),
+            ("type", enumeration(&notices)),
+            ("threshold", enumeration(&thresholds)),
+            ("message_contains", json!({"type": "string", "maxLength": limits::FILTER_MAX, "pattern": NO_CONTROL})),
+            ("enabled", s("boolean")),
+            ("domain", json!({"type": "string", "description": "an existing domain; empty: system-wide"}))]),
+        "Error": {
+            "type": "object",
+            "required": ["error", "message"],
+            "properties": {
+                "error": {"type": "string", "description": "invalid, not_found, conflict, forbidden, locked, licence, licence_required, bad_credentials, unauthenticated, password_change_required, throttled, smtp, …"},
+                "message": {"type": "string", "description": "for invalid and conflict: the field, a colon and the rule"},
+                "field": {"type": "string", "description": "the path of the refused field (body for the body itself)"}
+            }
+        },
     })
+}
+
+/// The query parameters of an operation: (name, schema, description).
+fn query_parameters(method: &str, path: &str) -> Vec<Value> {
+    let q = |name: &str, schema: Value, description: &str| json!({ "name": name, "in": "query", "required": false, "schema": schema, "description": description });
+    match (method, path) {
+        ("get", "/api/v1/domains/{domain}/registration-secret") => vec![q(
+            "show",
+            enumeration(&["yes", "no", "true", "false"]),
+            "yes: the answer includes the secret itself",
+        )],
+        ("get", "/api/v1/audit") => vec![
+            q(
+                "severity",
+                enumeration(&["INFO", "WARN", "ERROR", "FATAL"]),
+                "at or above",
+            ),
+            q("source", s("string"), "empty: any"),
+            q("text", s("string"), "contained in the message; empty: any"),
+            q("domain", s("string"), "empty: any"),
+            q("limit", integer(1, limits::AUDIT_PAGE_MAX), "default 100"),
+            q(
+                "offset",
+                json!({"type": "integer", "minimum": 0}),
+                "default 0",
+            ),
+        ],
+        ("get", "/api/v1/backups/history") => {
+            vec![q("limit", integer(1, limits::HISTORY_MAX), "default 50")]
+        }
+        ("post", "/api/v1/backups/restore") => vec![q(
+            "include_users",
+            s("boolean"),
+            "true: the administrators are restored too",
+        )],
+        _ => vec![],
+    }
+}
+
+/// The success answer of an operation: status and its content.
+fn success(method: &str, path: &str) -> (&'static str, Value) {
+    let json_of = |schema: Value| json!({ "application/json": { "schema": schema } });
+    match (method, path) {
+        ("post", "/api/v1/logout") | ("delete", _) => ("204", Value::Null),
+        ("post", "/api/v1/administrators")
+        | ("post", "/api/v1/domains")
+        | ("post", "/api/v1/domains/{domain}/administrators")
+        | ("post", "/api/v1/domains/{domain}/keys")
+        | ("post", "/api/v1/domains/{domain}/hosts")
+        | ("post", "/api/v1/email/groups")
+        | ("post", "/api/v1/wrapper-key") => ("201", json_of(s("object"))),
+        ("post", "/api/v1/backups/now") => ("202", json_of(s("object"))),
+        ("post", "/api/v1/backups") => (
+            "200",
+            json!({ "application/x-tar": { "schema": { "type": "string", "format": "binary" } } }),
+        ),
+        ("get", "/api/v1/backups/ssh-public-key") => {
+            ("200", json!({ "text/plain": { "schema": s("string") } }))
+        }
+        ("get", "/api/v1/administrators")
+        | ("get", "/api/v1/domains")
+        | ("get", "/api/v1/domains/{domain}/administrators")
+        | ("get", "/api/v1/domains/{domain}/keys")
+        | ("get", "/api/v1/domains/{domain}/hosts")
+        | ("get", "/api/v1/email/groups")
+        | ("get", "/api/v1/backups/history") => ("200", json_of(s("array"))),
+        _ => ("200", json_of(s("object"))),
+    }
+}
+
+/// The refusals an operation can answer, each with the [`Error`] body.
+fn refusals(method: &str, path: &str, body: Option<&str>) -> Vec<(&'static str, &'static str)> {
+    let mut out = vec![];
+    let takes_input = body.is_some()
+        || path.contains('{')
+        || !query_parameters(method, path).is_empty()
+        || method != "get";
+    if takes_input {
+        out.push((
+            "400",
+            "The body, a parameter or a field breaks a rule; `field` names it",
+        ));
+    }
+    out.push((
+        "401",
+        if path == "/api/v1/login" {
+            "Wrong login or password"
+        } else {
+            "No valid session: sign in first"
+        },
+    ));
+    out.push(("403", "Not permitted: the administrator's type, roles or read-only flag, a locked account, a required password change or no licence"));
+    if path != "/api/v1/login" && path != "/api/v1/logout" {
+        out.push((
+            "404",
+            "The domain, key, host, administrator or group named does not exist",
+        ));
+    }
+    if method != "get" && path != "/api/v1/login" && path != "/api/v1/logout" {
+        out.push(("409", "Conflicts with what is stored (a name in use, a limit of the licence, a domain still holding keys)"));
+    }
+    if body.is_some() || path == "/api/v1/backups/restore" {
+        out.push(("413", "The body is too large"));
+        out.push(("415", "The body is not sent as application/json"));
+    }
+    if path == "/api/v1/login" || path == "/api/v1/password" {
+        out.push(("429", "Too many password checks at once or from this address; retry after Retry-After seconds"));
+    }
+    if path == "/api/v1/email/test" {
+        out.push((
+            "502",
+            "The SMTP server did not accept the test mail; the message says why",
+        ));
+    }
+    out
 }
 
 pub fn build() -> Value {
     let mut paths = Map::new();
     for (method, path, summary, who, body) in OPERATIONS {
-        let params: Vec<Value> = path
+        let mut params: Vec<Value> = path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
-            .map(|p| json!({ "name": p, "in": "path", "required": true, "schema": s("string") }))
+            .map(|p| json!({ "name": p, "in": "path", "required": true, "schema": {"type": "string", "minLength": 1} }))
             .collect();
+        params.extend(query_parameters(method, path));
+        let (status, content) = success(method, path);
+        let mut ok = json!({ "description": "Done" });
+        if !content.is_null() {
+            ok["content"] = content;
+        }
+        let mut responses = Map::new();
+        responses.insert(status.into(), ok);
+        for (code, why) in refusals(method, path, *body) {
+            responses.insert(
+                code.into(),
+                json!({ "description": why, "content": { "application/json": {
+                    "schema": { "$ref": "#/components/schemas/Error" } } } }),
+            );
+        }
         let mut op = json!({
+            "operationId": operation_id(method, path),
             "summary": summary,
             "description": format!("Who may call it: {who}."),
             "parameters": params,
-            "responses": {
-                "200": { "description": "OK" },
-                "4XX": { "description": "Refused; the body names the field and the rule",
-                         "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }
-            }
+            "responses": responses,
         });
         if *path != "/api/v1/login" {
             op["security"] = json!([{ "bearer": [] }]);
         }
         if let Some(b) = body {
-            op["requestBody"] = json!({ "required": true, "content": { "application/json": {
+            op["requestBody"] = json!({ "required": !OPTIONAL_BODIES.contains(b),
+                "content": { "application/json": {
                 "schema": { "$ref": format!("#/components/schemas/{b}") } } } });
+        } else if *path == "/api/v1/backups/restore" {
+            // Any Content-Type is read: the body is the backup file's bytes.
+            op["requestBody"] = json!({ "required": true, "content": { "application/octet-stream": {
+                "schema": { "type": "string", "format": "binary",
+                    "description": "the backup file (backup_config_….tar)" } } } });
         }
         let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
         entry[*method] = op;
@@ -574,6 +846,17 @@ pub fn build() -> Value {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } }
         }
     })
+}
+
+/// A unique name for generated clients: the method and the path's words,
+/// e.g. `get_domains_domain_keys_name`.
+fn operation_id(method: &str, path: &str) -> String {
+    let words: Vec<&str> = path
+        .trim_start_matches("/api/v1/")
+        .split(['/', '-'])
+        .map(|w| w.trim_start_matches('{').trim_end_matches('}'))
+        .collect();
+    format!("{method}_{}", words.join("_"))
 }
 
 pub async fn document() -> Json<Value> {
