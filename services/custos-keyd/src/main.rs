@@ -7,6 +7,7 @@ mod agent;
 mod api;
 mod backup_api;
 mod config;
+mod enrol_guard;
 mod error;
 mod openapi;
 mod serve;
@@ -96,6 +97,8 @@ async fn run(cfg: Config) -> anyhow::Result<Stopped> {
         .context("creating or loading the certificate authorities")?;
     let prefs = store.preferences_unchecked()?;
     let mode = prefs.security_mode;
+    // One back-off for both enrolment ports.
+    let enrol_guard = enrol_guard::EnrolGuard::new(cfg.enrol_guard.clone());
     tracing::info!(mode = mode.as_str(), "security mode");
     let state = Arc::new(AppState {
         store: store.clone(),
@@ -197,6 +200,7 @@ async fn run(cfg: Config) -> anyhow::Result<Stopped> {
             tls: tls::server_config(Suites::Compatible, &identities.server_rsa, None)?,
             app: with_tracing(agent::enrol_router(
                 state.clone(),
+                enrol_guard.clone(),
                 CaKind::Rsa,
                 ports.keys.unwrap_or_default(),
             )),
@@ -220,6 +224,7 @@ async fn run(cfg: Config) -> anyhow::Result<Stopped> {
         tls: tls::server_config(Suites::SuiteB, &identities.server_ec, None)?,
         app: with_tracing(agent::enrol_router(
             state.clone(),
+            enrol_guard.clone(),
             CaKind::Ec,
             ports.keys_ec,
         )),

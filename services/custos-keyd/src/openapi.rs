@@ -473,7 +473,8 @@ fn schemas() -> Value {
             ("automatic_key_rotation", s("boolean")),
             ("key_version_life_span", json!({"type": "integer", "minimum": 1, "description": "days"}))]),
         "SecretSet": object(&[], &[("creation_method", enumeration(&["manual", "generate"])),
-            ("shared_secret", s("string")), ("valid_until", s("string")), ("require_hosts_first_added", s("boolean"))]),
+            ("shared_secret", s("string")), ("valid_until", s("string")), ("require_hosts_first_added", json!({"type": "boolean", "default": true,
+                "description": "On (the default): a host registers only after an administrator added it with registration allowed. Off: any host holding the shared secret registers itself."}))]),
         "HostAdd": object(&["host_name"], &[("host_name", s("string")), ("registration_allowed", s("boolean"))]),
         "HostUpdate": object(&["registration_allowed"], &[("registration_allowed", s("boolean"))]),
         "PreferencesUpdate": object(&[], &[
