@@ -798,8 +798,10 @@ pub fn recommended_setup(app: &Appliance) -> Setup {
     sec.call(
         "PUT",
         &format!("/api/v1/domains/{DOMAIN}/registration-secret"),
-        Some(json!({"creation_method": "manual", "shared_secret": SHARED_SECRET,
-                    "require_hosts_first_added": false})),
+        Some(
+            json!({"creation_method": "manual", "shared_secret": SHARED_SECRET,
+                    "require_hosts_first_added": false}),
+        ),
     )
     .ok();
     app.learn_ca_fingerprints(&admin);

@@ -165,18 +165,37 @@ fn the_shared_secret_goes_only_to_the_pinned_ca() {
     let s = recommended_setup(&app);
     let real = app.ca_fingerprint("enrol");
     let info = s.admin.get("/api/v1/system").ok();
-    assert_eq!(info["rsa_ca_fingerprint"], real.as_str(), "the API prints it");
+    assert_eq!(
+        info["rsa_ca_fingerprint"],
+        real.as_str(),
+        "the API prints it"
+    );
     let proxy = Proxy::start(app.port("enrol"), &app.ca_pem("enrol"));
     let dir = tempfile::tempdir().expect("tempdir");
 
     // Without a fingerprint: refused before any connection, saying where to
     // read the fingerprint.
-    let out = register(&app, proxy.port, "rec1.example.com", dir.path(), &["--secret-file", "-"]);
+    let out = register(
+        &app,
+        proxy.port,
+        "rec1.example.com",
+        dir.path(),
+        &["--secret-file", "-"],
+    );
     assert_eq!(out.status, 1, "{out:?}");
-    for needle in ["--ca-fingerprint", "dashboard", "setinfo show", "--insecure-first-contact"] {
+    for needle in [
+        "--ca-fingerprint",
+        "dashboard",
+        "setinfo show",
+        "--insecure-first-contact",
+    ] {
         assert!(out.stderr.contains(needle), "{needle}: {}", out.stderr);
     }
-    assert_eq!(proxy.connections.load(Ordering::SeqCst), 0, "nothing was sent");
+    assert_eq!(
+        proxy.connections.load(Ordering::SeqCst),
+        0,
+        "nothing was sent"
+    );
 
     // Through the proxy with the real fingerprint: the CA it relays matches,
     // the chain of its handshake does not; refused, naming both.
@@ -185,10 +204,19 @@ fn the_shared_secret_goes_only_to_the_pinned_ca() {
         proxy.port,
         "rec1.example.com",
         dir.path(),
-        &["--ca-fingerprint", &real.to_lowercase(), "--secret-file", "-"],
+        &[
+            "--ca-fingerprint",
+            &real.to_lowercase(),
+            "--secret-file",
+            "-",
+        ],
     );
     assert_eq!(out.status, 1, "{out:?}");
-    assert!(out.stderr.contains("CA fingerprint mismatch"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("CA fingerprint mismatch"),
+        "{}",
+        out.stderr
+    );
     assert!(out.stderr.contains(&real), "{}", out.stderr);
     assert!(
         out.stderr.contains(&proxy.certificate_fingerprint),
@@ -215,13 +243,29 @@ fn the_shared_secret_goes_only_to_the_pinned_ca() {
         app.port("enrol"),
         "rec1.example.com",
         dir.path(),
-        &["--ca-fingerprint", &ec.replace(':', ""), "--secret-file", "-"],
+        &[
+            "--ca-fingerprint",
+            &ec.replace(':', ""),
+            "--secret-file",
+            "-",
+        ],
     );
     assert_eq!(out.status, 1, "{out:?}");
-    assert!(out.stderr.contains("CA fingerprint mismatch"), "{}", out.stderr);
-    assert!(out.stderr.contains(&real) && out.stderr.contains(&ec), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("CA fingerprint mismatch"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(&real) && out.stderr.contains(&ec),
+        "{}",
+        out.stderr
+    );
     let log = s.sys.get("/api/v1/audit?limit=1000").ok().to_string();
-    assert!(!log.contains("rec1.example.com"), "the appliance saw no attempt: {log}");
+    assert!(
+        !log.contains("rec1.example.com"),
+        "the appliance saw no attempt: {log}"
+    );
 
     // --insecure-first-contact, directly: works and warns with the fingerprint.
     let out = register(
@@ -232,7 +276,11 @@ fn the_shared_secret_goes_only_to_the_pinned_ca() {
         &["--insecure-first-contact", "--secret-file", "-"],
     );
     out.ok();
-    assert!(out.stderr.contains("warning: --insecure-first-contact"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("warning: --insecure-first-contact"),
+        "{}",
+        out.stderr
+    );
     assert!(out.stderr.contains(&real), "{}", out.stderr);
     let saved: Value = serde_json::from_str(
         &std::fs::read_to_string(dir.path().join("agent.json")).expect("agent.json"),
@@ -242,22 +290,27 @@ fn the_shared_secret_goes_only_to_the_pinned_ca() {
     fetch_key(&app, dir.path(), "recorder", None);
 
     // The saved pin guards every later connection: another ca.crt is refused.
-    std::fs::copy(
-        dir.path().join("ca.crt"),
-        dir.path().join("ca.crt.good"),
-    )
-    .expect("copy");
+    std::fs::copy(dir.path().join("ca.crt"), dir.path().join("ca.crt.good")).expect("copy");
     std::fs::write(dir.path().join("ca.crt"), app.ca_pem("enrol-ec")).expect("write");
     let dir_arg = dir.path().to_str().expect("dir");
     let out = app.agent(&["get-key", "recorder", "--dir", dir_arg]);
     assert_eq!(out.status, 1, "{out:?}");
-    assert!(out.stderr.contains("not the CA pinned at registration"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("not the CA pinned at registration"),
+        "{}",
+        out.stderr
+    );
     let out = app.agent(&["status", "--dir", dir_arg]);
     assert_eq!(out.status, 1, "{out:?}");
     std::fs::rename(dir.path().join("ca.crt.good"), dir.path().join("ca.crt")).expect("rename");
     let out = app.agent(&["status", "--dir", dir_arg]);
     out.ok();
-    assert!(out.stdout.contains(&format!("CA fingerprint (pinned): {real}")), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains(&format!("CA fingerprint (pinned): {real}")),
+        "{}",
+        out.stdout
+    );
 
     // The right fingerprint, directly, the secret from a file: works.
     let secret_file = dir.path().join("secret");
@@ -268,7 +321,12 @@ fn the_shared_secret_goes_only_to_the_pinned_ca() {
         app.port("enrol"),
         "rec2.example.com",
         dir2.path(),
-        &["--ca-fingerprint", &real, "--secret-file", secret_file.to_str().expect("path")],
+        &[
+            "--ca-fingerprint",
+            &real,
+            "--secret-file",
+            secret_file.to_str().expect("path"),
+        ],
     );
     out.ok();
     assert!(out.stdout.contains(&real), "{}", out.stdout);
@@ -282,8 +340,17 @@ fn the_secret_is_never_an_argument_nor_empty() {
     let dir_arg = dir.path().to_str().expect("dir");
     let fp = app.ca_fingerprint("enrol");
     let base = [
-        "register", "--server", "127.0.0.1:1", "--domain", DOMAIN, "--dir", dir_arg,
-        "--host-name", "h.example.com", "--ca-fingerprint", &fp,
+        "register",
+        "--server",
+        "127.0.0.1:1",
+        "--domain",
+        DOMAIN,
+        "--dir",
+        dir_arg,
+        "--host-name",
+        "h.example.com",
+        "--ca-fingerprint",
+        &fp,
     ];
     for flag in ["--secret", "--shared-secret"] {
         let mut args = base.to_vec();
@@ -298,7 +365,8 @@ fn the_secret_is_never_an_argument_nor_empty() {
     let out = app.agent_with_input(&args, "\n");
     assert_eq!(out.status, 1, "{out:?}");
     assert!(
-        out.stderr.contains("the shared secret read from standard input is empty"),
+        out.stderr
+            .contains("the shared secret read from standard input is empty"),
         "{}",
         out.stderr
     );
@@ -312,7 +380,11 @@ fn the_secret_is_never_an_argument_nor_empty() {
     // No --secret-file and no terminal to ask on.
     let out = app.agent(&base);
     assert_eq!(out.status, 1, "{out:?}");
-    assert!(out.stderr.contains("no shared secret: pass --secret-file"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("no shared secret: pass --secret-file"),
+        "{}",
+        out.stderr
+    );
     // The environment variable is gone: it is not read.
     let out = std::process::Command::new(bin("custos-agent"))
         .args(base)
@@ -330,7 +402,8 @@ fn new_secrets_require_hosts_to_be_added_first() {
     let s = recommended_setup(&app);
     // The document states the default.
     let doc = app.api().get("/api/openapi.json").ok();
-    let field = &doc["components"]["schemas"]["SecretSet"]["properties"]["require_hosts_first_added"];
+    let field =
+        &doc["components"]["schemas"]["SecretSet"]["properties"]["require_hosts_first_added"];
     assert_eq!(field["default"], true, "{field}");
 
     // A secret set without saying: hosts must be added first.
@@ -404,7 +477,13 @@ fn failed_secrets_back_off_and_unknown_domains_look_like_wrong_secrets() {
         .expect("client");
 
     // An unknown domain and a wrong secret: byte-identical answers.
-    let unknown = post_registration(&client, &app, "NoSuchDomain", SHARED_SECRET, "h1.example.com");
+    let unknown = post_registration(
+        &client,
+        &app,
+        "NoSuchDomain",
+        SHARED_SECRET,
+        "h1.example.com",
+    );
     let wrong = post_registration(&client, &app, DOMAIN, "Wr0ng-Secret!", "h1.example.com");
     assert_eq!(unknown.0, 403);
     assert_eq!(unknown, wrong, "{}", String::from_utf8_lossy(&wrong.2));
@@ -422,7 +501,12 @@ fn failed_secrets_back_off_and_unknown_domains_look_like_wrong_secrets() {
     }
     let (status, retry, body) =
         post_registration(&client, &app, DOMAIN, SHARED_SECRET, "rec1.example.com");
-    assert_eq!(status, 429, "even the right secret: {}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        status,
+        429,
+        "even the right secret: {}",
+        String::from_utf8_lossy(&body)
+    );
     let retry = retry.expect("Retry-After");
     assert!((1..=5).contains(&retry), "{retry}");
     let body: Value = serde_json::from_slice(&body).expect("json");
@@ -431,7 +515,11 @@ fn failed_secrets_back_off_and_unknown_domains_look_like_wrong_secrets() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = register_host(&app, "enrol", "rec1.example.com", SHARED_SECRET, dir.path());
     assert_eq!(out.status, 1, "{out:?}");
-    assert!(out.stderr.contains("too many failed registrations"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("too many failed registrations"),
+        "{}",
+        out.stderr
+    );
     let hosts = s.sec.get(&format!("/api/v1/domains/{DOMAIN}/hosts")).ok();
     assert_eq!(hosts.as_array().map(Vec::len), Some(0), "{hosts}");
 

@@ -433,7 +433,9 @@ impl Store {
         let (did, (sealed, valid_until, expired, first_added)) = match (did, secret) {
             (Some(did), Some(secret)) => (did, secret),
             (did, _) => {
-                let placeholder = self.master.seal(&secret_context(-1), &[0; GENERATED_SECRET_LEN])?;
+                let placeholder = self
+                    .master
+                    .seal(&secret_context(-1), &[0; GENERATED_SECRET_LEN])?;
                 let _ = crate::secret::ct_eq(&placeholder, req.shared_secret.expose().as_bytes());
                 return refuse_secret(match did {
                     None => "unknown domain",

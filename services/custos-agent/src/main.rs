@@ -204,7 +204,10 @@ async fn register(args: RegisterArgs) -> Result<ExitCode> {
                 .chain()
                 .context("the TLS handshake presented no certificate")?;
             tls::check_presented(&ca.certificate, &chain, &server.host)?;
-            println!("CA fingerprint: {} (matches --ca-fingerprint)", ca.fingerprint);
+            println!(
+                "CA fingerprint: {} (matches --ca-fingerprint)",
+                ca.fingerprint
+            );
         }
         None => eprintln!(
             "warning: --insecure-first-contact: trusting the CA {server} presented \
@@ -515,7 +518,11 @@ mod tests {
     fn the_secret_is_never_taken_from_the_command_line() {
         for flag in ["--secret", "--shared-secret"] {
             let error = register(&[flag, "Secret!1"]).expect_err(flag);
-            assert_eq!(error.kind(), clap::error::ErrorKind::UnknownArgument, "{flag}");
+            assert_eq!(
+                error.kind(),
+                clap::error::ErrorKind::UnknownArgument,
+                "{flag}"
+            );
         }
     }
 

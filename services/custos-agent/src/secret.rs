@@ -33,9 +33,10 @@ impl SharedSecret {
 /// asks for it on the terminal.
 pub fn read(source: Option<&Path>, domain: &str) -> Result<SharedSecret> {
     let (text, from) = match source {
-        Some(path) if path.as_os_str() == "-" => {
-            (read_limited(io::stdin().lock())?, "standard input".to_owned())
-        }
+        Some(path) if path.as_os_str() == "-" => (
+            read_limited(io::stdin().lock())?,
+            "standard input".to_owned(),
+        ),
         Some(path) => {
             let file = std::fs::File::open(path)
                 .with_context(|| format!("--secret-file: reading {}", path.display()))?;
@@ -114,9 +115,18 @@ mod tests {
 
     #[test]
     fn one_line_ending_is_removed() {
-        assert_eq!(parse(text("Secret!1\n"), "f").expect("ok").expose(), "Secret!1");
-        assert_eq!(parse(text("Secret!1\r\n"), "f").expect("ok").expose(), "Secret!1");
-        assert_eq!(parse(text(" Secret!1 "), "f").expect("ok").expose(), " Secret!1 ");
+        assert_eq!(
+            parse(text("Secret!1\n"), "f").expect("ok").expose(),
+            "Secret!1"
+        );
+        assert_eq!(
+            parse(text("Secret!1\r\n"), "f").expect("ok").expose(),
+            "Secret!1"
+        );
+        assert_eq!(
+            parse(text(" Secret!1 "), "f").expect("ok").expose(),
+            " Secret!1 "
+        );
     }
 
     #[test]
@@ -124,12 +134,12 @@ mod tests {
         for (input, error) in [
             ("", "the shared secret read from f is empty"),
             ("\n", "the shared secret read from f is empty"),
-            ("a\nb\n", "the shared secret read from f has more than one line"),
+            (
+                "a\nb\n",
+                "the shared secret read from f has more than one line",
+            ),
         ] {
-            assert_eq!(
-                parse(text(input), "f").expect_err(input).to_string(),
-                error
-            );
+            assert_eq!(parse(text(input), "f").expect_err(input).to_string(), error);
         }
     }
 

@@ -549,10 +549,16 @@ mod tests {
             error.contains(&Fingerprint::of(&appliance_ca.der).to_string()),
             "{error}"
         );
-        assert!(error.contains(&Fingerprint::of(&chain[0]).to_string()), "{error}");
+        assert!(
+            error.contains(&Fingerprint::of(&chain[0]).to_string()),
+            "{error}"
+        );
         let (config, presented) = enrolment(&appliance_ca.der).expect("config");
         assert!(!handshake(config, rogue, "custos.example"));
-        assert!(presented.chain().is_some(), "a refused chain is recorded too");
+        assert!(
+            presented.chain().is_some(),
+            "a refused chain is recorded too"
+        );
 
         let (certificate, key) = leaf(
             &appliance_ca,
