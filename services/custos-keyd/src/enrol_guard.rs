@@ -156,7 +156,7 @@ impl<K: std::hash::Hash + Eq + Clone> Table<K> {
             .iter()
             .map(|(k, e)| (e.blocked(now).is_some(), e.last_seen, k.clone()))
             .collect();
-        order.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        order.sort_by_key(|(blocked, seen, _)| (*blocked, *seen));
         let drop = (policy.capacity / 10).max(1);
         for (_, _, key) in order.into_iter().take(drop) {
             self.entries.remove(&key);
