@@ -71,6 +71,9 @@ pub struct Appliance {
     extra_args: Vec<String>,
     /// Ports of the first start, kept across restarts like a real appliance's.
     ports: Option<Vec<(String, u16)>>,
+    /// The CA fingerprints (RSA, EC) `GET /api/v1/system` printed, learned by
+    /// `recommended_setup`: how a remote appliance's CA is pinned.
+    api_fingerprints: std::sync::Mutex<Option<(String, String)>>,
 }
 
 const PORT_FLAGS: [(&str, &str); 5] = [
@@ -94,6 +97,7 @@ impl Appliance {
             urls: HashMap::new(),
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             ports: None,
+            api_fingerprints: Default::default(),
         };
         a.spawn().expect("custos-keyd starts");
         a
@@ -160,6 +164,7 @@ impl Appliance {
             urls,
             extra_args: vec![],
             ports: None,
+            api_fingerprints: Default::default(),
         }
     }
 
@@ -241,15 +246,67 @@ impl Appliance {
 
     /// Runs `custos-agent` with `args`.
     pub fn agent(&self, args: &[&str]) -> AgentOutput {
-        let out = Command::new(bin("custos-agent"))
+        self.agent_with_input(args, "")
+    }
+
+    /// Runs `custos-agent` with `args` and `input` on its standard input
+    /// (how the fixture hands it a shared secret: `--secret-file -`).
+    pub fn agent_with_input(&self, args: &[&str], input: &str) -> AgentOutput {
+        use std::io::Write;
+        let mut child = Command::new(bin("custos-agent"))
             .args(args)
-            .output()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .expect("run custos-agent");
+        let mut stdin = child.stdin.take().expect("stdin");
+        // The agent may exit before reading (a refusal); a closed pipe is fine.
+        let _ = stdin.write_all(input.as_bytes());
+        drop(stdin);
+        let out = child.wait_with_output().expect("custos-agent output");
         AgentOutput {
             status: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
+    }
+
+    /// Remembers the CA fingerprints `GET /api/v1/system` prints, as an
+    /// operator copies them from the dashboard.
+    pub fn learn_ca_fingerprints(&self, admin: &Api) {
+        let v = admin.get("/api/v1/system").ok();
+        let fp = |k: &str| v[k].as_str().expect("a CA fingerprint").to_owned();
+        *self.api_fingerprints.lock().expect("fingerprints") =
+            Some((fp("rsa_ca_fingerprint"), fp("ec_ca_fingerprint")));
+    }
+
+    /// The SHA-256 fingerprint (`AB:CD:…`) of the CA behind enrolment port
+    /// `enrol` (`enrol`: RSA, `enrol-ec`: EC), for `--ca-fingerprint`. A
+    /// fixture-started appliance's is read from its store (current after a
+    /// CA change or restore, like `setinfo show`); a remote one's is the one
+    /// `learn_ca_fingerprints` read from the API.
+    pub fn ca_fingerprint(&self, enrol: &str) -> String {
+        let ec = enrol == "enrol-ec";
+        let db = self.data.path().join("custos.db");
+        if db.exists() {
+            let conn = rusqlite::Connection::open_with_flags(
+                &db,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
+            .expect("open store read-only");
+            let pem: String = conn
+                .query_row(
+                    "SELECT cert_pem FROM system_identities WHERE name = ?1",
+                    [if ec { "ca_ec" } else { "ca_rsa" }],
+                    |r| r.get(0),
+                )
+                .expect("the CA certificate");
+            return fingerprint_of_pem(&pem);
+        }
+        let learned = self.api_fingerprints.lock().expect("fingerprints").clone();
+        let (rsa, ec_fp) = learned.expect("a remote appliance: run recommended_setup first");
+        if ec { ec_fp } else { rsa }
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -609,6 +666,20 @@ pub fn store_snapshot(data: &Path) -> String {
     out
 }
 
+/// SHA-256 of a PEM certificate's DER, `AB:CD:…` as the appliance prints it.
+pub fn fingerprint_of_pem(pem: &str) -> String {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let der = CertificateDer::from_pem_slice(pem.as_bytes()).expect("a PEM certificate");
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der);
+    digest
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 /// Passwords used by the recommended setup.
 pub const ADMIN_PW: &str = "Adm1n!Custos";
 pub const SYS_PW: &str = "Sys!Adm1nPw";
@@ -746,12 +817,19 @@ pub fn recommended_setup(app: &Appliance) -> Setup {
                "automatic_key_rotation": true, "key_version_life_span": 7, "key_refresh_period": 5}),
     )
     .expect(201);
+    // Open registration, explicitly: the tests enrol many hosts by name.
+    // New secrets require hosts to be added first unless told otherwise
+    // (`tests/tests/enrolment.rs` covers that default).
     sec.call(
         "PUT",
         &format!("/api/v1/domains/{DOMAIN}/registration-secret"),
-        Some(json!({"creation_method": "manual", "shared_secret": SHARED_SECRET})),
+        Some(
+            json!({"creation_method": "manual", "shared_secret": SHARED_SECRET,
+                    "require_hosts_first_added": false}),
+        ),
     )
     .ok();
+    app.learn_ca_fingerprints(&admin);
     Setup {
         admin,
         sys,
@@ -760,7 +838,8 @@ pub fn recommended_setup(app: &Appliance) -> Setup {
     }
 }
 
-/// Registers a host with `custos-agent` into `dir`.
+/// Registers a host with `custos-agent` into `dir`, pinning the CA of
+/// `enrol` and handing the secret over standard input.
 pub fn register_host(
     app: &Appliance,
     enrol: &str,
@@ -781,6 +860,7 @@ pub fn register_host_with(
     extra: &[&str],
 ) -> AgentOutput {
     let server = format!("127.0.0.1:{}", app.port(enrol));
+    let fingerprint = app.ca_fingerprint(enrol);
     let dir = dir.to_str().expect("utf-8 dir");
     let mut args = vec![
         "register",
@@ -788,15 +868,17 @@ pub fn register_host_with(
         &server,
         "--domain",
         DOMAIN,
-        "--secret",
-        secret,
+        "--ca-fingerprint",
+        &fingerprint,
+        "--secret-file",
+        "-",
         "--dir",
         dir,
         "--host-name",
         host,
     ];
     args.extend_from_slice(extra);
-    app.agent(&args)
+    app.agent_with_input(&args, &format!("{secret}\n"))
 }
 
 /// Fetches a key's bytes (hex) and version with `custos-agent get-key --reveal`.

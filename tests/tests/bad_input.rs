@@ -237,26 +237,33 @@ fn agents_with_bad_credentials_get_clear_refusals_and_change_nothing() {
         dir.path(),
     );
     assert_eq!(out.status, 1, "{out:?}");
-    assert!(out.stderr.contains("wrong shared secret"), "{}", out.stderr);
+    let refusal = "registration refused: the domain or the shared secret is wrong";
+    assert!(out.stderr.contains(refusal), "{}", out.stderr);
     assert_eq!(before, app.snapshot());
 
-    // Unknown domain.
+    // Unknown domain: the same answer.
     let server = format!("127.0.0.1:{}", app.port("enrol"));
-    let out = app.agent(&[
-        "register",
-        "--server",
-        &server,
-        "--domain",
-        "NoSuchDomain",
-        "--secret",
+    let fingerprint = app.ca_fingerprint("enrol");
+    let out = app.agent_with_input(
+        &[
+            "register",
+            "--server",
+            &server,
+            "--domain",
+            "NoSuchDomain",
+            "--ca-fingerprint",
+            &fingerprint,
+            "--secret-file",
+            "-",
+            "--dir",
+            dir.path().to_str().expect("dir"),
+            "--host-name",
+            "rec1.example.com",
+        ],
         SHARED_SECRET,
-        "--dir",
-        dir.path().to_str().expect("dir"),
-        "--host-name",
-        "rec1.example.com",
-    ]);
+    );
     assert_eq!(out.status, 1);
-    assert!(out.stderr.contains("domain"), "{}", out.stderr);
+    assert!(out.stderr.contains(refusal), "{}", out.stderr);
     assert_eq!(before, app.snapshot());
 
     // A garbage CSR, sent by hand.

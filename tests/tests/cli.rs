@@ -934,6 +934,30 @@ fn system_commands_host_name_restart_security_mode_and_ca() {
             .starts_with("SUCCESS: the certificate authority was regenerated (RSA fingerprint "),
         "{out}"
     );
+    // `setinfo show` prints the new CA fingerprints, for
+    // `custos-agent register --ca-fingerprint`, as the dashboard labels them.
+    let success = last_line(&out).to_owned();
+    let between = |from: &str, to: char| {
+        success
+            .split(from)
+            .nth(1)
+            .and_then(|rest| rest.split(to).next())
+            .expect("a fingerprint")
+            .to_owned()
+    };
+    let (rsa, ec) = (
+        between("RSA fingerprint ", ','),
+        between("EC fingerprint ", ')'),
+    );
+    let show = c.run("setinfo show");
+    assert!(
+        show.contains(&format!("RSA CA Fingerprint (SHA-256): {rsa}")),
+        "{show}"
+    );
+    assert!(
+        show.contains(&format!("EC CA Fingerprint (SHA-256): {ec}")),
+        "{show}"
+    );
     let after = identities(&c);
     assert_eq!(after.len(), 4);
     assert!(

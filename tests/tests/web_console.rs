@@ -289,6 +289,10 @@ fn operator_workflow_from_a_fresh_appliance_to_a_host_fetching_its_key() {
     b.screenshot("key-recorder");
 
     b.open("/hosts/secret");
+    assert!(
+        b.has("#require_hosts_first_added:checked"),
+        "new secrets require hosts to be added first by default"
+    );
     b.fill("shared_secret", "aa");
     b.press("Apply");
     assert!(field_error(&b, "shared_secret").is_some(), "{}", b.body());
@@ -300,7 +304,16 @@ fn operator_workflow_from_a_fresh_appliance_to_a_host_fetching_its_key() {
     assert_eq!(b.text("#shared-secret").as_deref(), Some(SHARED_SECRET));
     b.screenshot("shared-secret");
 
-    // A protected host registers with the secret and fetches the key.
+    // The host is added first (the secret's default), then registers with
+    // the secret and fetches the key.
+    b.open("/hosts");
+    b.fill("host_name", "rec1.example.com");
+    b.press("Add");
+    assert!(
+        b.body().contains("Host rec1.example.com added."),
+        "{}",
+        b.body()
+    );
     let host = tempfile::tempdir().expect("host dir");
     register_host(
         &app,

@@ -79,6 +79,10 @@ const SECRET_VALIDITY_DEFAULT_DAYS: i64 = 3650;
 const GENERATED_SECRET_LEN: usize = 24;
 const SECRET_ALPHABET: &[u8] =
     b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789!#%+-=?@^_~";
+/// The one answer (`Error::Forbidden`) to an unknown domain, a domain
+/// without a secret and a wrong secret: the key service counts these for
+/// its enrolment back-off.
+pub const SECRET_REFUSAL: &str = "registration refused: the domain or the shared secret is wrong";
 /// Host contact times and key-release audit entries are written at most this often.
 const CONTACT_RESOLUTION: Duration = Duration::seconds(60);
 
@@ -404,31 +408,44 @@ impl Store {
             Err(error(format!("registration refused: {why}")))
         };
         let refuse = |why: String| refuse_as(why, Error::Forbidden);
+        // An unknown domain, a domain without a secret and a wrong secret get
+        // the same answer after the same work (the secret query runs, one
+        // AES-GCM operation, one audit write), so a guess learns nothing
+        // about which domains exist.
         let did = match self.read(|tx| domain_id(tx, &req.domain)) {
-            Ok(did) => did,
-            Err(Error::NotFound { .. }) => {
-                return Err(Error::invalid(
-                    "domain",
-                    "names no domain on this appliance",
-                ));
-            }
+            Ok(did) => Some(did),
+            Err(Error::NotFound { .. }) => None,
             Err(e) => return Err(e),
         };
         let secret = self.read(|tx| {
             Ok(tx
                 .query_row(
                     "SELECT secret_sealed, valid_until, expired, require_hosts_first_added FROM registration_secrets WHERE domain_id = ?1",
-                    [did],
+                    [did.unwrap_or(-1)],
                     |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, bool>(2)?, r.get::<_, bool>(3)?)),
                 )
                 .optional()?)
         })?;
-        let Some((sealed, valid_until, expired, first_added)) = secret else {
-            return refuse("the domain has no registration shared secret".into());
+        let refuse_secret = |why: &str| -> Result<(String, String)> {
+            self.write(|tx| refusal_entry(tx, why))?;
+            Err(Error::Forbidden(SECRET_REFUSAL.to_owned()))
+        };
+        let (did, (sealed, valid_until, expired, first_added)) = match (did, secret) {
+            (Some(did), Some(secret)) => (did, secret),
+            (did, _) => {
+                let placeholder = self
+                    .master
+                    .seal(&secret_context(-1), &[0; GENERATED_SECRET_LEN])?;
+                let _ = crate::secret::ct_eq(&placeholder, req.shared_secret.expose().as_bytes());
+                return refuse_secret(match did {
+                    None => "unknown domain",
+                    Some(_) => "the domain has no registration shared secret",
+                });
+            }
         };
         let stored = self.master.open(&secret_context(did), &sealed)?;
         if !crate::secret::ct_eq(stored.expose(), req.shared_secret.expose().as_bytes()) {
-            return refuse("wrong shared secret".into());
+            return refuse_secret("wrong shared secret");
         }
         if expired || crate::model::parse_stored_time(&valid_until)? <= now() {
             return refuse("the shared secret has expired".into());

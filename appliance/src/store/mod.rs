@@ -46,7 +46,7 @@ pub use email::{
     SMTP_NOT_SET, SecretUpdate, SmtpConfig, SmtpSecurity, SmtpUpdate, SmtpView,
     check_email_address, parse_threshold,
 };
-pub use hosts::{HostView, KeyRelease, NewSecret, Registration, SecretView};
+pub use hosts::{HostView, KeyRelease, NewSecret, Registration, SECRET_REFUSAL, SecretView};
 pub use keys::{KeyVersionView, KeyView, NewKey, Rotated};
 pub use licence::LicenceView;
 pub use prefs::{Preferences, PreferencesUpdate};

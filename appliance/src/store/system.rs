@@ -58,6 +58,24 @@ impl Store {
             .ok_or_else(|| Error::Certificate(format!("the appliance has no {name} yet")))
     }
 
+    /// The SHA-256 fingerprint of a certificate authority as the dashboard,
+    /// `GET /api/v1/system` and the agent show it (`AB:CD:…`), read from its
+    /// certificate alone (the sealed key stays closed); `None` before the
+    /// key service's first start created it.
+    pub fn ca_fingerprint(&self, kind: CaKind) -> Result<Option<String>> {
+        let pem: Option<String> = self.read(|tx| {
+            Ok(tx
+                .query_row(
+                    "SELECT cert_pem FROM system_identities WHERE name = ?1",
+                    [ca_name(kind)],
+                    |r| r.get(0),
+                )
+                .optional()?)
+        })?;
+        pem.map(|pem| Ok(crate::crypto::fingerprint(&pki::pem_to_der(&pem)?)))
+            .transpose()
+    }
+
     fn identity_opt(&self, name: &str) -> Result<Option<Identity>> {
         let row: Option<(String, Vec<u8>)> = self.read(|tx| {
             Ok(tx

@@ -1,24 +1,26 @@
 //! `custos-agent`: the host agent a protected host (an application server) runs.
 //!
-//! `register` enrols the host with the appliance: it fetches the appliance CA
-//! (trust on first use, checked against a pinned fingerprint when given), sends a
-//! certificate signing request with the domain's shared secret, and saves the
-//! issued certificate in `--dir`. `get-key` and `status` then talk to the key
-//! service over mutual TLS, falling back to the failover appliance when the
-//! primary does not answer.
+//! `register` enrols the host with the appliance: it fetches the appliance CA,
+//! checks it (and the certificate chain of the TLS handshake) against the
+//! fingerprint the operator pinned with `--ca-fingerprint` — or, only with
+//! `--insecure-first-contact`, trusts it and says so — and only then sends a
+//! certificate signing request with the domain's shared secret (read from
+//! `--secret-file` or the terminal, never from argv or the environment). It
+//! saves the issued certificate and the pin in `--dir`. `get-key` and `status`
+//! then talk to the key service over mutual TLS against that pinned CA,
+//! falling back to the failover appliance when the primary does not answer.
 //!
 //! Modules: `tls` builds the rustls configurations, `state` keeps the registration
-//! folder, `api` speaks the agent API. Exit status: 0 on success, 1 on an error,
+//! folder, `api` speaks the agent API, `secret` reads the shared secret. Exit status: 0 on success, 1 on an error,
 //! 2 when `status` finds the appliance unreachable.
 
 mod api;
+mod secret;
 mod state;
 mod tls;
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -65,9 +67,10 @@ struct RegisterArgs {
     /// The domain to register in.
     #[arg(long)]
     domain: String,
-    /// The domain's registration shared secret.
-    #[arg(long, env = "CUSTOS_SHARED_SECRET", hide_env_values = true)]
-    secret: SharedSecret,
+    /// File holding the domain's registration shared secret (one line); `-`
+    /// reads it from standard input. Without it, it is asked for on the terminal.
+    #[arg(long, value_name = "PATH")]
+    secret_file: Option<PathBuf>,
     /// Folder for the registration (created 0700).
     #[arg(long, value_name = "DIR")]
     dir: PathBuf,
@@ -77,9 +80,16 @@ struct RegisterArgs {
     /// The failover appliance; PORT is its key-service port [default: the primary's].
     #[arg(long, value_name = "HOST[:PORT]")]
     failover: Option<String>,
-    /// The SHA-256 fingerprint of the appliance CA, as shown on its dashboard.
-    #[arg(long, value_name = "FP")]
+    /// The SHA-256 fingerprint of the appliance CA (RSA for port 8443, EC for
+    /// 8446), as the dashboard and `setinfo show` print it; colons and case
+    /// do not matter. Required unless --insecure-first-contact.
+    #[arg(long, value_name = "HEX")]
     ca_fingerprint: Option<Fingerprint>,
+    /// Trust whatever CA the appliance presents, without a fingerprint to
+    /// check it against (prints the fingerprint it trusted). Anyone between
+    /// this host and the appliance could then receive the shared secret.
+    #[arg(long, conflicts_with = "ca_fingerprint")]
+    insecure_first_contact: bool,
     #[command(flatten)]
     timeout: Timeout,
 }
@@ -131,27 +141,6 @@ impl Timeout {
     }
 }
 
-/// The registration shared secret: redacted in `Debug`, zeroized on drop.
-#[derive(Clone)]
-struct SharedSecret(Zeroizing<String>);
-
-impl fmt::Debug for SharedSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SharedSecret(<redacted>)")
-    }
-}
-
-impl FromStr for SharedSecret {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        if s.is_empty() {
-            return Err("the shared secret is empty".to_owned());
-        }
-        Ok(SharedSecret(Zeroizing::new(s.to_owned())))
-    }
-}
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -185,20 +174,49 @@ async fn register(args: RegisterArgs) -> Result<ExitCode> {
     };
     ensure!(!host_name.is_empty(), "--host-name: the host name is empty");
     let timeout = args.timeout.duration();
+    let pinned = match (args.ca_fingerprint, args.insecure_first_contact) {
+        (Some(pinned), _) => Some(pinned),
+        (None, true) => None,
+        (None, false) => bail!(
+            "refusing to send the shared secret to an appliance this host cannot \
+             check: pass --ca-fingerprint with the appliance CA's SHA-256 \
+             fingerprint (the RSA CA for enrolment port 8443, the EC CA for 8446), \
+             as shown on the web console's dashboard or by `setinfo show` in the \
+             admin CLI; or pass --insecure-first-contact to trust whatever CA \
+             answers (only on a network you trust)"
+        ),
+    };
+    let secret = secret::read(args.secret_file.as_deref(), &args.domain)?;
 
-    // (a) The CA, trusted on first use.
-    let answer = Agent::new(tls::first_use()?, timeout)?
+    // (a) The CA, fetched without trusting anything and without sending
+    // anything secret, then checked against the pin, and the certificate
+    // chain of that handshake against the CA.
+    let (config, presented) = tls::first_use()?;
+    let answer = Agent::new(config, timeout)?
         .ca(&server)
         .await
         .map_err(|failure| failure.into_error(Some(&server)))?;
     let ca = FirstUseCa::from_response(&answer.ca_certificate, &answer.fingerprint)?;
-    println!("CA fingerprint: {}", ca.fingerprint);
-    ca.check_pin(args.ca_fingerprint.as_ref())?;
-    if args.ca_fingerprint.is_none() {
-        eprintln!(
-            "note: compare the CA fingerprint with the appliance dashboard, \
-             or pass it with --ca-fingerprint"
-        );
+    match &pinned {
+        Some(pinned) => {
+            ca.check_pin(pinned, &server.to_string())?;
+            let chain = presented
+                .chain()
+                .context("the TLS handshake presented no certificate")?;
+            tls::check_presented(&ca.certificate, &chain, &server.host)?;
+            println!(
+                "CA fingerprint: {} (matches --ca-fingerprint)",
+                ca.fingerprint
+            );
+        }
+        None => eprintln!(
+            "warning: --insecure-first-contact: trusting the CA {server} presented \
+             without checking it: SHA-256 fingerprint {}. Compare it now with the \
+             appliance dashboard or `setinfo show`; if it differs, delete {} and \
+             change the domain's shared secret.",
+            ca.fingerprint,
+            args.dir.display()
+        ),
     }
 
     // (b) A P-384 key and a CSR naming the host.
@@ -219,13 +237,32 @@ async fn register(args: RegisterArgs) -> Result<ExitCode> {
     let request = RegisterRequest {
         host_name: &host_name,
         domain: &args.domain,
-        shared_secret: &args.secret.0,
+        shared_secret: secret.expose(),
         csr: &csr,
     };
-    let registered = Agent::new(tls::enrolment(&ca.certificate)?, timeout)?
+    let (config, presented) = tls::enrolment(&ca.certificate)?;
+    let registered = match Agent::new(config, timeout)?
         .register(&server, &request)
         .await
-        .map_err(|failure| failure.into_error(Some(&server)))?;
+    {
+        Ok(registered) => registered,
+        Err(failure) => {
+            // A handshake refused because the chain does not lead to the CA
+            // is named as such, not as an unreachable server.
+            if let Some(chain) = presented.chain()
+                && let Some(end_entity) = chain.first()
+                && tls::check_presented(&ca.certificate, &chain, &server.host).is_err()
+            {
+                return Err(tls::chain_mismatch(
+                    &ca.certificate,
+                    end_entity,
+                    &server.to_string(),
+                    &"the registration connection was refused before the secret was sent",
+                ));
+            }
+            return Err(failure.into_error(Some(&server)));
+        }
+    };
 
     // Check what came back before anything is saved.
     let returned_ca = tls::single_certificate(&registered.ca_certificate, "the returned CA")?;
@@ -258,6 +295,7 @@ async fn register(args: RegisterArgs) -> Result<ExitCode> {
             host_name: registered.host_name,
             failover,
             registered_at,
+            ca_fingerprint: ca.fingerprint.to_string(),
         },
         key_pem: Zeroizing::new(key.serialize_pem()),
         certificate_pem: registered.certificate,
@@ -333,6 +371,7 @@ async fn status(args: StatusArgs) -> Result<ExitCode> {
     println!("host name: {}", registration.host_name);
     println!("registered: {}", registration.registered_at);
     println!("certificate fingerprint: {}", Fingerprint::of(&certificate));
+    println!("CA fingerprint (pinned): {}", registration.ca_fingerprint);
     println!("certificate valid from: {not_before}");
     println!("certificate valid until: {not_after}");
 
@@ -383,9 +422,23 @@ fn key_service(registration: &Registration) -> Result<(Endpoint, Option<Endpoint
     Ok((primary, failover))
 }
 
+/// Mutual TLS against the CA pinned at registration: `ca.crt` is used only
+/// when it still has the pinned fingerprint, for the primary and the failover.
 fn mutual_tls(saved: &Saved) -> Result<rustls::ClientConfig> {
+    let ca = tls::single_certificate(&saved.ca_pem, "ca.crt")?;
+    let pinned: Fingerprint = saved
+        .registration
+        .ca_fingerprint
+        .parse()
+        .context("agent.json: ca_fingerprint")?;
+    ensure!(
+        Fingerprint::of(&ca) == pinned,
+        "ca.crt (SHA-256 {}) is not the CA pinned at registration ({pinned}); \
+         not connecting (register again if the appliance CA was regenerated)",
+        Fingerprint::of(&ca)
+    );
     tls::mutual(
-        &tls::single_certificate(&saved.ca_pem, "ca.crt")?,
+        &ca,
         tls::single_certificate(&saved.certificate_pem, "host.crt")?,
         tls::private_key(&saved.key_pem)?,
     )
@@ -431,28 +484,57 @@ mod tests {
         Cli::command().debug_assert();
     }
 
-    #[test]
-    fn register_parses_with_defaults() {
-        let cli = Cli::try_parse_from([
+    const FP: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+
+    fn register(extra: &[&str]) -> Result<Cli, clap::Error> {
+        let mut args = vec![
             "custos-agent",
             "register",
             "--server",
             "custos.example",
             "--domain",
             "recording",
-            "--secret",
-            "Secret!1",
             "--dir",
             "/var/lib/custos-agent",
-        ])
-        .expect("parses");
+        ];
+        args.extend_from_slice(extra);
+        Cli::try_parse_from(args)
+    }
+
+    #[test]
+    fn register_parses_with_defaults() {
+        let cli = register(&["--ca-fingerprint", FP, "--secret-file", "-"]).expect("parses");
         let Command::Register(args) = cli.command else {
             panic!("not register");
         };
         assert_eq!(args.timeout.seconds, 5);
         assert_eq!(args.host_name, None);
-        assert_eq!(*args.secret.0, "Secret!1");
-        assert!(!format!("{args:?}").contains("Secret!1"), "secret in Debug");
+        assert_eq!(args.secret_file.as_deref(), Some(Path::new("-")));
+        assert_eq!(args.ca_fingerprint, Some(FP.parse().expect("fingerprint")));
+        assert!(!args.insecure_first_contact);
+    }
+
+    #[test]
+    fn the_secret_is_never_taken_from_the_command_line() {
+        for flag in ["--secret", "--shared-secret"] {
+            let error = register(&[flag, "Secret!1"]).expect_err(flag);
+            assert_eq!(
+                error.kind(),
+                clap::error::ErrorKind::UnknownArgument,
+                "{flag}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_pin_and_insecure_first_contact_exclude_each_other() {
+        assert!(register(&["--ca-fingerprint", FP, "--insecure-first-contact"]).is_err());
+        let cli = register(&["--insecure-first-contact"]).expect("parses");
+        let Command::Register(args) = cli.command else {
+            panic!("not register");
+        };
+        assert!(args.insecure_first_contact);
+        assert_eq!(args.ca_fingerprint, None);
     }
 
     #[test]
@@ -489,23 +571,8 @@ mod tests {
 
     #[test]
     fn ca_fingerprint_is_checked_when_parsing() {
-        assert!(
-            Cli::try_parse_from([
-                "custos-agent",
-                "register",
-                "--server",
-                "s",
-                "--domain",
-                "d",
-                "--secret",
-                "x",
-                "--dir",
-                "d",
-                "--ca-fingerprint",
-                "AB:CD",
-            ])
-            .is_err()
-        );
+        assert!(register(&["--ca-fingerprint", "AB:CD"]).is_err());
+        assert!(register(&["--ca-fingerprint", &FP.to_uppercase()]).is_ok());
     }
 
     #[test]
@@ -518,6 +585,7 @@ mod tests {
             host_name: "h".to_owned(),
             failover: Some("custos-b.example".to_owned()),
             registered_at: "2025-01-02T03:04:05Z".to_owned(),
+            ca_fingerprint: FP.to_owned(),
         };
         let (primary, failover) = key_service(&registration).expect("endpoints");
         assert_eq!(primary.to_string(), "custos-a.example:8447");

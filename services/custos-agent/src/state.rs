@@ -34,6 +34,9 @@ pub struct Registration {
     pub failover: Option<String>,
     /// RFC 3339, UTC.
     pub registered_at: String,
+    /// SHA-256 of the appliance CA pinned at registration (`AB:CD:…`); `ca.crt`
+    /// must match it before any connection trusts it.
+    pub ca_fingerprint: String,
 }
 
 /// Everything a registration folder holds.
@@ -155,6 +158,9 @@ mod tests {
         fs::metadata(path).expect("metadata").permissions().mode() & 0o777
     }
 
+    const FP: &str = "BA:78:16:BF:8F:01:CF:EA:41:41:40:DE:5D:AE:22:23:\
+                      B0:03:61:A3:96:17:7A:9C:B4:10:FF:61:F2:00:15:AD";
+
     fn example() -> Saved {
         Saved {
             registration: Registration {
@@ -165,6 +171,7 @@ mod tests {
                 host_name: "app01".to_owned(),
                 failover: Some("custos-b.example:8447".to_owned()),
                 registered_at: "2025-01-02T03:04:05Z".to_owned(),
+                ca_fingerprint: FP.to_owned(),
             },
             key_pem: Zeroizing::new("-----BEGIN PRIVATE KEY-----\n…\n".to_owned()),
             certificate_pem: "host certificate".to_owned(),
@@ -208,12 +215,13 @@ mod tests {
                 "host_name": "app01",
                 "failover": "custos-b.example:8447",
                 "registered_at": "2025-01-02T03:04:05Z",
+                "ca_fingerprint": FP,
             })
         );
         let no_failover: Registration = serde_json::from_value(serde_json::json!({
             "server": "custos.example", "enrol_port": 8443, "key_port": 8444,
             "domain": "d", "host_name": "h", "failover": null,
-            "registered_at": "2025-01-02T03:04:05Z",
+            "registered_at": "2025-01-02T03:04:05Z", "ca_fingerprint": FP,
         }))
         .expect("null failover");
         assert_eq!(no_failover.failover, None);

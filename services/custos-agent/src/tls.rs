@@ -2,22 +2,25 @@
 //! around them.
 //!
 //! Three configurations, one per stage of a host's life:
-//! * [`first_use`]: fetching the appliance CA before the host trusts anything. The
-//!   server certificate is not verified (trust on first use); the operator compares
-//!   the printed CA fingerprint with the appliance dashboard or pins it with
-//!   `--ca-fingerprint`. Handshake signatures are still verified.
-//! * [`enrolment`]: registering, with the server verified against that CA only.
+//! * [`first_use`]: fetching the appliance CA before the host trusts anything.
+//!   The server certificate is not verified during the handshake, only
+//!   recorded; once the CA is fetched and matched against the fingerprint the
+//!   operator pinned (`--ca-fingerprint`), the recorded chain must lead to it
+//!   ([`check_presented`]). Handshake signatures are verified.
+//! * [`enrolment`]: registering, with the server verified against the pinned
+//!   CA only; the chain it presented is recorded too, so a refusal can name it.
 //! * [`mutual`]: the key service, with the host's own certificate as client
-//!   certificate and the server verified against the saved CA.
+//!   certificate and the server verified against the saved, pinned CA.
 //!
 //! All of them use the aws-lc-rs provider with TLS 1.2 and 1.3; the appliance's
 //! security mode (compatible or Suite B) narrows the cipher suites on its side.
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::server::WebPkiClientVerifier;
@@ -33,28 +36,112 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-/// Configuration for the one unverified request: `GET /agent/v1/ca`.
-pub fn first_use() -> Result<ClientConfig> {
+/// The certificate chain a server presented in the last handshake (end entity
+/// first), as recorded by the agent's verifiers.
+#[derive(Debug, Default)]
+pub struct Presented(Mutex<Option<Vec<CertificateDer<'static>>>>);
+
+impl Presented {
+    pub fn chain(&self) -> Option<Vec<CertificateDer<'static>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn record(&self, end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>]) {
+        let chain = std::iter::once(end_entity)
+            .chain(intermediates)
+            .map(|c| c.clone().into_owned())
+            .collect();
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(chain);
+    }
+}
+
+/// Configuration for the one request made before the CA is known:
+/// `GET /agent/v1/ca`. Nothing secret is sent on it.
+pub fn first_use() -> Result<(ClientConfig, Arc<Presented>)> {
     let provider = provider();
+    let presented = Arc::new(Presented::default());
     let verifier = AcceptAnyServerCert {
         algorithms: provider.signature_verification_algorithms,
+        presented: presented.clone(),
     };
-    Ok(ClientConfig::builder_with_provider(provider)
+    let config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(VERSIONS)
         .context("TLS 1.2 and 1.3 with the aws-lc-rs provider")?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth())
+        .with_no_client_auth();
+    Ok((config, presented))
 }
 
 /// Configuration for registration: the server must present a certificate issued
-/// by `ca` for the host name it was reached by.
-pub fn enrolment(ca: &CertificateDer<'static>) -> Result<ClientConfig> {
-    Ok(ClientConfig::builder_with_provider(provider())
+/// by `ca` for the host name it was reached by. The chain it presented is
+/// recorded whether or not it passes.
+pub fn enrolment(ca: &CertificateDer<'static>) -> Result<(ClientConfig, Arc<Presented>)> {
+    let presented = Arc::new(Presented::default());
+    let verifier = Recording {
+        inner: server_verifier(ca)?,
+        presented: presented.clone(),
+    };
+    let config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)
         .context("TLS 1.2 and 1.3 with the aws-lc-rs provider")?
-        .with_root_certificates(roots(ca)?)
-        .with_no_client_auth())
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    Ok((config, presented))
+}
+
+fn server_verifier(ca: &CertificateDer<'static>) -> Result<Arc<WebPkiServerVerifier>> {
+    WebPkiServerVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
+        .build()
+        .context("building the server certificate verifier")
+}
+
+/// Checks that a recorded server chain leads to `ca` and names `host`; the
+/// error names the presented certificate and the pinned CA by fingerprint.
+pub fn check_presented(
+    ca: &CertificateDer<'static>,
+    chain: &[CertificateDer<'static>],
+    host: &str,
+) -> Result<()> {
+    let (end_entity, intermediates) = chain
+        .split_first()
+        .context("the server presented no certificate")?;
+    let name = ServerName::try_from(host.to_owned())
+        .map_err(|_| anyhow!("{host:?} is not a server name"))?;
+    match server_verifier(ca)?.verify_server_cert(
+        end_entity,
+        intermediates,
+        &name,
+        &[],
+        UnixTime::now(),
+    ) {
+        Ok(_) => Ok(()),
+        Err(error) => Err(chain_mismatch(ca, end_entity, host, &error)),
+    }
+}
+
+/// The refusal of a server whose handshake chain does not lead to the pinned CA.
+pub fn chain_mismatch(
+    ca: &CertificateDer<'static>,
+    end_entity: &CertificateDer<'static>,
+    host: &str,
+    error: &dyn fmt::Display,
+) -> anyhow::Error {
+    let issuer = x509_parser::parse_x509_certificate(end_entity)
+        .map(|(_, c)| c.issuer().to_string())
+        .unwrap_or_else(|_| "unreadable".to_owned());
+    anyhow!(
+        "CA fingerprint mismatch: the TLS server at {host} presented a certificate          (SHA-256 {}, issued by {issuer:?}) that does not lead to the pinned CA          (SHA-256 {}): {error}; not sending the shared secret (is something          between this host and the appliance?)",
+        Fingerprint::of(end_entity),
+        Fingerprint::of(ca)
+    )
 }
 
 /// Configuration for the key service: mutual TLS with the host certificate.
@@ -95,25 +182,72 @@ pub fn check_client_certificate(
     Ok(())
 }
 
-/// Accepts any server certificate, for the trust-on-first-use CA fetch only.
+/// Accepts any server certificate and records it, for the CA fetch only; the
+/// record is checked against the CA once it is known ([`check_presented`]).
 ///
 /// The handshake signatures are still checked with the provider's algorithms, so
 /// the peer must hold the private key of the certificate it presents; what is not
-/// checked is who issued that certificate.
+/// checked during the handshake is who issued that certificate.
 #[derive(Debug)]
 pub struct AcceptAnyServerCert {
     algorithms: WebPkiSupportedAlgorithms,
+    presented: Arc<Presented>,
+}
+
+/// A verifier that records the chain before its inner verifier judges it.
+#[derive(Debug)]
+struct Recording {
+    inner: Arc<WebPkiServerVerifier>,
+    presented: Arc<Presented>,
+}
+
+impl ServerCertVerifier for Recording {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.presented.record(end_entity, intermediates);
+        self.inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 impl ServerCertVerifier for AcceptAnyServerCert {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
         _server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        self.presented.record(end_entity, intermediates);
         Ok(ServerCertVerified::assertion())
     }
 
@@ -230,15 +364,16 @@ impl FirstUseCa {
     }
 
     /// Refuses the CA unless it has the fingerprint the operator pinned.
-    pub fn check_pin(&self, pinned: Option<&Fingerprint>) -> Result<()> {
-        if let Some(pinned) = pinned {
-            ensure!(
-                *pinned == self.fingerprint,
-                "CA fingerprint mismatch: the appliance presented {}, --ca-fingerprint is {pinned}; \
-                 not registering (is something between this host and the appliance?)",
-                self.fingerprint
-            );
-        }
+    pub fn check_pin(&self, pinned: &Fingerprint, server: &str) -> Result<()> {
+        ensure!(
+            *pinned == self.fingerprint,
+            "CA fingerprint mismatch: {server} serves a CA with fingerprint {}, \
+             but --ca-fingerprint is {pinned}; not sending the shared secret (the \
+             RSA CA is for enrolment port 8443, the EC CA for 8446: check that \
+             you copied the right one; otherwise something is between this host \
+             and the appliance)",
+            self.fingerprint
+        );
         Ok(())
     }
 }
@@ -367,19 +502,18 @@ mod tests {
         let first_use = FirstUseCa::from_response(&ca.pem, &fingerprint.to_string())
             .expect("consistent answer");
         assert_eq!(first_use.fingerprint, fingerprint);
-        first_use.check_pin(None).expect("nothing pinned");
         first_use
-            .check_pin(Some(&fingerprint))
+            .check_pin(&fingerprint, "custos.example:8443")
             .expect("pinned and matching");
 
         let other = Fingerprint::of(b"another CA");
         let error = first_use
-            .check_pin(Some(&other))
-            .expect_err("mismatch refused");
-        assert!(
-            error.to_string().contains("CA fingerprint mismatch"),
-            "{error}"
-        );
+            .check_pin(&other, "custos.example:8443")
+            .expect_err("mismatch refused")
+            .to_string();
+        assert!(error.contains("CA fingerprint mismatch"), "{error}");
+        assert!(error.contains(&fingerprint.to_string()), "{error}");
+        assert!(error.contains(&other.to_string()), "{error}");
     }
 
     #[test]
@@ -404,16 +538,27 @@ mod tests {
             ExtendedKeyUsagePurpose::ServerAuth,
         );
         let rogue = server(certificate, key, None);
-        assert!(handshake(
-            first_use().expect("config"),
-            rogue.clone(),
-            "anything.example"
-        ));
-        assert!(!handshake(
-            enrolment(&appliance_ca.der).expect("config"),
-            rogue,
-            "custos.example"
-        ));
+        let (config, presented) = first_use().expect("config");
+        assert!(handshake(config, rogue.clone(), "anything.example"));
+        let chain = presented.chain().expect("the chain is recorded");
+        let error = check_presented(&appliance_ca.der, &chain, "custos.example")
+            .expect_err("not issued by the pinned CA")
+            .to_string();
+        assert!(error.contains("CA fingerprint mismatch"), "{error}");
+        assert!(
+            error.contains(&Fingerprint::of(&appliance_ca.der).to_string()),
+            "{error}"
+        );
+        assert!(
+            error.contains(&Fingerprint::of(&chain[0]).to_string()),
+            "{error}"
+        );
+        let (config, presented) = enrolment(&appliance_ca.der).expect("config");
+        assert!(!handshake(config, rogue, "custos.example"));
+        assert!(
+            presented.chain().is_some(),
+            "a refused chain is recorded too"
+        );
 
         let (certificate, key) = leaf(
             &appliance_ca,
@@ -421,14 +566,22 @@ mod tests {
             ExtendedKeyUsagePurpose::ServerAuth,
         );
         let genuine = server(certificate, key, None);
+        let (config, presented) = first_use().expect("config");
+        assert!(handshake(config, genuine.clone(), "custos.example"));
+        check_presented(
+            &appliance_ca.der,
+            &presented.chain().expect("recorded"),
+            "custos.example",
+        )
+        .expect("issued by the pinned CA");
         assert!(handshake(
-            enrolment(&appliance_ca.der).expect("config"),
+            enrolment(&appliance_ca.der).expect("config").0,
             genuine.clone(),
             "custos.example"
         ));
         assert!(
             !handshake(
-                enrolment(&appliance_ca.der).expect("config"),
+                enrolment(&appliance_ca.der).expect("config").0,
                 genuine,
                 "other.example"
             ),
@@ -441,6 +594,7 @@ mod tests {
         let provider = provider();
         let verifier = AcceptAnyServerCert {
             algorithms: provider.signature_verification_algorithms,
+            presented: Arc::default(),
         };
         let schemes = verifier.supported_verify_schemes();
         assert!(schemes.contains(&SignatureScheme::ECDSA_NISTP384_SHA384));

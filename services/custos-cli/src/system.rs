@@ -124,6 +124,17 @@ fn mode_name(m: SecurityMode) -> &'static str {
     }
 }
 
+/// A CA's fingerprint as the dashboard labels it, for the operator to give
+/// `custos-agent register --ca-fingerprint`.
+fn ca_line(ctx: &Ctx<'_>, kind: CaKind, name: &str) -> Result<String, Failure> {
+    Ok(match ctx.store.ca_fingerprint(kind)? {
+        Some(fp) => format!("{name} CA Fingerprint (SHA-256): {fp}"),
+        None => format!(
+            "{name} CA Fingerprint (SHA-256): not created yet (the key service creates it at its first start)"
+        ),
+    })
+}
+
 fn setinfo_show(ctx: &mut Ctx<'_>, _: &Args) -> Outcome {
     let os = ctx.store.os_settings()?;
     let mode = ctx.store.preferences_unchecked()?.security_mode;
@@ -142,6 +153,8 @@ fn setinfo_show(ctx: &mut Ctx<'_>, _: &Args) -> Outcome {
         ),
         format!("Uptime: {}", uptime()),
         format!("Security mode: {}", mode_name(mode)),
+        ca_line(ctx, CaKind::Rsa, "RSA")?,
+        ca_line(ctx, CaKind::Ec, "EC")?,
         format!("eth0: {eth0}"),
     ];
     for l in &lines {

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use appliance::pki::CaKind;
 use appliance::secret::SecretString;
-use appliance::store::Registration;
+use appliance::store::{Registration, SECRET_REFUSAL};
 use axum::extract::{Extension, Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -15,6 +16,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::api::{ApiJson, ApiQuery};
+use crate::enrol_guard::EnrolGuard;
 use crate::error::{ApiError, ApiResult};
 use crate::serve::Peer;
 use crate::state::AppState;
@@ -22,18 +24,26 @@ use crate::state::AppState;
 #[derive(Clone)]
 struct Enrol {
     state: Arc<AppState>,
+    guard: Arc<EnrolGuard>,
     kind: CaKind,
     key_port: u16,
 }
 
 /// The enrolment service of one authority (RSA on 8443, P-384 on 8446).
-pub fn enrol_router(state: Arc<AppState>, kind: CaKind, key_port: u16) -> Router {
+/// `guard` is the back-off after failed secrets, shared by both.
+pub fn enrol_router(
+    state: Arc<AppState>,
+    guard: Arc<EnrolGuard>,
+    kind: CaKind,
+    key_port: u16,
+) -> Router {
     Router::new()
         .route("/agent/v1/ca", get(ca))
         .route("/agent/v1/register", post(register))
         .fallback(|| async { ApiError::Core(appliance::Error::not_found("resource", "this path")) })
         .with_state(Enrol {
             state,
+            guard,
             kind,
             key_port,
         })
@@ -67,10 +77,20 @@ async fn register(
     };
     let kind = e.kind;
     let source = peer.addr.ip().to_string();
-    let (certificate, ca_certificate) = e
+    // Refused before the store is asked, whatever the secret: no oracle.
+    let attempt = match e.guard.admit(peer.addr.ip(), &req.domain) {
+        Ok(attempt) => attempt,
+        Err(wait) => return Ok(too_many(wait)),
+    };
+    let outcome = e
         .state
         .store(move |s| s.register_host(&reg, kind, &source))
-        .await?;
+        .await;
+    attempt.finish(matches!(
+        &outcome,
+        Err(ApiError::Core(appliance::Error::Forbidden(m))) if m == SECRET_REFUSAL
+    ));
+    let (certificate, ca_certificate) = outcome?;
     Ok(Json(json!({
         "certificate": certificate,
         "ca_certificate": ca_certificate,
@@ -79,6 +99,25 @@ async fn register(
         "domain": req.domain,
     }))
     .into_response())
+}
+
+/// 429 with `Retry-After` (whole seconds, rounded up) during a back-off.
+fn too_many(wait: std::time::Duration) -> Response {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut response = (
+        StatusCode::TOO_MANY_REQUESTS,
+        Json(json!({
+            "error": "too_many_requests",
+            "message": format!(
+                "registration refused: too many failed registrations from this address or for this domain; try again in {secs} seconds"
+            ),
+        })),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    response
 }
 
 /// The key service of one authority; the TLS layer has already verified

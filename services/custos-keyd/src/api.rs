@@ -744,8 +744,13 @@ struct SecretSet {
     creation_method: Option<String>,
     shared_secret: Option<SecretString>,
     valid_until: Option<String>,
-    #[serde(default)]
+    /// Omitted: on (issue 12: a leaked secret alone must not enrol a host).
+    #[serde(default = "yes")]
     require_hosts_first_added: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 async fn set_secret(

@@ -49,6 +49,13 @@ pub struct Flags {
     /// Seconds between two runs of the key rotation scheduler.
     #[arg(long, env = "CUSTOS_ROTATION_INTERVAL")]
     pub rotation_interval: Option<u64>,
+    /// Seconds within which failed registration secrets are counted.
+    #[arg(long, env = "CUSTOS_ENROL_FAILURE_WINDOW")]
+    pub enrol_failure_window: Option<u64>,
+    /// Seconds of the first back-off after too many failed secrets; each
+    /// further one doubles, up to 900.
+    #[arg(long, env = "CUSTOS_ENROL_BACKOFF")]
+    pub enrol_backoff: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -65,6 +72,8 @@ struct File {
     enrol_ec_port: Option<u16>,
     keys_ec_port: Option<u16>,
     rotation_interval: Option<u64>,
+    enrol_failure_window: Option<u64>,
+    enrol_backoff: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -80,6 +89,8 @@ pub struct Config {
     pub enrol_ec_port: u16,
     pub keys_ec_port: u16,
     pub rotation_interval: std::time::Duration,
+    /// The enrolment back-off (window and first delay from the flags).
+    pub enrol_guard: crate::enrol_guard::Policy,
 }
 
 impl Config {
@@ -127,7 +138,23 @@ impl Config {
             rotation >= 1,
             "rotation_interval: must be at least 1 second"
         );
+        let mut enrol_guard = crate::enrol_guard::Policy::default();
+        if let Some(secs) = flags.enrol_failure_window.or(file.enrol_failure_window) {
+            anyhow::ensure!(
+                (1..=86_400).contains(&secs),
+                "enrol_failure_window: must be 1 to 86400 seconds"
+            );
+            enrol_guard.window = std::time::Duration::from_secs(secs);
+        }
+        if let Some(secs) = flags.enrol_backoff.or(file.enrol_backoff) {
+            anyhow::ensure!(
+                (1..=900).contains(&secs),
+                "enrol_backoff: must be 1 to 900 seconds"
+            );
+            enrol_guard.base = std::time::Duration::from_secs(secs);
+        }
         Ok(Config {
+            enrol_guard,
             data,
             listen,
             host_name,

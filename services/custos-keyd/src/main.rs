@@ -7,6 +7,7 @@ mod agent;
 mod api;
 mod backup_api;
 mod config;
+mod enrol_guard;
 mod error;
 mod json;
 mod openapi;
@@ -97,6 +98,8 @@ async fn run(cfg: Config) -> anyhow::Result<Stopped> {
         .context("creating or loading the certificate authorities")?;
     let prefs = store.preferences_unchecked()?;
     let mode = prefs.security_mode;
+    // One back-off for both enrolment ports.
+    let enrol_guard = enrol_guard::EnrolGuard::new(cfg.enrol_guard.clone());
     tracing::info!(mode = mode.as_str(), "security mode");
     let state = Arc::new(AppState {
         store: store.clone(),
@@ -198,6 +201,7 @@ async fn run(cfg: Config) -> anyhow::Result<Stopped> {
             tls: tls::server_config(Suites::Compatible, &identities.server_rsa, None)?,
             app: with_tracing(agent::enrol_router(
                 state.clone(),
+                enrol_guard.clone(),
                 CaKind::Rsa,
                 ports.keys.unwrap_or_default(),
             )),
@@ -221,6 +225,7 @@ async fn run(cfg: Config) -> anyhow::Result<Stopped> {
         tls: tls::server_config(Suites::SuiteB, &identities.server_ec, None)?,
         app: with_tracing(agent::enrol_router(
             state.clone(),
+            enrol_guard.clone(),
             CaKind::Ec,
             ports.keys_ec,
         )),

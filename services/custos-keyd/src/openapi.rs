@@ -587,7 +587,8 @@ fn schemas() -> Value {
                 "maxLength": model::SHARED_SECRET_MAX,
                 "description": "manual only: no spaces or control characters, no character twice in a row"})),
             ("valid_until", date_time("the secret's expiry")),
-            ("require_hosts_first_added", s("boolean"))]),
+            ("require_hosts_first_added", json!({"type": "boolean", "default": true,
+                "description": "On (the default): a host registers only after an administrator added it with registration allowed. Off: any host holding the shared secret registers itself."}))]),
         "HostAdd": object(&["host_name"], &[
             ("host_name", host_name()),
             ("registration_allowed", s("boolean"))]),

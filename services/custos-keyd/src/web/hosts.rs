@@ -218,7 +218,7 @@ async fn secret_form(ctx: &Ctx, show: bool, values: &Form, errors: &Errors) -> W
                         Some("No repeating characters; at least one upper and one lower case letter and one special character."), false))
                     (field(Input::Date, "Valid Until", "valid_until", values, errors, Some("YYYY-MM-DD; empty: far in the future."), false))
                     (checkbox("Require that hosts are first added", "require_hosts_first_added", values, errors,
-                        Some("Off: a host registers itself. On: it must be added under Hosts with Registration Allowed.")))
+                        Some("On (recommended): a host must be added under Hosts with Registration Allowed before it registers. Off: anyone holding the secret registers a host.")))
                     div.actions { button.primary type="submit" { "Apply" } }
                 }))
             }
@@ -236,7 +236,9 @@ async fn secret_form(ctx: &Ctx, show: bool, values: &Form, errors: &Errors) -> W
 pub async fn secret_page(ctx: Ctx, Query(q): Query<Vec<(String, String)>>) -> WebResult<Response> {
     let q = Form::from_pairs(q);
     let show = q.get("show") == "yes";
-    let values = Form::default().with("creation_method", "manual");
+    let values = Form::default()
+        .with("creation_method", "manual")
+        .with("require_hosts_first_added", "on");
     Ok(secret_form(&ctx, show, &values, &Errors::none())
         .await?
         .into_response())
