@@ -506,7 +506,7 @@ fn wrapper_key_custodian_and_backup_pages() {
     b.press("Export");
     assert!(
         b.body()
-            .contains("2 of 2 custodians (SystemAdministrator, SecondCustodian)"),
+            .contains("2 of 2 custodians (SecondCustodian, SystemAdministrator)"),
         "{}",
         b.body()
     );
