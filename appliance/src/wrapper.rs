@@ -164,7 +164,7 @@ fn minimum_rule(n: i64) -> String {
 }
 
 fn check_counts(m: u8, n: u8) -> Result<()> {
-    if m < MIN_CUSTODIANS || m > MAX_CUSTODIANS {
+    if !(MIN_CUSTODIANS..=MAX_CUSTODIANS).contains(&m) {
         return Err(Error::invalid("minimum_custodians", minimum_rule(n.into())));
     }
     if !(MIN_CUSTODIANS..=MAX_CUSTODIANS).contains(&n) {
