@@ -639,7 +639,8 @@ impl Store {
     /// The custodian confirms they stored their share away from the
     /// appliance: its sealed copy is deleted, so nothing here can show it
     /// again (§2), whoever signs in as them. Refused until they saw it.
-    pub fn confirm_share_stored(&self, actor: &Actor) -> Result<ShareState> {
+    /// Answers when it was collected.
+    pub fn confirm_share_stored(&self, actor: &Actor) -> Result<String> {
         actor.require_signed_in(Access::Read)?;
         self.write(|tx| {
             Self::my_sealed_share(tx, actor)?;
@@ -666,7 +667,7 @@ impl Store {
                 None,
                 "confirmed storing own wrapper-key share; the appliance deleted its copy",
             )?;
-            Ok(ShareState::Collected { at })
+            Ok(at)
         })
     }
 

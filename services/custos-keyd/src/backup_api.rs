@@ -267,11 +267,7 @@ async fn my_share(State(st): St, Authed(actor): Authed) -> ApiResult<Response> {
 
 /// The custodian confirms they stored their share; the appliance deletes it.
 async fn share_stored(State(st): St, Authed(actor): Authed) -> ApiResult<Response> {
-    let state = st.store(move |s| s.confirm_share_stored(&actor)).await?;
-    let at = match state {
-        appliance::store::ShareState::Collected { at } => at,
-        appliance::store::ShareState::Held { .. } => String::new(),
-    };
+    let at = st.store(move |s| s.confirm_share_stored(&actor)).await?;
     Ok(Json(json!({ "collected_at": at })).into_response())
 }
 
