@@ -98,7 +98,9 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         // Migrations run with foreign keys off (a table rebuild must not
-        // cascade) and check them before each commit.
+        // cascade; the bundled SQLite turns them on by default) and check
+        // them before each commit.
+        conn.pragma_update(None, "foreign_keys", "OFF")?;
         migrate(&mut conn)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let store = Store {
