@@ -148,24 +148,29 @@ fn main() {
         "filled {made} key versions in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    a.create_wrapper_key(&sys, false).expect("wrapper key");
-    a.create_admin(
-        &sys,
-        NewAdmin {
-            login: "keeper".into(),
-            description: String::new(),
-            rsa_user_id: None,
-            password: SecretString::new("K33per!pass"),
-            confirm_password: None,
-            user_type: UserType::System,
-            restrict_to_domain: None,
-            read_only: false,
-        },
-    )
-    .expect("custodian");
-    a.export_wrapper_key(&sys, 1, 1, &["keeper".into()])
+    a.create_wrapper_key(&sys, false, &[]).expect("wrapper key");
+    for login in ["keeper", "warden"] {
+        a.create_admin(
+            &sys,
+            NewAdmin {
+                login: login.into(),
+                description: String::new(),
+                rsa_user_id: None,
+                password: SecretString::new("K33per!pass"),
+                confirm_password: None,
+                user_type: UserType::System,
+                restrict_to_domain: None,
+                read_only: false,
+            },
+        )
+        .expect("custodian");
+    }
+    a.export_wrapper_key(&sys, 2, 2, &["keeper".into(), "warden".into()], &[])
         .expect("export");
-    let share = a.my_wrapper_share(&ready(&a, "keeper")).expect("share");
+    let shares = [
+        a.my_wrapper_share(&ready(&a, "keeper")).expect("share"),
+        a.my_wrapper_share(&ready(&a, "warden")).expect("share"),
+    ];
 
     let path = dir.path().join("backup.tar");
     reset_peak();
@@ -181,7 +186,7 @@ fn main() {
 
     let b = Store::open(&b_dir).expect("store b");
     let sys_b = ready(&b, "admin");
-    b.import_wrapper_key(&sys_b, &[share]).expect("import");
+    b.import_wrapper_key(&sys_b, &shares, &[]).expect("import");
     reset_peak();
     let t = Instant::now();
     let report = {

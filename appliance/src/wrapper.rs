@@ -149,36 +149,37 @@ impl WrapperKey {
     }
 }
 
+/// Fewest shares that rebuild the key: never one, so that no single
+/// administrator holds the wrapper key (issue 12).
+pub const MIN_CUSTODIANS: u8 = 2;
+
+fn total_rule() -> String {
+    format!("must be between {MIN_CUSTODIANS} and {MAX_CUSTODIANS}")
+}
+
+fn minimum_rule(n: i64) -> String {
+    format!(
+        "at least {MIN_CUSTODIANS} custodians are needed so that no single administrator holds the wrapper key, and at most the total number of custodians ({n})"
+    )
+}
+
 fn check_counts(m: u8, n: u8) -> Result<()> {
-    if !(1..=MAX_CUSTODIANS).contains(&n) {
-        return Err(Error::invalid(
-            "total_custodians",
-            format!("must be between 1 and {MAX_CUSTODIANS}"),
-        ));
+    if !(MIN_CUSTODIANS..=MAX_CUSTODIANS).contains(&m) {
+        return Err(Error::invalid("minimum_custodians", minimum_rule(n.into())));
     }
-    if m < 1 || m > n {
-        return Err(Error::invalid(
-            "minimum_custodians",
-            format!("must be between 1 and the total number of custodians ({n})"),
-        ));
+    if !(MIN_CUSTODIANS..=MAX_CUSTODIANS).contains(&n) {
+        return Err(Error::invalid("total_custodians", total_rule()));
+    }
+    if m > n {
+        return Err(Error::invalid("minimum_custodians", minimum_rule(n.into())));
     }
     Ok(())
 }
 
 /// Checks M and N before anything is created (the REST and web forms).
 pub fn check_split(m: i64, n: i64) -> Result<(u8, u8)> {
-    let n8 = u8::try_from(n).map_err(|_| {
-        Error::invalid(
-            "total_custodians",
-            format!("must be between 1 and {MAX_CUSTODIANS}"),
-        )
-    })?;
-    let m8 = u8::try_from(m).map_err(|_| {
-        Error::invalid(
-            "minimum_custodians",
-            format!("must be between 1 and the total number of custodians ({n})"),
-        )
-    })?;
+    let m8 = u8::try_from(m).map_err(|_| Error::invalid("minimum_custodians", minimum_rule(n)))?;
+    let n8 = u8::try_from(n).map_err(|_| Error::invalid("total_custodians", total_rule()))?;
     check_counts(m8, n8)?;
     Ok((m8, n8))
 }
@@ -256,7 +257,7 @@ mod tests {
 
     #[test]
     fn every_m_subset_rebuilds_and_no_smaller_one_does() {
-        for (m, n) in [(1u8, 1u8), (2, 3), (3, 5)] {
+        for (m, n) in [(2u8, 2u8), (2, 3), (3, 5)] {
             let key = WrapperKey::generate();
             let shares = key.split(m, n).expect("split");
             assert_eq!(shares.len(), n as usize);
@@ -265,17 +266,14 @@ mod tests {
                 let back = WrapperKey::combine(&chosen).expect("M shares rebuild the key");
                 assert_eq!(back.expose(), key.expose());
             }
-            if m > 1 {
-                for set in subsets(n as usize, m as usize - 1) {
-                    let chosen: Vec<SecretString> =
-                        set.iter().map(|i| shares[*i].clone()).collect();
-                    let e = WrapperKey::combine(&chosen).expect_err("M-1 shares do not");
-                    assert!(
-                        e.to_string()
-                            .contains(&format!("at least {m} different shares")),
-                        "{e}"
-                    );
-                }
+            for set in subsets(n as usize, m as usize - 1) {
+                let chosen: Vec<SecretString> = set.iter().map(|i| shares[*i].clone()).collect();
+                let e = WrapperKey::combine(&chosen).expect_err("M-1 shares do not");
+                assert!(
+                    e.to_string()
+                        .contains(&format!("at least {m} different shares")),
+                    "{e}"
+                );
             }
         }
     }
@@ -301,7 +299,30 @@ mod tests {
             "{e}"
         );
         assert!(check_split(3, 2).is_err());
-        assert!(check_split(1, 17).is_err());
-        assert_eq!(check_split(1, 1).expect("1 of 1"), (1, 1));
+        assert!(check_split(2, 17).is_err());
+        assert_eq!(check_split(2, 2).expect("2 of 2"), (2, 2));
+    }
+
+    #[test]
+    fn one_share_never_rebuilds_the_key() {
+        for (m, n) in [(1, 1), (1, 3), (0, 2), (-1, 2)] {
+            let e = check_split(m, n).expect_err("m < 2");
+            assert!(
+                matches!(
+                    e,
+                    Error::Invalid {
+                        field: "minimum_custodians",
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+            assert!(
+                e.to_string()
+                    .contains("at least 2 custodians are needed so that no single administrator holds the wrapper key"),
+                "{e}"
+            );
+        }
+        assert!(WrapperKey::generate().split(1, 1).is_err());
     }
 }

@@ -1304,3 +1304,109 @@ fn without_a_terminal_it_reads_plain_lines_and_survives_a_closed_output() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("interactive"));
 }
+
+/// Issue 12: when so many shares are lost that no quorum can be pasted, the
+/// admin CLI (a credential of its own) discards the wrapper key after its
+/// id is typed; ERROR in the log; a new key is then created and exported
+/// without a quorum.
+#[test]
+fn a_wrapper_key_without_a_quorum_is_discarded_from_the_cli() {
+    use serde_json::json;
+    let mut app = tests::Appliance::start();
+    let admin = app
+        .api()
+        .login_changing("admin", "admin123", tests::ADMIN_PW);
+    tests::install_licence(&admin, &tests::generous_licence()).ok();
+    for login in ["KeeperOne", "KeeperTwo"] {
+        admin
+            .post(
+                "/api/v1/administrators",
+                json!({"login": login, "password": "Tmp!Cust0dy", "confirm_password": "Tmp!Cust0dy", "user_type": "system"}),
+            )
+            .expect(201);
+    }
+    admin.post("/api/v1/wrapper-key", json!({})).expect(201);
+    let v = admin
+        .post(
+            "/api/v1/wrapper-key/export",
+            json!({"minimum_custodians": 2, "total_custodians": 2, "custodians": ["KeeperOne", "KeeperTwo"]}),
+        )
+        .ok();
+    let key_id = v["key_id"].as_str().expect("key id").to_owned();
+    // KeeperTwo's share is withdrawn by a password reset: one share is left,
+    // so no quorum can be pasted.
+    admin
+        .call(
+            "PATCH",
+            "/api/v1/administrators/KeeperTwo",
+            Some(json!({"password": "Reset!K33per"})),
+        )
+        .ok();
+    let e = admin
+        .post("/api/v1/wrapper-key", json!({"replace": true}))
+        .expect(400);
+    assert_eq!(e["field"], "shares", "{e}");
+
+    let data = std::mem::replace(&mut app.data, tempdir());
+    let mut c = Cli::spawn(data, tempdir());
+    c.first_login();
+    c.run("system");
+    let out = c.run("backup wrapperkey show");
+    assert!(out.contains(&format!("Wrapper key: {key_id}")), "{out}");
+    assert!(out.contains("Exported: 2 of 2"), "{out}");
+    // Answering no, or typing another id, changes nothing.
+    let before = c.snapshot();
+    let out = c.confirm("backup wrapperkey discard", "no");
+    assert!(
+        out.contains(&format!("Wrapper key {key_id} and every share")),
+        "{out}"
+    );
+    c.send("backup wrapperkey discard");
+    c.counter += 1;
+    c.expect("Continue? (yes|no) [no]: ");
+    c.send("yes");
+    c.expect("Type the wrapper key's id to discard it: ");
+    c.send("0123456789abcdef");
+    let out = c.expect_prompt();
+    assert!(
+        out.contains("ERROR: key_id: type the id of the current wrapper key"),
+        "{out}"
+    );
+    assert_eq!(c.snapshot(), before);
+    c.send("backup wrapperkey discard");
+    c.counter += 1;
+    c.expect("Continue? (yes|no) [no]: ");
+    c.send("yes");
+    c.expect("Type the wrapper key's id to discard it: ");
+    c.send(&key_id);
+    let out = c.expect_prompt();
+    assert!(
+        out.contains(&format!("SUCCESS: wrapper key {key_id} was discarded")),
+        "{out}"
+    );
+    let entry = c
+        .audit()
+        .into_iter()
+        .find(|(_, _, _, what)| what.starts_with(&format!("discarded wrapper key {key_id}")))
+        .expect("audited");
+    assert_eq!(entry.0, "cliadmin");
+    let severity: String = c
+        .db()
+        .query_row(
+            "SELECT severity FROM audit WHERE what LIKE 'discarded wrapper key%'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("severity");
+    assert_eq!(severity, "ERROR");
+
+    // A new key is created and exported without a quorum.
+    admin.post("/api/v1/wrapper-key", json!({})).expect(201);
+    admin
+        .post(
+            "/api/v1/wrapper-key/export",
+            json!({"minimum_custodians": 2, "total_custodians": 2, "custodians": ["KeeperOne", "KeeperTwo"]}),
+        )
+        .ok();
+    c.exit();
+}

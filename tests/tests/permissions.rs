@@ -462,7 +462,7 @@ fn every_route_for_every_administrator_type() {
             "POST",
             "/api/v1/wrapper-key/export",
             Some(
-                json!({"minimum_custodians": 1, "total_custodians": 1, "custodians": ["SystemAdministrator"]}),
+                json!({"minimum_custodians": 2, "total_custodians": 2, "custodians": ["SystemAdministrator", "sysro"]}),
             ),
             [ok, 403, 403, 403, 403, 403, 403, 403, 401],
         ),
@@ -470,7 +470,14 @@ fn every_route_for_every_administrator_type() {
             "GET",
             "/api/v1/wrapper-key/share",
             None,
-            [ok, 404, 404, 404, 404, 404, 404, 404, 401],
+            [ok, ok, 404, 404, 404, 404, 404, 404, 401],
+        ),
+        // A custodian, read-only or not, confirms they stored their own.
+        case(
+            "POST",
+            "/api/v1/wrapper-key/share/stored",
+            Some(json!({})),
+            [ok, ok, 404, 404, 404, 404, 404, 404, 401],
         ),
         case(
             "POST",

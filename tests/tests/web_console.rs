@@ -491,28 +491,35 @@ fn wrapper_key_custodian_and_backup_pages() {
     b.attach("licence_file", lic.path());
     b.press("Upload");
     add_admin(&b, "SystemAdministrator", "Sys!Tmp0pw", "system", false);
+    add_admin(&b, "SecondCustodian", "Sys!Tmp0pw", "system", false);
 
-    // Create the wrapper key and export it, 1 of 1, to a System Administrator.
+    // Create the wrapper key; 1 of 1 is refused (no single administrator
+    // may hold it), 2 of 2 to two System Administrators is exported.
     b.open("/system/wrapper-keys");
     assert!(b.body().contains("No wrapper key"));
     b.screenshot("wrapper-keys-none");
     b.press("Create");
     assert!(b.body().contains("created"), "{}", b.body());
     let key_id = b.text("#wrapper-key-id").expect("key id shown");
-    b.fill("minimum_custodians", "2");
-    b.fill("total_custodians", "1");
-    b.press("Export");
-    assert!(
-        field_error(&b, "minimum_custodians").is_some(),
-        "{}",
-        b.body()
-    );
-    b.screenshot("wrapper-keys-export-error");
     b.fill("minimum_custodians", "1");
+    b.fill("total_custodians", "1");
     b.click("#custodian-SystemAdministrator");
     b.press("Export");
+    let err = field_error(&b, "minimum_custodians").expect("refused next to the field");
     assert!(
-        b.body().contains("1 of 1 custodians (SystemAdministrator)"),
+        err.contains(
+            "at least 2 custodians are needed so that no single administrator holds the wrapper key"
+        ),
+        "{err}"
+    );
+    b.screenshot("wrapper-keys-export-error");
+    b.fill("minimum_custodians", "2");
+    b.fill("total_custodians", "2");
+    b.click("#custodian-SecondCustodian");
+    b.press("Export");
+    assert!(
+        b.body()
+            .contains("2 of 2 custodians (SecondCustodian, SystemAdministrator)"),
         "{}",
         b.body()
     );
@@ -540,8 +547,14 @@ fn wrapper_key_custodian_and_backup_pages() {
     b.follow("Show");
     let share = b.text("#wrapper-share").expect("share shown");
     assert!(
-        share.starts_with(&format!("custos-share-1.{key_id}.1.")),
+        share.starts_with(&format!("custos-share-1.{key_id}.2.")),
         "{share}"
     );
     b.screenshot("dashboard-custodian-share");
+    // Once stored, the appliance deletes its copy and says so.
+    b.press("I Have Stored My Share");
+    assert!(b.has("#share-collected"), "{}", b.body());
+    assert!(!b.has("#wrapper-share"));
+    assert!(!b.body().contains("share=show"), "{}", b.body());
+    b.screenshot("dashboard-custodian-share-collected");
 }

@@ -132,6 +132,34 @@ fn admin_view(tx: &Transaction<'_>, id: i64) -> Result<AdminView> {
     Ok(v.0)
 }
 
+/// The administrators (`a`) a Domain Administrator (`?1`) sees: themselves,
+/// members of a domain where they hold an enabled membership, and
+/// non-System administrators in no domain whose restriction, if any, is to
+/// one of those domains.
+const DA_SEES: &str = "a.id = ?1
+    OR EXISTS (SELECT 1 FROM domain_members m WHERE m.admin_id = a.id AND m.domain_id IN
+               (SELECT domain_id FROM domain_members WHERE admin_id = ?1 AND enabled = 1))
+    OR (a.user_type != 'system'
+        AND NOT EXISTS (SELECT 1 FROM domain_members m WHERE m.admin_id = a.id)
+        AND (a.restrict_to_domain IS NULL OR a.restrict_to_domain IN
+             (SELECT domain_id FROM domain_members WHERE admin_id = ?1 AND enabled = 1)))";
+
+/// An administrator as a Domain Administrator sees them: memberships of
+/// other domains left out (their own all shown).
+fn domain_admins_view(tx: &Transaction<'_>, actor: &Actor, id: i64) -> Result<AdminView> {
+    let mut v = admin_view(tx, id)?;
+    if id != actor.id {
+        let mine: Vec<String> = tx
+            .prepare_cached(
+                "SELECT d.name FROM domain_members m JOIN domains d ON d.id = m.domain_id WHERE m.admin_id = ?1 AND m.enabled = 1",
+            )?
+            .query_map([actor.id], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        v.domains.retain(|d| mine.contains(d));
+    }
+    Ok(v)
+}
+
 pub(super) fn admin_id(tx: &Transaction<'_>, login: &str) -> Result<i64> {
     tx.query_row(
         "SELECT id FROM administrators WHERE login = ?1",
@@ -294,14 +322,30 @@ impl Store {
         })
     }
 
+    /// System Administrators see every administrator. A Domain
+    /// Administrator sees what they may act on (issue 12): themselves, the
+    /// administrators of the domains they administer, and those in no
+    /// domain yet whom they could add; of anyone's memberships only those
+    /// of their own domains. Others can still be added by typed login.
     pub fn list_admins(&self, actor: &Actor) -> Result<Vec<AdminView>> {
         actor.require_system_or_domain_admin(Access::Read)?;
         self.read(|tx| {
+            if actor.user_type == UserType::System {
+                let ids: Vec<i64> = tx
+                    .prepare("SELECT id FROM administrators ORDER BY login")?
+                    .query_map([], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                return ids.into_iter().map(|id| admin_view(tx, id)).collect();
+            }
             let ids: Vec<i64> = tx
-                .prepare("SELECT id FROM administrators ORDER BY login")?
-                .query_map([], |r| r.get(0))?
+                .prepare(&format!(
+                    "SELECT a.id FROM administrators a WHERE {DA_SEES} ORDER BY a.login"
+                ))?
+                .query_map([actor.id], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
-            ids.into_iter().map(|id| admin_view(tx, id)).collect()
+            ids.into_iter()
+                .map(|id| domain_admins_view(tx, actor, id))
+                .collect()
         })
     }
 
@@ -311,7 +355,23 @@ impl Store {
         } else {
             actor.require_signed_in(Access::Read)?;
         }
-        self.read(|tx| admin_view(tx, admin_id(tx, login)?))
+        self.read(|tx| {
+            let id = admin_id(tx, login)?;
+            if actor.user_type != UserType::Domain {
+                return admin_view(tx, id);
+            }
+            let visible: bool = tx.query_row(
+                &format!(
+                    "SELECT EXISTS(SELECT 1 FROM administrators a WHERE a.id = ?2 AND ({DA_SEES}))"
+                ),
+                params![actor.id, id],
+                |r| r.get(0),
+            )?;
+            if !visible {
+                return Err(Error::not_found("administrator", login));
+            }
+            domain_admins_view(tx, actor, id)
+        })
     }
 
     pub fn create_admin(&self, actor: &Actor, new: NewAdmin) -> Result<AdminView> {
@@ -395,6 +455,21 @@ impl Store {
             if let Some(h) = &hash {
                 tx.execute("UPDATE administrators SET password_hash = ?2, must_change_password = 1, failed_logins = 0, locked_until = NULL WHERE id = ?1", params![id, h])?;
                 changed.push("password reset");
+                // Whoever reset the password could now sign in as this
+                // custodian and show their share: a share still held here
+                // is withdrawn (one already collected is beyond reach).
+                if login != actor.login {
+                    let withdrawn = tx.execute(
+                        "DELETE FROM wrapper_shares WHERE login = ?1 AND share_sealed IS NOT NULL",
+                        [login],
+                    )?;
+                    if withdrawn > 0 {
+                        audit_actor(tx, actor, Severity::Warn, None, &format!(
+                            "withdrew the uncollected wrapper-key share of {login} because {} reset their password; the wrapper key must be exported again",
+                            actor.login
+                        ))?;
+                    }
+                }
             }
             if up.unlock {
                 tx.execute("UPDATE administrators SET failed_logins = 0, locked_until = NULL WHERE id = ?1", [id])?;

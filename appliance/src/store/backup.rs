@@ -26,7 +26,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Store, audit_actor, hosts, keys, now, system};
+use super::{CliSession, Store, audit_actor, hosts, keys, now, system};
 use crate::access::{Access, Actor};
 use crate::model::{Severity, UserType, fmt_time};
 use crate::secret::{SecretBytes, SecretString};
@@ -113,6 +113,21 @@ pub struct WrapperStatus {
     pub total_custodians: Option<i64>,
     pub exported_at: Option<String>,
     pub custodians: Vec<String>,
+    /// Custodians who confirmed they stored their share: the appliance no
+    /// longer holds a copy of it.
+    pub collected: Vec<String>,
+    /// Whether exporting again or replacing the key needs a quorum (at
+    /// least M shares of the current key): true once it was exported.
+    pub quorum_required: bool,
+}
+
+/// A custodian's own share as the dashboard shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum ShareState {
+    /// The appliance still holds it; `shown` once the custodian saw it.
+    Held { shown: bool },
+    /// The custodian confirmed they stored it; the appliance deleted it.
+    Collected { at: String },
 }
 
 /// One backup written.
@@ -339,10 +354,16 @@ fn wrapper_status(tx: &Transaction<'_>) -> Result<WrapperStatus> {
             },
         )
         .optional()?;
-    let custodians = tx
-        .prepare("SELECT login FROM wrapper_shares ORDER BY number")?
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<Vec<String>>>()?;
+    let held = tx
+        .prepare("SELECT login, collected_at IS NOT NULL FROM wrapper_shares ORDER BY number")?
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?)))?
+        .collect::<rusqlite::Result<Vec<(String, bool)>>>()?;
+    let custodians = held.iter().map(|(l, _)| l.clone()).collect();
+    let collected = held
+        .into_iter()
+        .filter(|(_, c)| *c)
+        .map(|(l, _)| l)
+        .collect();
     Ok(match row {
         None => WrapperStatus {
             exists: false,
@@ -353,6 +374,8 @@ fn wrapper_status(tx: &Transaction<'_>) -> Result<WrapperStatus> {
             total_custodians: None,
             exported_at: None,
             custodians: Vec::new(),
+            collected: Vec::new(),
+            quorum_required: false,
         },
         Some((id, origin, created, m, n, exported)) => WrapperStatus {
             exists: true,
@@ -361,8 +384,10 @@ fn wrapper_status(tx: &Transaction<'_>) -> Result<WrapperStatus> {
             created_at: Some(created),
             minimum_custodians: m,
             total_custodians: n,
+            quorum_required: exported.is_some(),
             exported_at: exported,
             custodians,
+            collected,
         },
     })
 }
@@ -392,6 +417,39 @@ impl Store {
         Ok(())
     }
 
+    /// Once the current key was exported, changing who holds it (a new
+    /// export, a new or imported key in its place) needs at least M of its
+    /// shares in the same request, so that no single administrator can hand
+    /// the key to themselves. Before the first export (the installation
+    /// ceremony) none are needed.
+    fn require_quorum(&self, tx: &Transaction<'_>, quorum: &[SecretString]) -> Result<()> {
+        let status = wrapper_status(tx)?;
+        if !status.quorum_required {
+            return Ok(());
+        }
+        let current = status.key_id.unwrap_or_default();
+        let m = status.minimum_custodians.unwrap_or(2);
+        if quorum.iter().all(|s| s.expose().trim().is_empty()) {
+            return Err(Error::invalid(
+                "shares",
+                format!(
+                    "wrapper key {current} has been exported to its custodians: paste at least {m} of its shares to change it or who holds it"
+                ),
+            ));
+        }
+        let rebuilt = WrapperKey::combine(quorum)?;
+        if rebuilt.id() != current {
+            return Err(Error::invalid(
+                "shares",
+                format!(
+                    "the shares rebuild wrapper key {}, not the current wrapper key {current}",
+                    rebuilt.id()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// System → Wrapper Keys: whether a key exists, its id and custodians.
     pub fn wrapper_key_status(&self, actor: &Actor) -> Result<WrapperStatus> {
         actor.require_system(Access::Read)?;
@@ -401,7 +459,13 @@ impl Store {
     /// Creates the wrapper key. An existing one is replaced only when asked
     /// for: backups made with it can then be restored only by importing its
     /// shares again.
-    pub fn create_wrapper_key(&self, actor: &Actor, replace: bool) -> Result<WrapperStatus> {
+    /// Replacing a key that was exported needs a quorum of its shares.
+    pub fn create_wrapper_key(
+        &self,
+        actor: &Actor,
+        replace: bool,
+        quorum: &[SecretString],
+    ) -> Result<WrapperStatus> {
         actor.require_system(Access::Write)?;
         let key = WrapperKey::generate();
         self.write(|tx| {
@@ -415,6 +479,7 @@ impl Store {
                     ),
                 ));
             }
+            self.require_quorum(tx, quorum)?;
             self.put_wrapper_key(tx, &key, "created")?;
             let what = match old.key_id {
                 Some(o) => format!("created wrapper key {} replacing {o}; its custodians' shares were withdrawn", key.id()),
@@ -425,15 +490,17 @@ impl Store {
         })
     }
 
-    /// Export: splits the key into one share per custodian, any `m` of
-    /// which rebuild it. Custodians are System Administrators, never the
-    /// built-in `admin` (§5), each named once.
+    /// Export: splits the key into one share per custodian, any `m` (at
+    /// least 2) of which rebuild it. Custodians are System Administrators,
+    /// never the built-in `admin` (§5), each named once. Exporting again
+    /// needs a quorum of the current shares.
     pub fn export_wrapper_key(
         &self,
         actor: &Actor,
         m: i64,
         n: i64,
         custodians: &[String],
+        quorum: &[SecretString],
     ) -> Result<WrapperStatus> {
         actor.require_system(Access::Write)?;
         let (m8, n8) = crate::wrapper::check_split(m, n)?;
@@ -464,6 +531,7 @@ impl Store {
             let key = self.wrapper_key(tx)?.ok_or_else(|| {
                 Error::conflict("wrapper_key", "create or import a wrapper key first")
             })?;
+            self.require_quorum(tx, quorum)?;
             for c in custodians {
                 let t: Option<String> = tx
                     .query_row("SELECT user_type FROM administrators WHERE login = ?1", [c], |r| r.get(0))
@@ -502,31 +570,61 @@ impl Store {
 
     /// Whether the actor holds a share (the dashboard shows a Show toggle).
     pub fn is_custodian(&self, actor: &Actor) -> Result<bool> {
+        Ok(self.my_share_state(actor)?.is_some())
+    }
+
+    /// The state of the actor's own share, if they are a custodian.
+    pub fn my_share_state(&self, actor: &Actor) -> Result<Option<ShareState>> {
         actor.require_signed_in(Access::Read)?;
         self.read(|tx| {
-            Ok(tx.query_row(
-                "SELECT EXISTS(SELECT 1 FROM wrapper_shares WHERE login = ?1)",
-                [&actor.login],
-                |r| r.get(0),
-            )?)
+            let row = tx
+                .query_row(
+                    "SELECT collected_at, shown_at IS NOT NULL FROM wrapper_shares WHERE login = ?1",
+                    [&actor.login],
+                    |r| Ok((r.get::<_, Option<String>>(0)?, r.get::<_, bool>(1)?)),
+                )
+                .optional()?;
+            Ok(row.map(|(collected, shown)| match collected {
+                Some(at) => ShareState::Collected { at },
+                None => ShareState::Held { shown },
+            }))
         })
     }
 
-    /// The actor's own share, and only theirs; showing it is audited.
+    fn my_sealed_share(tx: &Transaction<'_>, actor: &Actor) -> Result<Vec<u8>> {
+        let row: Option<(Option<Vec<u8>>, Option<String>)> = tx
+            .query_row(
+                "SELECT share_sealed, collected_at FROM wrapper_shares WHERE login = ?1",
+                [&actor.login],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        match row {
+            None => Err(Error::not_found("wrapper-key share of", &actor.login)),
+            Some((Some(sealed), _)) => Ok(sealed),
+            Some((None, at)) => Err(Error::conflict(
+                "share",
+                format!(
+                    "you confirmed on {} that you stored your wrapper-key share; the appliance no longer holds a copy",
+                    at.unwrap_or_default()
+                ),
+            )),
+        }
+    }
+
+    /// The actor's own share, and only theirs, until they confirm they
+    /// stored it; showing it is audited.
     pub fn my_wrapper_share(&self, actor: &Actor) -> Result<SecretString> {
         actor.require_signed_in(Access::Read)?;
         self.write(|tx| {
-            let sealed: Vec<u8> = tx
-                .query_row(
-                    "SELECT share_sealed FROM wrapper_shares WHERE login = ?1",
-                    [&actor.login],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .ok_or_else(|| Error::not_found("wrapper-key share of", &actor.login))?;
+            let sealed = Self::my_sealed_share(tx, actor)?;
             let plain = self.master.open(&share_context(&actor.login), &sealed)?;
             let share = String::from_utf8(plain.expose().to_vec())
                 .map_err(|_| Error::Crypto("stored share is not text"))?;
+            tx.execute(
+                "UPDATE wrapper_shares SET shown_at = ?2 WHERE login = ?1",
+                params![actor.login, fmt_time(now())],
+            )?;
             audit_actor(
                 tx,
                 actor,
@@ -538,11 +636,49 @@ impl Store {
         })
     }
 
+    /// The custodian confirms they stored their share away from the
+    /// appliance: its sealed copy is deleted, so nothing here can show it
+    /// again (§2), whoever signs in as them. Refused until they saw it.
+    /// Answers when it was collected.
+    pub fn confirm_share_stored(&self, actor: &Actor) -> Result<String> {
+        actor.require_signed_in(Access::Read)?;
+        self.write(|tx| {
+            Self::my_sealed_share(tx, actor)?;
+            let shown: bool = tx.query_row(
+                "SELECT shown_at IS NOT NULL FROM wrapper_shares WHERE login = ?1",
+                [&actor.login],
+                |r| r.get(0),
+            )?;
+            if !shown {
+                return Err(Error::conflict(
+                    "share",
+                    "show your wrapper-key share and store it first: the appliance deletes its copy when you confirm",
+                ));
+            }
+            let at = fmt_time(now());
+            tx.execute(
+                "UPDATE wrapper_shares SET share_sealed = NULL, collected_at = ?2 WHERE login = ?1",
+                params![actor.login, at],
+            )?;
+            audit_actor(
+                tx,
+                actor,
+                Severity::Info,
+                None,
+                "confirmed storing own wrapper-key share; the appliance deleted its copy",
+            )?;
+            Ok(at)
+        })
+    }
+
     /// Import: rebuilds the wrapper key from at least M pasted shares.
+    /// Putting it in place of another key that was exported needs a quorum
+    /// of that key's shares too (`quorum`).
     pub fn import_wrapper_key(
         &self,
         actor: &Actor,
         shares: &[SecretString],
+        quorum: &[SecretString],
     ) -> Result<WrapperStatus> {
         actor.require_system(Access::Write)?;
         let key = WrapperKey::combine(shares)?;
@@ -558,6 +694,10 @@ impl Store {
                 )?;
                 return wrapper_status(tx);
             }
+            self.require_quorum(tx, quorum).map_err(|e| match e {
+                Error::Invalid { rule, .. } => Error::invalid("current_shares", rule),
+                other => other,
+            })?;
             self.put_wrapper_key(tx, &key, "imported")?;
             let what = match old.key_id {
                 Some(o) => format!(
@@ -571,9 +711,50 @@ impl Store {
         })
     }
 
+    /// `backup wrapperkey show` (admin CLI): the wrapper key's id and
+    /// custodians, for the discard's typed confirmation.
+    pub fn cli_wrapper_key_status(&self, session: &CliSession) -> Result<WrapperStatus> {
+        self.wrapper_key_status(&session.actor())
+    }
+
+    /// `backup wrapperkey discard` (admin CLI only): the way out when so
+    /// many shares were lost that no quorum can be pasted any more. The key
+    /// and every share still held are deleted (ERROR in the log); a new key
+    /// can then be created and exported without a quorum. `cliadmin` is a
+    /// separate credential (§2), so no web administrator can do this alone.
+    pub fn cli_discard_wrapper_key(&self, session: &CliSession, key_id: &str) -> Result<String> {
+        let actor = session.actor();
+        actor.require_system(Access::Write)?;
+        self.write(|tx| {
+            let status = wrapper_status(tx)?;
+            let Some(current) = status.key_id else {
+                return Err(Error::conflict("wrapper_key", "there is no wrapper key to discard"));
+            };
+            if key_id.trim().to_ascii_lowercase() != current {
+                return Err(Error::invalid(
+                    "key_id",
+                    format!("type the id of the current wrapper key ({current}) to discard it"),
+                ));
+            }
+            tx.execute("DELETE FROM wrapper_shares", [])?;
+            tx.execute("DELETE FROM wrapper_key", [])?;
+            audit_actor(
+                tx,
+                &actor,
+                Severity::Error,
+                None,
+                &format!(
+                    "discarded wrapper key {current} with the admin CLI (custodians: {}); backups made with it can be restored only with a quorum of its shares; create and export a new wrapper key",
+                    if status.custodians.is_empty() { "none".to_owned() } else { status.custodians.join(", ") }
+                ),
+            )?;
+            Ok(current)
+        })
+    }
+
     /// System → Backup and Restore → Manual → Backup (System Administrators).
     /// A backup holds every key, so read-only administrators may not make
-    /// one.
+    /// one, and each download is a WARN entry naming who took it.
     pub fn write_backup(
         &self,
         actor: &Actor,
@@ -586,11 +767,11 @@ impl Store {
             audit_actor(
                 tx,
                 actor,
-                Severity::Info,
+                Severity::Warn,
                 None,
                 &format!(
-                    "made backup {} ({} bytes, wrapper key {})",
-                    info.file_name, info.bytes, info.wrapper_key_id
+                    "{} downloaded backup {} ({} bytes, wrapper key {})",
+                    actor.login, info.file_name, info.bytes, info.wrapper_key_id
                 ),
             )
         })?;
@@ -1274,7 +1455,7 @@ mod tests {
             .write_backup(&actor, "a.example.com", &mut out)
             .expect_err("no key");
         assert!(e.to_string().contains("wrapper key"), "{e}");
-        a.create_wrapper_key(&actor, false).expect("create");
+        a.create_wrapper_key(&actor, false, &[]).expect("create");
         let info = a
             .write_backup(&actor, "a.example.com", &mut out)
             .expect("backup");
@@ -1288,7 +1469,7 @@ mod tests {
             .expect_err("no key on b");
         assert!(e.to_string().contains("no wrapper key"), "{e}");
         // A key of its own is the wrong one.
-        b.create_wrapper_key(&actor_b, false).expect("create");
+        b.create_wrapper_key(&actor_b, false, &[]).expect("create");
         let e = b
             .restore_backup(&actor_b, &mut out.as_slice(), true)
             .expect_err("other key");
@@ -1316,34 +1497,93 @@ mod tests {
             .expect("key");
         a.rotate_key(&sa, "D", "recorder").expect("rotate");
         let sys = system_actor(&a);
-        a.create_admin(
-            &sys,
-            crate::store::NewAdmin {
-                login: "keeper".into(),
-                description: String::new(),
-                rsa_user_id: None,
-                password: "K33per!pass".into(),
-                confirm_password: None,
-                user_type: UserType::System,
-                restrict_to_domain: None,
-                read_only: false,
-            },
-        )
-        .expect("custodian");
-        a.create_wrapper_key(&sys, false).expect("wrapper");
+        for login in ["keeper", "warden"] {
+            a.create_admin(
+                &sys,
+                crate::store::NewAdmin {
+                    login: login.into(),
+                    description: String::new(),
+                    rsa_user_id: None,
+                    password: "K33per!pass".into(),
+                    confirm_password: None,
+                    user_type: UserType::System,
+                    restrict_to_domain: None,
+                    read_only: false,
+                },
+            )
+            .expect("custodian");
+        }
+        a.create_wrapper_key(&sys, false, &[]).expect("wrapper");
         let e = a
-            .export_wrapper_key(&sys, 1, 1, &["admin".into()])
+            .export_wrapper_key(&sys, 2, 2, &["admin".into(), "keeper".into()], &[])
             .expect_err("admin");
         assert!(e.to_string().contains("built-in admin"), "{e}");
-        a.export_wrapper_key(&sys, 1, 1, &["keeper".into()])
+        let e = a
+            .export_wrapper_key(&sys, 1, 1, &["keeper".into()], &[])
+            .expect_err("1 of 1");
+        assert!(e.to_string().contains("minimum_custodians"), "{e}");
+        a.export_wrapper_key(&sys, 2, 2, &["keeper".into(), "warden".into()], &[])
             .expect("export");
-        let mut keeper = a.actor("keeper", "t", "api").expect("keeper");
-        keeper.must_change_password = false;
+        let custodian = |login: &str| {
+            let mut c = a.actor(login, "t", "api").expect("custodian");
+            c.must_change_password = false;
+            c
+        };
+        let (keeper, warden) = (custodian("keeper"), custodian("warden"));
         assert!(a.is_custodian(&keeper).expect("custodian"));
-        let share = a.my_wrapper_share(&keeper).expect("share");
+        assert_eq!(
+            a.my_share_state(&keeper).expect("state"),
+            Some(ShareState::Held { shown: false })
+        );
+        let e = a.confirm_share_stored(&keeper).expect_err("not shown yet");
+        assert!(e.to_string().contains("show your wrapper-key share"), "{e}");
+        let shares = [
+            a.my_wrapper_share(&keeper).expect("share"),
+            a.my_wrapper_share(&warden).expect("share"),
+        ];
         assert!(
             a.my_wrapper_share(&sys).is_err(),
             "only the custodian sees a share"
+        );
+        a.confirm_share_stored(&keeper).expect("stored");
+        let e = a.my_wrapper_share(&keeper).expect_err("collected");
+        assert!(e.to_string().contains("no longer holds a copy"), "{e}");
+        // Exporting again needs a quorum of the current shares.
+        let e = a
+            .export_wrapper_key(&sys, 2, 2, &["keeper".into(), "warden".into()], &[])
+            .expect_err("no quorum");
+        assert!(
+            matches!(
+                e,
+                Error::Invalid {
+                    field: "shares",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = a
+            .export_wrapper_key(
+                &sys,
+                2,
+                2,
+                &["keeper".into(), "warden".into()],
+                &shares[..1],
+            )
+            .expect_err("one share");
+        assert!(e.to_string().contains("at least 2 different shares"), "{e}");
+        let e = a
+            .create_wrapper_key(&sys, true, &[])
+            .expect_err("no quorum");
+        assert!(
+            matches!(
+                e,
+                Error::Invalid {
+                    field: "shares",
+                    ..
+                }
+            ),
+            "{e}"
         );
         let mut file = Vec::new();
         a.write_backup(&sys, "a.example.com", &mut file)
@@ -1355,17 +1595,35 @@ mod tests {
             .map(|x| x.login)
             .collect();
         a.delete_admin(&sys, "keeper").expect("delete custodian");
+        assert_eq!(
+            a.wrapper_key_status(&sys).expect("status").custodians,
+            ["warden"],
+            "the share went with its custodian"
+        );
+        // Resetting a custodian's password withdraws a share still held.
+        a.update_admin(
+            &sys,
+            "warden",
+            crate::store::AdminUpdate {
+                password: Some("R3set!pass".into()),
+                ..Default::default()
+            },
+        )
+        .expect("reset");
         assert!(
             a.wrapper_key_status(&sys)
                 .expect("status")
                 .custodians
-                .is_empty(),
-            "the share went with its custodian"
+                .is_empty()
         );
 
         let (_d2, b) = store();
         let sys_b = system_actor(&b);
-        b.import_wrapper_key(&sys_b, &[share]).expect("import");
+        let e = b
+            .import_wrapper_key(&sys_b, &shares[..1], &[])
+            .expect_err("one share");
+        assert!(e.to_string().contains("at least 2 different shares"), "{e}");
+        b.import_wrapper_key(&sys_b, &shares, &[]).expect("import");
         let before = b
             .read(|tx| Ok(tx.query_row("SELECT COUNT(*) FROM audit", [], |r| r.get::<_, i64>(0))?))
             .expect("count");

@@ -190,9 +190,17 @@ impl Store {
     pub fn get_secret(&self, actor: &Actor, domain: &str, show: bool) -> Result<SecretView> {
         if show {
             // Showing a secret is audited, so it is a write.
+            // The secret registers hosts that fetch every key of the
+            // domain: revealing it needs write access (issue 12).
             return self.write(|tx| {
                 let (did, m) = domain_for(tx, actor, domain)?;
                 actor.require_role(m.as_ref(), Role::Host, Access::Read)?;
+                if actor.read_only {
+                    return Err(Error::Forbidden(
+                        "read-only administrators may not reveal the registration shared secret: it lets a host fetch every key of the domain".into(),
+                    ));
+                }
+                actor.require_role(m.as_ref(), Role::Host, Access::Write)?;
                 let v = self.secret_view(tx, did, domain, true)?;
                 audit_actor(
                     tx,

@@ -32,7 +32,7 @@ use crate::{Error, Result};
 
 pub use admins::{AdminUpdate, AdminView, LoginOutcome, NewAdmin};
 pub use audit::{AuditEntry, AuditPage, AuditQuery};
-pub use backup::{BackupInfo, RestoreReport, WrapperStatus, backup_file_name};
+pub use backup::{BackupInfo, RestoreReport, ShareState, WrapperStatus, backup_file_name};
 pub use backup_schedule::{
     AutomaticBackup, AutomaticBackupUpdate, BACKUPD_LOGIN, BackupHistoryEntry, BackupRun,
     BackupSshKey, DEFAULT_SSH_PORT, Frequency, HostKeyCheck, RunKind, Schedule, ScpTarget,
@@ -78,6 +78,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v5.sql"),
     include_str!("schema_v6.sql"),
     include_str!("schema_v7.sql"),
+    include_str!("schema_v8.sql"),
 ];
 
 pub struct Store {
@@ -105,9 +106,13 @@ impl Store {
         let mut conn = Connection::open(dir.join(DB_FILE))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // Migrations run with foreign keys off (a table rebuild must not
+        // cascade; the bundled SQLite turns them on by default) and check
+        // them before each commit.
+        conn.pragma_update(None, "foreign_keys", "OFF")?;
         migrate(&mut conn)?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
         let store = Store {
             conn: Mutex::new(conn),
             master,
@@ -198,6 +203,18 @@ fn migrate(conn: &mut Connection) -> Result<()> {
             return Ok(());
         }
         tx.execute_batch(MIGRATIONS[version as usize])?;
+        let broken: Option<String> = tx
+            .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+            .optional()?;
+        if let Some(table) = broken {
+            return Err(Error::conflict(
+                "store",
+                format!(
+                    "migration to version {} leaves broken references in {table}",
+                    version + 1
+                ),
+            ));
+        }
         tx.pragma_update(None, "user_version", version + 1)?;
         tx.commit()?;
         tracing::info!(version = version + 1, "store migrated");

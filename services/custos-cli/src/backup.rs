@@ -82,6 +82,65 @@ pub const REMOVE: Command = Command {
     run: remove,
 };
 
+pub const WRAPPER_SHOW: Command = Command {
+    words: &["backup", "wrapperkey", "show"],
+    args: "",
+    example: "backup wrapperkey show",
+    help: "Show the wrapper key's id, its M of N and its custodians (never the key)",
+    run: wrapper_show,
+};
+
+pub const WRAPPER_DISCARD: Command = Command {
+    words: &["backup", "wrapperkey", "discard"],
+    args: "",
+    example: "backup wrapperkey discard",
+    help: "Discard the wrapper key when too many shares are lost for a quorum (asks for its id)",
+    run: wrapper_discard,
+};
+
+fn wrapper_show(ctx: &mut Ctx<'_>, _: &Args) -> Outcome {
+    let v = ctx.store.cli_wrapper_key_status(ctx.session)?;
+    let Some(id) = v.key_id else {
+        return Ok("there is no wrapper key".into());
+    };
+    ctx.say(&format!("Wrapper key: {id}"))?;
+    match (v.minimum_custodians, v.total_custodians) {
+        (Some(m), Some(n)) => ctx.say(&format!(
+            "Exported: {m} of {n}; custodians holding shares: {}",
+            if v.custodians.is_empty() {
+                "none".to_owned()
+            } else {
+                v.custodians.join(", ")
+            }
+        ))?,
+        _ => ctx.say("Not exported yet")?,
+    }
+    Ok("backup wrapperkey show".into())
+}
+
+fn wrapper_discard(ctx: &mut Ctx<'_>, _: &Args) -> Outcome {
+    let v = ctx.store.cli_wrapper_key_status(ctx.session)?;
+    let Some(id) = v.key_id else {
+        return Err(appliance::Error::conflict(
+            "wrapper_key",
+            "there is no wrapper key to discard",
+        )
+        .into());
+    };
+    let warning = format!(
+        "Wrapper key {id} and every share of it still held here are deleted: backups made with it can then be restored only with a quorum of its shares."
+    );
+    ctx.confirm(&[
+        &warning,
+        "Do this only when so many shares are lost that no quorum can be pasted; then create and export a new key with its custodians present.",
+    ])?;
+    let typed = ctx.ask("Type the wrapper key's id to discard it", "")?;
+    let gone = ctx.store.cli_discard_wrapper_key(ctx.session, &typed)?;
+    Ok(format!(
+        "wrapper key {gone} was discarded; create a new one under System → Wrapper Keys and export it to its custodians"
+    ))
+}
+
 fn describe(ctx: &mut Ctx<'_>, v: &AutomaticBackup) -> Result<(), crate::menu::Failure> {
     let schedule = match &v.schedule {
         Some(s) => s.describe(),

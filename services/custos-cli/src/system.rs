@@ -72,6 +72,8 @@ pub const CATEGORY: Category = Category {
         crate::backup::NOW,
         crate::backup::HISTORY,
         crate::backup::REMOVE,
+        crate::backup::WRAPPER_SHOW,
+        crate::backup::WRAPPER_DISCARD,
     ],
 };
 

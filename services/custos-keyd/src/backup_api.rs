@@ -38,6 +38,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/wrapper-key/export", post(export))
         .route("/api/v1/wrapper-key/import", post(import))
         .route("/api/v1/wrapper-key/share", get(my_share))
+        .route("/api/v1/wrapper-key/share/stored", post(share_stored))
         .route("/api/v1/backups", post(backup))
         .route(
             "/api/v1/backups/restore",
@@ -185,6 +186,9 @@ async fn status(State(st): St, Authed(actor): Authed) -> ApiResult<Response> {
 struct CreateReq {
     #[serde(default)]
     replace: bool,
+    /// A quorum of the current key's shares, once it was exported.
+    #[serde(default)]
+    shares: Vec<SecretString>,
 }
 
 /// The body is optional: no body creates a key where none exists.
@@ -198,9 +202,8 @@ async fn create(
     } else {
         crate::json::from_slice(&body)?
     };
-    let replace = req.replace;
     let v = st
-        .store(move |s| s.create_wrapper_key(&actor, replace))
+        .store(move |s| s.create_wrapper_key(&actor, req.replace, &req.shares))
         .await?;
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
@@ -211,6 +214,9 @@ struct ExportReq {
     minimum_custodians: i64,
     total_custodians: i64,
     custodians: Vec<String>,
+    /// A quorum of the current key's shares, once it was exported.
+    #[serde(default)]
+    shares: Vec<SecretString>,
 }
 
 async fn export(
@@ -225,6 +231,7 @@ async fn export(
                 req.minimum_custodians,
                 req.total_custodians,
                 &req.custodians,
+                &req.shares,
             )
         })
         .await?;
@@ -235,6 +242,9 @@ async fn export(
 #[serde(deny_unknown_fields)]
 struct ImportReq {
     shares: Vec<SecretString>,
+    /// A quorum of the replaced key's shares, when it was exported.
+    #[serde(default)]
+    current_shares: Vec<SecretString>,
 }
 
 async fn import(
@@ -243,7 +253,7 @@ async fn import(
     ApiJson(req): ApiJson<ImportReq>,
 ) -> ApiResult<Response> {
     let v = st
-        .store(move |s| s.import_wrapper_key(&actor, &req.shares))
+        .store(move |s| s.import_wrapper_key(&actor, &req.shares, &req.current_shares))
         .await?;
     Ok(Json(v).into_response())
 }
@@ -251,6 +261,12 @@ async fn import(
 async fn my_share(State(st): St, Authed(actor): Authed) -> ApiResult<Response> {
     let share = st.store(move |s| s.my_wrapper_share(&actor)).await?;
     Ok(Json(json!({ "share": share.expose() })).into_response())
+}
+
+/// The custodian confirms they stored their share; the appliance deletes it.
+async fn share_stored(State(st): St, Authed(actor): Authed) -> ApiResult<Response> {
+    let at = st.store(move |s| s.confirm_share_stored(&actor)).await?;
+    Ok(Json(json!({ "collected_at": at })).into_response())
 }
 
 async fn backup(State(st): St, Authed(actor): Authed) -> ApiResult<Response> {

@@ -278,35 +278,42 @@ pub const OPERATIONS: &[(&str, &str, &str, &str, Option<&str>)] = &[
     (
         "post",
         "/api/v1/wrapper-key",
-        "Create the wrapper key; {\"replace\": true} replaces an existing one",
+        "Create the wrapper key; {\"replace\": true} replaces an existing one, and once it was exported needs \"shares\": at least M of its shares (a quorum)",
         "System Administrator",
         Some("WrapperKeyCreate"),
     ),
     (
         "post",
         "/api/v1/wrapper-key/export",
-        "Split the wrapper key into M-of-N shares, one per custodian (System Administrators, not admin)",
+        "Split the wrapper key into M-of-N shares (M at least 2; 2 of 3 recommended), one per custodian (distinct System Administrators, not admin); exporting again needs \"shares\": at least M shares of the current key",
         "System Administrator",
         Some("WrapperKeyExport"),
     ),
     (
         "post",
         "/api/v1/wrapper-key/import",
-        "Rebuild the wrapper key from at least M shares",
+        "Rebuild the wrapper key from at least M shares; putting it in place of another key that was exported needs \"current_shares\": a quorum of that key's shares",
         "System Administrator",
         Some("WrapperKeyImport"),
     ),
     (
         "get",
         "/api/v1/wrapper-key/share",
-        "Your own wrapper-key share, if you are a custodian (audited)",
+        "Your own wrapper-key share, if you are a custodian and have not yet confirmed you stored it (audited)",
+        "signed in (custodians)",
+        None,
+    ),
+    (
+        "post",
+        "/api/v1/wrapper-key/share/stored",
+        "Confirm you stored your own wrapper-key share (after seeing it): the appliance deletes its copy",
         "signed in (custodians)",
         None,
     ),
     (
         "post",
         "/api/v1/backups",
-        "Make a system-level backup now; answers the file backup_config_<fqdn>_yyyy_mm_dd_hhmm.tar",
+        "Make a system-level backup now; answers the file backup_config_<fqdn>_yyyy_mm_dd_hhmm.tar (a WARN audit entry names who downloaded it)",
         "System Administrator",
         None,
     ),
@@ -529,6 +536,9 @@ fn schemas() -> Value {
     let weekdays = strs(&WEEKDAYS, weekday_name);
     let refresh = integer(model::REFRESH_MIN, model::REFRESH_MAX);
     let custodians = i64::from(wrapper::MAX_CUSTODIANS);
+    let min_custodians = i64::from(wrapper::MIN_CUSTODIANS);
+    let quorum = json!({"type": "array", "maxItems": custodians, "items": {"type": "string", "minLength": 1},
+        "description": "once the current key was exported: at least M of its shares"});
     json!({
         "Login": object(&["login", "password"], &[
             ("login", identifier(model::LOGIN_MAX, true)),
@@ -599,16 +609,20 @@ fn schemas() -> Value {
             ("max_failed_logins", integer(1, limits::MAX_FAILED_LOGINS_MAX)),
             ("lockout_minutes", integer(1, limits::LOCKOUT_MINUTES_MAX)),
             ("security_mode", enumeration(&modes))]),
-        "WrapperKeyCreate": object(&[], &[("replace", s("boolean"))]),
+        "WrapperKeyCreate": object(&[], &[("replace", s("boolean")),
+            ("shares", quorum.clone())]),
         "WrapperKeyExport": object(&["minimum_custodians", "total_custodians", "custodians"], &[
-            ("minimum_custodians", json!({"type": "integer", "minimum": 1, "maximum": custodians,
-                "description": "at most total_custodians"})),
-            ("total_custodians", integer(1, custodians)),
-            ("custodians", json!({"type": "array", "minItems": 1, "maxItems": custodians,
+            ("minimum_custodians", json!({"type": "integer", "minimum": min_custodians, "maximum": custodians,
+                "default": min_custodians, "description": "at most total_custodians; at least 2, so that no single administrator holds the wrapper key"})),
+            ("total_custodians", json!({"type": "integer", "minimum": min_custodians, "maximum": custodians, "default": 3})),
+            ("custodians", json!({"type": "array", "minItems": min_custodians, "maxItems": custodians,
                 "uniqueItems": true, "items": identifier(model::LOGIN_MAX, true),
-                "description": "logins of System Administrators (not admin), as many as total_custodians"}))]),
+                "description": "logins of System Administrators (not admin), as many as total_custodians"})),
+            ("shares", quorum.clone())]),
         "WrapperKeyImport": object(&["shares"], &[("shares", json!({"type": "array", "minItems": 1,
-            "maxItems": custodians, "items": {"type": "string", "minLength": 1}}))]),
+            "maxItems": custodians, "items": {"type": "string", "minLength": 1}})),
+            ("current_shares", json!({"type": "array", "maxItems": custodians, "items": {"type": "string", "minLength": 1},
+                "description": "to replace a different key that was exported: at least M of its shares"}))]),
         "AutomaticBackupSet": object(&[], &[
             ("schedule", object(&["frequency", "time"], &[
                 ("frequency", enumeration(&["daily", "weekly"])),

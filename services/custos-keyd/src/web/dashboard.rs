@@ -5,6 +5,9 @@ use appliance::model::{SecurityMode, UserType, fmt_time};
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 
+use appliance::store::ShareState;
+
+use super::form::Posted;
 use super::layout::{self, or_dash};
 use super::{Ctx, Page, WebResult, sysinfo};
 
@@ -59,13 +62,17 @@ pub async fn page(
     axum::extract::Query(q): axum::extract::Query<Vec<(String, String)>>,
 ) -> WebResult<Response> {
     ctx.require(Page::Dashboard)?;
-    // §12: a wrapper-key custodian sees their own share behind Show/Hide.
-    let custodian = ctx.store(|s, a| s.is_custodian(a)).await?;
-    let share = if custodian && q.iter().any(|(k, v)| k == "share" && v == "show") {
+    // §12: a wrapper-key custodian sees their own share behind Show/Hide
+    // until they confirm they stored it.
+    let share_state = ctx.store(|s, a| s.my_share_state(a)).await?;
+    let custodian = share_state.is_some();
+    let held = matches!(share_state, Some(ShareState::Held { .. }));
+    let share = if held && q.iter().any(|(k, v)| k == "share" && v == "show") {
         Some(ctx.store(|s, a| s.my_wrapper_share(a)).await?)
     } else {
         None
     };
+    let shown = share.is_some() || matches!(share_state, Some(ShareState::Held { shown: true }));
     let st = ctx.st.clone();
     let fp = |id: &appliance::pki::Identity| id.fingerprint().unwrap_or_default();
     let prefs = ctx.store(|s, a| s.preferences(a)).await?;
@@ -172,12 +179,22 @@ pub async fn page(
                 section.card aria-labelledby="h-share" {
                     h2 #h-share { "Wrapper Key Share" }
                     p { "You are a custodian of the wrapper key that encrypts this appliance's backups. Keep your share somewhere safe, away from the appliance." }
-                    @match &share {
-                        Some(s) => {
-                            p { code #wrapper-share .fp { (s.expose()) } }
-                            p { a href="/dashboard" { "Hide" } }
+                    @if let Some(ShareState::Collected { at }) = &share_state {
+                        p #share-collected { "You confirmed on " (at) " that you stored your share; the appliance holds no copy of it any more." }
+                    } @else {
+                        @match &share {
+                            Some(s) => {
+                                p { code #wrapper-share .fp { (s.expose()) } }
+                                p { a href="/dashboard" { "Hide" } }
+                            }
+                            None => p { a href="/dashboard?share=show" { "Show" } },
                         }
-                        None => p { a href="/dashboard?share=show" { "Show" } },
+                        @if shown {
+                            (layout::form(&ctx, "/dashboard/share/stored", html! {
+                                p.hint { "Once you have stored your share safely, confirm it: the appliance then deletes its copy, and nobody can show it here again." }
+                                div.actions { button.primary type="submit" { "I Have Stored My Share" } }
+                            }))
+                        }
                     }
                 }
             }
@@ -197,4 +214,23 @@ pub async fn page(
         }
     };
     Ok(layout::page(&ctx, Page::Dashboard, "Dashboard", html! {}, body).into_response())
+}
+
+/// The custodian confirms they stored their share; the appliance deletes it.
+pub async fn share_stored(Posted(ctx, _form): Posted) -> WebResult<Response> {
+    ctx.require(Page::Dashboard)?;
+    match ctx.store(|s, a| s.confirm_share_stored(a)).await {
+        Ok(_) => Ok(layout::done(
+            &ctx,
+            "/dashboard",
+            "Your wrapper-key share is stored by you alone: the appliance deleted its copy.",
+        )),
+        Err(super::WebError::Core(e @ appliance::Error::Conflict { .. })) => {
+            ctx.st
+                .web_sessions
+                .set_flash(&ctx.token, true, &e.to_string());
+            Ok(axum::response::Redirect::to("/dashboard").into_response())
+        }
+        Err(e) => Err(e),
+    }
 }

@@ -442,7 +442,10 @@ async fn members_page(ctx: &Ctx, values: &Form, errors: &Errors) -> WebResult<Ma
                 h2 #h-add { "Add to Domain" }
                 (general_errors(errors, &["login", "roles"]))
                 (layout::form(ctx, "/domain/administrators/add", html! {
-                    (select("Administrator", "login", &candidates, values, errors, None))
+                    (select("Administrator", "login", &candidates, values, errors,
+                        Some("The list holds administrators of your domains and those in no domain yet.")))
+                    (field(Input::Text, "Or Another Administrator's Login", "other_login", values, errors,
+                        Some("An administrator of another global domain is added by typing their login."), false))
                     (role_boxes("role", values))
                     div.actions { button.primary type="submit" { "Add" } }
                 }))
@@ -470,7 +473,12 @@ fn roles_of(form: &Form) -> appliance::Result<Vec<Role>> {
 
 pub async fn add_member(Posted(ctx, form): Posted) -> WebResult<Response> {
     let domain = ctx.require_domain(Page::DomainAdministrators)?;
-    let login = form.get("login").to_owned();
+    let typed = form.get("other_login").trim();
+    let login = if typed.is_empty() {
+        form.get("login").to_owned()
+    } else {
+        typed.to_owned()
+    };
     let outcome = if login.is_empty() {
         Err(appliance::Error::invalid("login", "choose the administrator to add").into())
     } else {

@@ -197,7 +197,7 @@ async fn secret_form(ctx: &Ctx, show: bool, values: &Form, errors: &Errors) -> W
                         (row("Set", html! { (v.created_at) }))
                         (row("Shared Secret", html! {
                             @if let Some(s) = &v.shared_secret { code #shared-secret { (s) } " " a href="/hosts/secret" { "Hide" } }
-                            @else { span.muted { "hidden" } " " a href="/hosts/secret?show=yes" { "Show" } }
+                            @else { span.muted { "hidden" } @if ctx.can_write() { " " a href="/hosts/secret?show=yes" { "Show" } } }
                         }))
                     } }
                     @if ctx.can_write() && !v.expired {

@@ -364,6 +364,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(auth::password_page).post(auth::change_password),
         )
         .route("/dashboard", get(dashboard::page))
+        .route("/dashboard/share/stored", post(dashboard::share_stored))
         .route("/administrators", get(admins::list))
         .route(
             "/administrators/add",

@@ -1,7 +1,10 @@
 //! System → Wrapper Keys (§12): create the key, export it as M-of-N shares
-//! to System Administrators (never `admin`), import it from pasted shares.
-//! The key and the shares are never shown here; a custodian sees their own
-//! share on their dashboard.
+//! (M at least 2) to System Administrators (never `admin`), import it from
+//! pasted shares. Once the key was exported, exporting it again or putting
+//! another key in its place needs a quorum of its shares pasted with the
+//! request. The key and the shares are never shown here (pasted shares are
+//! never echoed back); a custodian sees their own share on their dashboard
+//! until they confirm they stored it.
 
 use appliance::model::UserType;
 use appliance::secret::SecretString;
@@ -13,7 +16,23 @@ use super::form::{Errors, Form, Posted};
 use super::layout::{self, Input, checkbox, field, general_errors, or_dash, textarea};
 use super::{Ctx, Page, WebResult};
 
-const EXPORT_FIELDS: [&str; 3] = ["minimum_custodians", "total_custodians", "custodians"];
+const EXPORT_FIELDS: [&str; 4] = [
+    "minimum_custodians",
+    "total_custodians",
+    "custodians",
+    "shares",
+];
+const QUORUM_HINT: &str = "The current wrapper key has been exported: paste at least the minimum number of its custodians' shares, one per line.";
+
+/// The pasted shares of a text area, one per line.
+fn pasted(form: &Form, name: &str) -> Vec<SecretString> {
+    form.get(name)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(SecretString::new)
+        .collect()
+}
 
 async fn page(ctx: &Ctx, values: &Form, errors: &Errors, part: &str) -> WebResult<Markup> {
     let status = ctx.store(|s, a| s.wrapper_key_status(a)).await?;
@@ -41,6 +60,7 @@ async fn page(ctx: &Ctx, values: &Form, errors: &Errors, part: &str) -> WebResul
                         @else {
                             (status.minimum_custodians.unwrap_or_default()) " of " (status.total_custodians.unwrap_or_default())
                             " needed: " (status.custodians.join(", "))
+                            @if !status.collected.is_empty() { br; "Stored by their custodians (no copy here): " (status.collected.join(", ")) }
                         }
                     }))
                     (row("Exported", or_dash(status.exported_at.as_deref())))
@@ -49,11 +69,14 @@ async fn page(ctx: &Ctx, values: &Form, errors: &Errors, part: &str) -> WebResul
                 p.notice.warn { "No wrapper key: backups cannot be made until one is created or imported." }
             }
             @if write {
-                (general_errors(errs("create"), &["replace"]))
+                (general_errors(errs("create"), &["replace", "shares"]))
                 (layout::form(ctx, "/system/wrapper-keys/create", html! {
                     @if status.exists {
                         (checkbox("Replace the current wrapper key", "replace", values, errs("create"),
                             Some("Backups made with the current key can then be restored only after importing its shares.")))
+                    }
+                    @if status.quorum_required {
+                        (textarea("Shares of the Current Key", "shares", &Form::default(), errs("create"), Some(QUORUM_HINT)))
                     }
                     div.actions { button.primary type="submit" { @if status.exists { "Create a New Key" } @else { "Create" } } }
                 }))
@@ -62,7 +85,7 @@ async fn page(ctx: &Ctx, values: &Form, errors: &Errors, part: &str) -> WebResul
         @if status.exists && write {
             section aria-labelledby="h-export" {
                 h2 #h-export { "Export" }
-                p.hint { "Each custodian sees their share on their dashboard. One custodian (1 of 1) is the recommended default." }
+                p.hint { "Each custodian sees their share on their dashboard until they confirm they stored it; then the appliance deletes its copy. At least 2 custodians are needed, so that no single administrator holds the wrapper key: 2 of 3 is recommended. The first export is the installation ceremony: the custodians should be present, each collecting their own share." }
                 (general_errors(errs("export"), &EXPORT_FIELDS))
                 (layout::form(ctx, "/system/wrapper-keys/export", html! {
                     div.row {
@@ -81,6 +104,9 @@ async fn page(ctx: &Ctx, values: &Form, errors: &Errors, part: &str) -> WebResul
                         @if candidates.is_empty() { p.muted { "Add a System Administrator other than admin first." } }
                         @if let Some(m) = errs("export").field("custodians") { p.field-error id="custodians-error" role="alert" { (m) } }
                     }
+                    @if status.quorum_required {
+                        (textarea("Shares of the Current Key", "shares", &Form::default(), errs("export"), Some(QUORUM_HINT)))
+                    }
                     div.actions { button.primary type="submit" { "Export" } }
                 }))
             }
@@ -89,9 +115,13 @@ async fn page(ctx: &Ctx, values: &Form, errors: &Errors, part: &str) -> WebResul
             section aria-labelledby="h-import" {
                 h2 #h-import { "Import" }
                 p.hint { "Paste at least the minimum number of shares, one per line, to rebuild a wrapper key (for example to restore another appliance's backup)." }
-                (general_errors(errs("import"), &["shares"]))
+                (general_errors(errs("import"), &["shares", "current_shares"]))
                 (layout::form(ctx, "/system/wrapper-keys/import", html! {
                     (textarea("Shares", "shares", &Form::default(), errs("import"), None))
+                    @if status.quorum_required {
+                        (textarea("Shares of the Current Key", "current_shares", &Form::default(), errs("import"),
+                            Some("Needed only to put another key in place of the current one, which has been exported.")))
+                    }
                     div.actions { button.primary type="submit" { "Apply" } }
                 }))
             }
@@ -111,8 +141,8 @@ static EMPTY: std::sync::LazyLock<Errors> = std::sync::LazyLock::new(Errors::non
 pub async fn show(ctx: Ctx) -> WebResult<Response> {
     ctx.require(Page::System)?;
     let values = Form::default()
-        .with("minimum_custodians", "1")
-        .with("total_custodians", "1");
+        .with("minimum_custodians", "2")
+        .with("total_custodians", "3");
     Ok(page(&ctx, &values, &Errors::none(), "")
         .await?
         .into_response())
@@ -130,8 +160,9 @@ async fn refused(ctx: &Ctx, form: &Form, e: super::WebError, part: &str) -> WebR
 pub async fn create(Posted(ctx, form): Posted) -> WebResult<Response> {
     ctx.require(Page::System)?;
     let replace = form.checked("replace");
+    let quorum = pasted(&form, "shares");
     match ctx
-        .store(move |s, a| s.create_wrapper_key(a, replace))
+        .store(move |s, a| s.create_wrapper_key(a, replace, &quorum))
         .await
     {
         Ok(v) => Ok(layout::done(
@@ -162,9 +193,10 @@ pub async fn export(Posted(ctx, form): Posted) -> WebResult<Response> {
         .into_iter()
         .map(str::to_owned)
         .collect();
+    let quorum = pasted(&form, "shares");
     let outcome = match parsed {
         Ok((m, n)) => {
-            ctx.store(move |s, a| s.export_wrapper_key(a, m, n, &custodians))
+            ctx.store(move |s, a| s.export_wrapper_key(a, m, n, &custodians, &quorum))
                 .await
         }
         Err(e) => Err(e.into()),
@@ -186,15 +218,10 @@ pub async fn export(Posted(ctx, form): Posted) -> WebResult<Response> {
 
 pub async fn import(Posted(ctx, form): Posted) -> WebResult<Response> {
     ctx.require(Page::System)?;
-    let shares: Vec<SecretString> = form
-        .get("shares")
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(SecretString::new)
-        .collect();
+    let shares = pasted(&form, "shares");
+    let quorum = pasted(&form, "current_shares");
     match ctx
-        .store(move |s, a| s.import_wrapper_key(a, &shares))
+        .store(move |s, a| s.import_wrapper_key(a, &shares, &quorum))
         .await
     {
         Ok(v) => Ok(layout::done(
