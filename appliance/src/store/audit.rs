@@ -137,3 +137,313 @@ impl Store {
         self.write(|tx| audit_actor(tx, actor, severity, None, what))
     }
 }
+
+// ---------------------------------------------------------------------------
+// Repeated refusals (issue 12, item 6): a flood of failed sign-ins or
+// registrations from one address writes a handful of rows, not one each.
+
+/// Free bytes the data partition keeps by default: below, refusals are
+/// only counted and the archive waits (64 MiB).
+pub const DISK_RESERVE_DEFAULT: u64 = 64 * 1024 * 1024;
+
+impl Store {
+    /// Sets the disk reserve (key service flag `--disk-reserve-mb`).
+    pub fn set_disk_reserve(&self, bytes: u64) {
+        self.disk_reserve
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Free bytes for unprivileged writers on the data partition, if known.
+    pub fn disk_available(&self) -> Option<u64> {
+        let st = nix::sys::statvfs::statvfs(self.dir()).ok()?;
+        Some(u64::from(st.blocks_available()).saturating_mul(u64::from(st.fragment_size())))
+    }
+
+    /// Whether the data partition is under its reserve (unknown: no).
+    pub fn disk_short(&self) -> bool {
+        let reserve = self.disk_reserve.load(std::sync::atomic::Ordering::Relaxed);
+        self.disk_available().is_some_and(|free| free < reserve)
+    }
+}
+
+/// What kind of refusal an entry records; refusals of one kind from one
+/// source address are aggregated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RefusalKind {
+    SignIn,
+    Registration,
+}
+
+impl RefusalKind {
+    fn plural(self) -> &'static str {
+        match self {
+            RefusalKind::SignIn => "failed sign-ins",
+            RefusalKind::Registration => "failed registrations",
+        }
+    }
+}
+
+/// How long refusals after the first one written are only counted.
+pub const REFUSAL_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+/// Sources tracked one by one; beyond, refusals of a kind are counted
+/// together under "other addresses".
+const REFUSAL_SOURCES: usize = 1024;
+const OTHER_SOURCES: &str = "other addresses";
+
+#[derive(Debug)]
+struct Window {
+    started: std::time::Instant,
+    /// Refusals counted (not written) since `started`.
+    more: u64,
+    who: String,
+    via: String,
+    domain_id: Option<i64>,
+}
+
+/// The open windows, in memory (bounded by [`REFUSAL_SOURCES`] per kind).
+#[derive(Debug, Default)]
+pub(crate) struct Refusals {
+    windows: std::sync::Mutex<std::collections::HashMap<(RefusalKind, String), Window>>,
+    /// Milliseconds of a window; 0: [`REFUSAL_WINDOW`].
+    window_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Refusals {
+    fn window(&self) -> std::time::Duration {
+        match self.window_ms.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => REFUSAL_WINDOW,
+            ms => std::time::Duration::from_millis(ms),
+        }
+    }
+}
+
+fn summary(kind: RefusalKind, source: &str, more: u64, w: &Window) -> String {
+    let secs = w.started.elapsed().as_secs().max(1);
+    format!(
+        "{more} more {} from {source} in the last {secs} s",
+        kind.plural()
+    )
+}
+
+impl Store {
+    /// Sets the aggregation window (key service flag `--refusal-window`).
+    pub fn set_refusal_window(&self, window: std::time::Duration) {
+        let ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.refusals
+            .window_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Records a refusal (a failed sign-in or registration) inside the
+    /// caller's transaction: the first one of its kind from `source` is
+    /// written; the following ones within [`REFUSAL_WINDOW`] are counted
+    /// in memory and written as one summary entry ("N more failed sign-ins
+    /// from 10.1.2.3 in the last 60 s") when the window closes
+    /// ([`Store::flush_refusals`]) or the next refusal after it arrives.
+    /// When the data partition is short of space the refusal is only
+    /// counted.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn log_refusal(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        kind: RefusalKind,
+        who: &str,
+        source: &str,
+        via: &str,
+        domain_id: Option<i64>,
+        what: &str,
+    ) -> Result<()> {
+        let now = std::time::Instant::now();
+        let window = self.refusals.window();
+        let mut map = self
+            .refusals
+            .windows
+            .lock()
+            .expect("refusals mutex poisoned");
+        let mut key = (kind, source.to_owned());
+        if !map.contains_key(&key) && map.len() >= REFUSAL_SOURCES {
+            key = (kind, OTHER_SOURCES.to_owned());
+        }
+        let low_disk = self.disk_short();
+        match map.get_mut(&key) {
+            Some(w) if now.duration_since(w.started) < window || low_disk => {
+                w.more += 1;
+                Ok(())
+            }
+            Some(w) => {
+                // The window is over: its summary, then this one anew.
+                if w.more > 0 {
+                    let text = summary(kind, &key.1, w.more, w);
+                    super::audit(
+                        tx,
+                        &w.who,
+                        source,
+                        &w.via,
+                        Severity::Warn,
+                        w.domain_id,
+                        &text,
+                    )?;
+                }
+                *w = Window {
+                    started: now,
+                    more: 0,
+                    who: who.to_owned(),
+                    via: via.to_owned(),
+                    domain_id,
+                };
+                super::audit(tx, who, source, via, Severity::Warn, domain_id, what)
+            }
+            None => {
+                map.insert(
+                    key,
+                    Window {
+                        started: now,
+                        more: u64::from(low_disk),
+                        who: who.to_owned(),
+                        via: via.to_owned(),
+                        domain_id,
+                    },
+                );
+                if low_disk {
+                    return Ok(());
+                }
+                super::audit(tx, who, source, via, Severity::Warn, domain_id, what)
+            }
+        }
+    }
+
+    /// Writes the summaries of the windows that are over (all of them
+    /// with `all`, at shutdown) and forgets quiet sources. Run by the key
+    /// service's periodic task. Under the disk reserve the counts wait.
+    pub fn flush_refusals(&self, all: bool) -> Result<usize> {
+        if self.disk_short() {
+            return Ok(0);
+        }
+        let now = std::time::Instant::now();
+        let window = self.refusals.window();
+        let due: Vec<((RefusalKind, String), String, String, Option<i64>, String)> = {
+            let mut map = self
+                .refusals
+                .windows
+                .lock()
+                .expect("refusals mutex poisoned");
+            let mut out = vec![];
+            map.retain(|(kind, source), w| {
+                if !all && now.duration_since(w.started) < window {
+                    return true;
+                }
+                if w.more > 0 {
+                    out.push((
+                        (*kind, source.clone()),
+                        w.who.clone(),
+                        w.via.clone(),
+                        w.domain_id,
+                        summary(*kind, source, w.more, w),
+                    ));
+                }
+                false
+            });
+            out
+        };
+        let n = due.len();
+        if n > 0 {
+            self.write(|tx| {
+                for ((_, source), who, via, domain_id, text) in &due {
+                    super::audit(tx, who, source, via, Severity::Warn, *domain_id, text)?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::store;
+
+    fn rows(s: &Store, text: &str) -> Vec<String> {
+        s.read(|tx| {
+            Ok(tx
+                .prepare("SELECT what FROM audit WHERE instr(what, ?1) > 0 ORDER BY id")?
+                .query_map([text], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?)
+        })
+        .expect("rows")
+    }
+
+    fn refuse(s: &Store, kind: RefusalKind, source: &str) {
+        s.write(|tx| {
+            s.log_refusal(
+                tx,
+                kind,
+                "nobody",
+                source,
+                "api",
+                None,
+                "failed login: test",
+            )
+        })
+        .expect("refusal");
+    }
+
+    #[test]
+    fn a_flood_of_refusals_is_one_entry_and_one_summary() {
+        let (_d, s) = store();
+        for _ in 0..500 {
+            refuse(&s, RefusalKind::SignIn, "10.1.2.3");
+        }
+        refuse(&s, RefusalKind::SignIn, "10.1.2.4");
+        refuse(&s, RefusalKind::Registration, "10.1.2.3");
+        assert_eq!(rows(&s, "failed login: test").len(), 3);
+        // The window is still open: nothing to write yet.
+        assert_eq!(s.flush_refusals(false).expect("flush"), 0);
+        s.set_refusal_window(std::time::Duration::from_millis(1));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert_eq!(s.flush_refusals(false).expect("flush"), 1);
+        let summary = rows(&s, "more failed");
+        assert_eq!(summary.len(), 1, "{summary:?}");
+        assert!(
+            summary[0].starts_with("499 more failed sign-ins from 10.1.2.3 in the last"),
+            "{}",
+            summary[0]
+        );
+        // A new window starts with a written entry again.
+        refuse(&s, RefusalKind::SignIn, "10.1.2.3");
+        assert_eq!(rows(&s, "failed login: test").len(), 4);
+    }
+
+    #[test]
+    fn under_the_disk_reserve_refusals_are_only_counted() {
+        let (_d, s) = store();
+        s.set_disk_reserve(u64::MAX);
+        assert!(s.disk_short());
+        for _ in 0..10 {
+            refuse(&s, RefusalKind::Registration, "10.9.9.9");
+        }
+        assert!(rows(&s, "failed login: test").is_empty());
+        assert_eq!(s.flush_refusals(true).expect("flush"), 0, "waits for room");
+        s.set_disk_reserve(0);
+        assert_eq!(s.flush_refusals(true).expect("flush"), 1);
+        let summary = rows(&s, "more failed registrations");
+        assert!(
+            summary[0].starts_with("10 more failed registrations from 10.9.9.9"),
+            "{summary:?}"
+        );
+    }
+
+    #[test]
+    fn the_tracked_sources_are_bounded() {
+        let (_d, s) = store();
+        for i in 0..(REFUSAL_SOURCES + 50) {
+            refuse(
+                &s,
+                RefusalKind::SignIn,
+                &format!("10.0.{}.{}", i / 256, i % 256),
+            );
+        }
+        let n = s.refusals.windows.lock().expect("lock").len();
+        assert!(n <= REFUSAL_SOURCES + 1, "{n}");
+    }
+}

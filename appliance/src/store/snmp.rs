@@ -774,7 +774,9 @@ mod tests {
             },
         )
         .expect("disabled with public is allowed");
-        let e = s.update_snmp_settings(&sys, enable(None)).expect_err("still public");
+        let e = s
+            .update_snmp_settings(&sys, enable(None))
+            .expect_err("still public");
         assert_eq!(field_and_rule(e).0, "community");
         // Changed and enabled in one step; then back to `public` is refused.
         s.update_snmp_settings(&sys, enable(Some("N0t-Public")))
@@ -783,10 +785,15 @@ mod tests {
             community: Some(SecretString::new("public")),
             ..SnmpUpdate::default()
         };
-        let e = s.update_snmp_settings(&sys, back).expect_err("public again");
+        let e = s
+            .update_snmp_settings(&sys, back)
+            .expect_err("public again");
         assert_eq!(field_and_rule(e).0, "community");
         assert_eq!(
-            s.snmp_agent_config_unchecked().expect("agent").community.expose(),
+            s.snmp_agent_config_unchecked()
+                .expect("agent")
+                .community
+                .expose(),
             "N0t-Public"
         );
     }

@@ -49,6 +49,14 @@ pub struct Flags {
     /// Seconds between two runs of the key rotation scheduler.
     #[arg(long, env = "CUSTOS_ROTATION_INTERVAL")]
     pub rotation_interval: Option<u64>,
+    /// Seconds during which repeated failed sign-ins or registrations from
+    /// one address are counted, then written as one entry [default: 60].
+    #[arg(long, env = "CUSTOS_REFUSAL_WINDOW")]
+    pub refusal_window: Option<u64>,
+    /// MiB the data partition keeps free: below, refusals are only counted
+    /// [default: 64].
+    #[arg(long, env = "CUSTOS_DISK_RESERVE_MB")]
+    pub disk_reserve_mb: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -65,6 +73,8 @@ struct File {
     enrol_ec_port: Option<u16>,
     keys_ec_port: Option<u16>,
     rotation_interval: Option<u64>,
+    refusal_window: Option<u64>,
+    disk_reserve_mb: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -80,6 +90,8 @@ pub struct Config {
     pub enrol_ec_port: u16,
     pub keys_ec_port: u16,
     pub rotation_interval: std::time::Duration,
+    pub refusal_window: std::time::Duration,
+    pub disk_reserve_bytes: u64,
 }
 
 impl Config {
@@ -127,6 +139,22 @@ impl Config {
             rotation >= 1,
             "rotation_interval: must be at least 1 second"
         );
+        let refusal_window = flags
+            .refusal_window
+            .or(file.refusal_window)
+            .unwrap_or(appliance::store::REFUSAL_WINDOW.as_secs());
+        anyhow::ensure!(
+            (1..=3600).contains(&refusal_window),
+            "refusal_window: must be between 1 and 3600 seconds"
+        );
+        let disk_reserve_mb = flags
+            .disk_reserve_mb
+            .or(file.disk_reserve_mb)
+            .unwrap_or(appliance::store::DISK_RESERVE_DEFAULT / (1024 * 1024));
+        anyhow::ensure!(
+            disk_reserve_mb <= 1024 * 1024,
+            "disk_reserve_mb: must be at most 1048576 (1 TiB)"
+        );
         Ok(Config {
             data,
             listen,
@@ -138,6 +166,8 @@ impl Config {
             enrol_ec_port: flags.enrol_ec_port.or(file.enrol_ec_port).unwrap_or(8446),
             keys_ec_port: flags.keys_ec_port.or(file.keys_ec_port).unwrap_or(8447),
             rotation_interval: std::time::Duration::from_secs(rotation),
+            refusal_window: std::time::Duration::from_secs(refusal_window),
+            disk_reserve_bytes: disk_reserve_mb * 1024 * 1024,
         })
     }
 

@@ -89,6 +89,8 @@ async fn run(cfg: Config) -> anyhow::Result<Stopped> {
         .await?
         .with_context(|| format!("opening the store in {}", cfg.data.display()))?;
     let store = Arc::new(store);
+    store.set_refusal_window(cfg.refusal_window);
+    store.set_disk_reserve(cfg.disk_reserve_bytes);
     let (host, names) = (cfg.host_name.clone(), cfg.server_names());
     let s2 = store.clone();
     let identities = tokio::task::spawn_blocking(move || s2.ensure_identities(&host, &names))
@@ -318,7 +320,8 @@ enum Stopped {
 /// service again.
 pub const EXIT_RESTART: u8 = 75;
 
-/// §7 automatic rotation: runs at start and then every `interval`.
+/// §7 automatic rotation: runs at start and then every `interval`; also
+/// writes the summaries of repeated refusals whose window closed.
 async fn rotation_scheduler(
     store: Arc<Store>,
     interval: std::time::Duration,
@@ -341,6 +344,12 @@ async fn rotation_scheduler(
             }
             Ok(Err(e)) => tracing::error!(error = %e, "rotation scheduler failed"),
             Err(e) => tracing::error!(error = %e, "rotation scheduler task died"),
+        }
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.flush_refusals(false)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "writing the refusal summaries failed"),
+            Err(e) => tracing::error!(error = %e, "refusal summaries task died"),
         }
     }
 }
