@@ -220,7 +220,12 @@ mod tests {
         let mib = Mib::new();
         let v = Fixed { big: 10 };
         let names = ["1.3.6.1.2.1.1.5.0", "1.3.6.1.2.1.1.5", "1.3.6.1.9"];
-        let r = answer(&mib, &req(Version::V2c, Operation::Get, &names), &v, MAX_MESSAGE);
+        let r = answer(
+            &mib,
+            &req(Version::V2c, Operation::Get, &names),
+            &v,
+            MAX_MESSAGE,
+        );
         assert_eq!(r.error_status, NO_ERROR);
         assert_eq!(
             r.bindings[0].answer,
@@ -228,7 +233,12 @@ mod tests {
         );
         assert_eq!(r.bindings[1].answer, Answer::NoSuchInstance);
         assert_eq!(r.bindings[2].answer, Answer::NoSuchObject);
-        let r = answer(&mib, &req(Version::V1, Operation::Get, &names), &v, MAX_MESSAGE);
+        let r = answer(
+            &mib,
+            &req(Version::V1, Operation::Get, &names),
+            &v,
+            MAX_MESSAGE,
+        );
         assert_eq!((r.error_status, r.error_index), (NO_SUCH_NAME, 2));
         assert!(r.bindings.iter().all(|b| b.answer == Answer::Null));
     }
@@ -240,7 +250,12 @@ mod tests {
         let mut cursor = "1.3".to_owned();
         let mut seen = 0;
         loop {
-            let r = answer(&mib, &req(Version::V2c, Operation::GetNext, &[&cursor]), &v, MAX_MESSAGE);
+            let r = answer(
+                &mib,
+                &req(Version::V2c, Operation::GetNext, &[&cursor]),
+                &v,
+                MAX_MESSAGE,
+            );
             let b = &r.bindings[0];
             if b.answer == Answer::EndOfMibView {
                 break;
@@ -254,7 +269,12 @@ mod tests {
             seen += 1;
         }
         assert_eq!(seen, mib.len());
-        let r = answer(&mib, &req(Version::V1, Operation::GetNext, &[&cursor]), &v, MAX_MESSAGE);
+        let r = answer(
+            &mib,
+            &req(Version::V1, Operation::GetNext, &[&cursor]),
+            &v,
+            MAX_MESSAGE,
+        );
         assert_eq!((r.error_status, r.error_index), (NO_SUCH_NAME, 1));
     }
 
@@ -307,10 +327,18 @@ mod tests {
         assert_eq!(r.bindings[0].answer, Answer::EndOfMibView);
         // A huge max-repetitions over the whole MIB is capped.
         let names: Vec<&str> = vec!["1.3"; MAX_VARBINDS];
-        let r = answer(&mib, &req(Version::V2c, bulk(0, u32::MAX), &names), &v, MAX_MESSAGE);
+        let r = answer(
+            &mib,
+            &req(Version::V2c, bulk(0, u32::MAX), &names),
+            &v,
+            MAX_MESSAGE,
+        );
         assert!(r.bindings.len() <= MAX_VARBINDS * MAX_REPETITIONS as usize);
         assert!(r.bindings.len() >= MAX_VARBINDS);
-        assert!(crate::wire::encode(&req(Version::V2c, bulk(0, 1), &["1.3"]), &r, MAX_MESSAGE).is_some());
+        assert!(
+            crate::wire::encode(&req(Version::V2c, bulk(0, 1), &["1.3"]), &r, MAX_MESSAGE)
+                .is_some()
+        );
     }
 
     #[test]
@@ -322,7 +350,12 @@ mod tests {
             "1.3.6.1.4.1.21513.8.0",
             "1.3.6.1.4.1.21513.7.0",
         ];
-        let r = answer(&mib, &req(Version::V2c, Operation::Get, &names), &v, MAX_MESSAGE);
+        let r = answer(
+            &mib,
+            &req(Version::V2c, Operation::Get, &names),
+            &v,
+            MAX_MESSAGE,
+        );
         assert_eq!((r.error_status, r.bindings.len()), (TOO_BIG, 0));
         let bulk = Operation::GetBulk {
             non_repeaters: 0,
@@ -343,7 +376,12 @@ mod tests {
         let bytes = crate::wire::encode(&request, &r, MAX_MESSAGE).expect("fits");
         assert!(bytes.len() <= MAX_MESSAGE);
         let too_many = vec!["1.3.6.1.2.1.1.1.0"; MAX_VARBINDS + 1];
-        let r = answer(&mib, &req(Version::V2c, Operation::Get, &too_many), &v, MAX_MESSAGE);
+        let r = answer(
+            &mib,
+            &req(Version::V2c, Operation::Get, &too_many),
+            &v,
+            MAX_MESSAGE,
+        );
         assert_eq!(r.error_status, TOO_BIG);
     }
 

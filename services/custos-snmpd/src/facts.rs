@@ -428,7 +428,11 @@ procs -----------memory---------- ---swap-- -----io---- -system-- ------cpu-----
             format!("Filesystem\n/dev/sda1 /srv/{}\n", "é".repeat(MAX_VALUE)),
         ] {
             let cut = bounded(text.clone());
-            assert!(cut.len() <= MAX_VALUE && text.starts_with(&cut), "{}", cut.len());
+            assert!(
+                cut.len() <= MAX_VALUE && text.starts_with(&cut),
+                "{}",
+                cut.len()
+            );
         }
         let one_line = bounded(format!("a{}", "é".repeat(MAX_VALUE)));
         assert_eq!(one_line.len(), MAX_VALUE - 1);

@@ -370,12 +370,7 @@ fn acl_allows(acl: &[AclEntry], source: IpAddr) -> bool {
 }
 
 /// One message in, at most one message out.
-fn process(
-    shared: &Shared,
-    source: IpAddr,
-    bytes: &[u8],
-    transport: Transport,
-) -> Option<Vec<u8>> {
+fn process(shared: &Shared, source: IpAddr, bytes: &[u8], transport: Transport) -> Option<Vec<u8>> {
     let c = &shared.counters;
     bump(&c.in_pkts);
     let snap = shared.snapshot();
