@@ -153,6 +153,11 @@ impl Store {
             .store(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// The disk reserve in bytes.
+    pub fn disk_reserve(&self) -> u64 {
+        self.disk_reserve.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Free bytes for unprivileged writers on the data partition, if known.
     pub fn disk_available(&self) -> Option<u64> {
         let st = nix::sys::statvfs::statvfs(self.dir()).ok()?;
