@@ -161,7 +161,7 @@ impl Store {
     /// Free bytes for unprivileged writers on the data partition, if known.
     pub fn disk_available(&self) -> Option<u64> {
         let st = nix::sys::statvfs::statvfs(self.dir()).ok()?;
-        Some(u64::from(st.blocks_available()).saturating_mul(u64::from(st.fragment_size())))
+        Some((st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64))
     }
 
     /// Whether the data partition is under its reserve (unknown: no).
@@ -221,6 +221,9 @@ impl Refusals {
         }
     }
 }
+
+/// A summary to write: source, who, via, domain, text.
+type Summary = (String, String, String, Option<i64>, String);
 
 fn summary(kind: RefusalKind, source: &str, more: u64, w: &Window) -> String {
     let secs = w.started.elapsed().as_secs().max(1);
@@ -326,7 +329,7 @@ impl Store {
         }
         let now = std::time::Instant::now();
         let window = self.refusals.window();
-        let due: Vec<((RefusalKind, String), String, String, Option<i64>, String)> = {
+        let due: Vec<Summary> = {
             let mut map = self
                 .refusals
                 .windows
@@ -339,7 +342,7 @@ impl Store {
                 }
                 if w.more > 0 {
                     out.push((
-                        (*kind, source.clone()),
+                        source.clone(),
                         w.who.clone(),
                         w.via.clone(),
                         w.domain_id,
@@ -353,7 +356,7 @@ impl Store {
         let n = due.len();
         if n > 0 {
             self.write(|tx| {
-                for ((_, source), who, via, domain_id, text) in &due {
+                for (source, who, via, domain_id, text) in &due {
                     super::audit(tx, who, source, via, Severity::Warn, *domain_id, text)?;
                 }
                 Ok(())
