@@ -147,3 +147,52 @@ fn key_release_survives_a_failed_bookkeeping_write() {
     let (again, _) = fetch_key(&app, host_dir.path(), "recorder", None);
     assert_eq!(again, v1);
 }
+
+#[test]
+fn old_audit_rows_are_archived_then_deleted() {
+    // Keep 20 rows; the periodic task runs every second.
+    let app = Appliance::start_with(&["--audit-max-rows", "20", "--rotation-interval", "1"]);
+    let s = recommended_setup(&app);
+    // Each sign-in is a row: well past the limit.
+    for _ in 0..30 {
+        app.api().login("SystemAdministrator", SYS_PW);
+    }
+    let dir = app.data_dir().join("audit");
+    eventually("the table is trimmed", || {
+        total(&s.sys) <= 25 && dir.exists()
+    });
+    let archives: Vec<_> = std::fs::read_dir(&dir)
+        .expect("DATA/audit")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !archives.is_empty()
+            && archives
+                .iter()
+                .all(|n| n.starts_with("audit-") && n.ends_with(".jsonl.gz")),
+        "{archives:?}"
+    );
+    // The rows left are the newest, and the archives start at the first.
+    let oldest_kept = s.sys.get("/api/v1/audit?limit=1000").ok()["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["id"].as_i64())
+        .min()
+        .expect("rows");
+    assert!(oldest_kept > 20, "{oldest_kept}");
+    let mut names = archives.clone();
+    names.sort();
+    assert!(names[0].starts_with("audit-000000000001-"), "{names:?}");
+    let last_archived: i64 = names
+        .last()
+        .and_then(|n| n.trim_end_matches(".jsonl.gz").rsplit('-').next())
+        .and_then(|n| n.parse().ok())
+        .expect("last id");
+    assert_eq!(
+        last_archived + 1,
+        oldest_kept,
+        "no row lost between archive and table"
+    );
+}

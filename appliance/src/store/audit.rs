@@ -366,6 +366,131 @@ impl Store {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Retention (issue 12, item 6): the table keeps at most a number of rows;
+// older ones go to gzip archives in DATA/audit/ first, then are deleted.
+
+/// Rows the audit table keeps by default (keyd `--audit-max-rows`).
+pub const AUDIT_MAX_ROWS_DEFAULT: i64 = 1_000_000;
+/// Rows moved into one archive file at most.
+const ARCHIVE_BATCH: i64 = 100_000;
+/// Archive files kept; the oldest beyond are removed.
+pub const ARCHIVE_FILES: usize = 20;
+/// The folder of the archives inside the data directory.
+pub const ARCHIVE_DIR: &str = "audit";
+
+#[derive(Serialize)]
+struct ArchivedRow {
+    id: i64,
+    at: String,
+    who: String,
+    source: String,
+    via: String,
+    severity: String,
+    domain_id: Option<i64>,
+    what: String,
+}
+
+impl Store {
+    /// Moves the rows beyond the newest `max_rows` into a new archive file
+    /// (`DATA/audit/audit-<first id>-<last id>.jsonl.gz`, every field of
+    /// each row as one JSON line, in order), synced to disk before those
+    /// rows are deleted, so nothing is lost without being archived; keeps
+    /// the newest [`ARCHIVE_FILES`] archives. Skipped under the disk
+    /// reserve. The number of rows archived.
+    pub fn archive_audit(&self, max_rows: i64) -> Result<usize> {
+        use std::io::Write;
+        if self.disk_short() {
+            return Ok(0);
+        }
+        let rows: Vec<ArchivedRow> = self.read(|tx| {
+            let count: i64 = tx.query_row("SELECT COUNT(*) FROM audit", [], |r| r.get(0))?;
+            let excess = (count - max_rows.max(0)).clamp(0, ARCHIVE_BATCH);
+            if excess == 0 {
+                return Ok(vec![]);
+            }
+            let mut stmt = tx.prepare(
+                "SELECT id, at, who, source, via, severity, domain_id, what FROM audit ORDER BY id LIMIT ?1",
+            )?;
+            let rows = stmt
+                .query_map([excess], |r| {
+                    Ok(ArchivedRow {
+                        id: r.get(0)?,
+                        at: r.get(1)?,
+                        who: r.get(2)?,
+                        source: r.get(3)?,
+                        via: r.get(4)?,
+                        severity: r.get(5)?,
+                        domain_id: r.get(6)?,
+                        what: r.get(7)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })?;
+        let (Some(first), Some(last)) = (rows.first().map(|r| r.id), rows.last().map(|r| r.id))
+        else {
+            return Ok(0);
+        };
+        let dir = self.dir().join(ARCHIVE_DIR);
+        let io = |path: &std::path::Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Io { path, source }
+        };
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let name = format!("audit-{first:012}-{last:012}.jsonl.gz");
+        let path = dir.join(&name);
+        let tmp = dir.join(format!(".{name}.tmp"));
+        {
+            let file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+            let mut gz = flate2::write::GzEncoder::new(
+                std::io::BufWriter::new(file),
+                flate2::Compression::default(),
+            );
+            for row in &rows {
+                let line =
+                    serde_json::to_string(row).map_err(|_| Error::Crypto("audit archive row"))?;
+                gz.write_all(line.as_bytes()).map_err(io(&tmp))?;
+                gz.write_all(b"\n").map_err(io(&tmp))?;
+            }
+            let file = gz
+                .finish()
+                .map_err(io(&tmp))?
+                .into_inner()
+                .map_err(|e| io(&tmp)(e.into_error()))?;
+            file.sync_all().map_err(io(&tmp))?;
+        }
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        std::fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&dir))?;
+        // Archived and on disk: now the rows may go.
+        self.write(|tx| {
+            tx.execute(
+                "DELETE FROM audit WHERE id BETWEEN ?1 AND ?2",
+                rusqlite::params![first, last],
+            )?;
+            Ok(())
+        })?;
+        let mut archives: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+            .map_err(io(&dir))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("audit-") && n.ends_with(".jsonl.gz"))
+            })
+            .collect();
+        archives.sort();
+        let excess = archives.len().saturating_sub(ARCHIVE_FILES);
+        for old in &archives[..excess] {
+            std::fs::remove_file(old).map_err(io(old))?;
+            tracing::info!(file = %old.display(), "removed an old audit archive");
+        }
+        Ok(rows.len())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,5 +578,57 @@ mod tests {
         }
         let n = s.refusals.windows.lock().expect("lock").len();
         assert!(n <= REFUSAL_SOURCES + 1, "{n}");
+    }
+
+    #[test]
+    fn retention_archives_then_deletes() {
+        use std::io::Read;
+        let (d, s) = store();
+        for i in 0..30 {
+            s.log_event(
+                "test",
+                "10.0.0.1",
+                "api",
+                Severity::Info,
+                &format!("event {i}"),
+            )
+            .expect("event");
+        }
+        let ids = |s: &Store| -> Vec<i64> {
+            s.read(|tx| {
+                Ok(tx
+                    .prepare("SELECT id FROM audit ORDER BY id")?
+                    .query_map([], |r| r.get(0))?
+                    .collect::<rusqlite::Result<Vec<i64>>>()?)
+            })
+            .expect("ids")
+        };
+        let all = ids(&s);
+        let moved = s.archive_audit(10).expect("archive");
+        assert_eq!(moved, all.len() - 10);
+        let kept = ids(&s);
+        assert_eq!(kept, all[all.len() - 10..]);
+        let dir = d.path().join(ARCHIVE_DIR);
+        let files: Vec<_> = std::fs::read_dir(&dir).expect("dir").flatten().collect();
+        assert_eq!(files.len(), 1);
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(files[0].path()).expect("open"))
+            .read_to_string(&mut text)
+            .expect("gunzip");
+        let archived: Vec<i64> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).expect("json")["id"]
+                    .as_i64()
+                    .expect("id")
+            })
+            .collect();
+        assert_eq!(archived, all[..all.len() - 10]);
+        assert!(text.contains("\"what\":\"event 0\"") && text.contains("\"severity\":\"INFO\""));
+        assert_eq!(
+            s.archive_audit(10).expect("again"),
+            0,
+            "nothing beyond the limit"
+        );
     }
 }

@@ -32,7 +32,8 @@ use crate::{Error, Result};
 
 pub use admins::{AdminUpdate, AdminView, LoginOutcome, NewAdmin};
 pub use audit::{
-    AuditEntry, AuditPage, AuditQuery, DISK_RESERVE_DEFAULT, REFUSAL_WINDOW, RefusalKind,
+    ARCHIVE_DIR, AUDIT_MAX_ROWS_DEFAULT, AuditEntry, AuditPage, AuditQuery, DISK_RESERVE_DEFAULT,
+    REFUSAL_WINDOW, RefusalKind,
 };
 pub use backup::{BackupInfo, RestoreReport, WrapperStatus, backup_file_name};
 pub use backup_schedule::{

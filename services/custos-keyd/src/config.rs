@@ -57,6 +57,10 @@ pub struct Flags {
     /// [default: 64].
     #[arg(long, env = "CUSTOS_DISK_RESERVE_MB")]
     pub disk_reserve_mb: Option<u64>,
+    /// Rows the audit table keeps; older ones are archived to
+    /// DATA/audit/*.jsonl.gz, then deleted [default: 1000000].
+    #[arg(long, env = "CUSTOS_AUDIT_MAX_ROWS")]
+    pub audit_max_rows: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -75,6 +79,7 @@ struct File {
     rotation_interval: Option<u64>,
     refusal_window: Option<u64>,
     disk_reserve_mb: Option<u64>,
+    audit_max_rows: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -92,6 +97,7 @@ pub struct Config {
     pub rotation_interval: std::time::Duration,
     pub refusal_window: std::time::Duration,
     pub disk_reserve_bytes: u64,
+    pub audit_max_rows: i64,
 }
 
 impl Config {
@@ -155,6 +161,11 @@ impl Config {
             disk_reserve_mb <= 1024 * 1024,
             "disk_reserve_mb: must be at most 1048576 (1 TiB)"
         );
+        let audit_max_rows = flags
+            .audit_max_rows
+            .or(file.audit_max_rows)
+            .unwrap_or(appliance::store::AUDIT_MAX_ROWS_DEFAULT);
+        anyhow::ensure!(audit_max_rows >= 10, "audit_max_rows: must be at least 10");
         Ok(Config {
             data,
             listen,
@@ -168,6 +179,7 @@ impl Config {
             rotation_interval: std::time::Duration::from_secs(rotation),
             refusal_window: std::time::Duration::from_secs(refusal_window),
             disk_reserve_bytes: disk_reserve_mb * 1024 * 1024,
+            audit_max_rows,
         })
     }
 

@@ -262,6 +262,7 @@ async fn run(cfg: Config) -> anyhow::Result<Stopped> {
     tasks.spawn(rotation_scheduler(
         store.clone(),
         cfg.rotation_interval,
+        cfg.audit_max_rows,
         stop_rx.clone(),
     ));
 
@@ -321,10 +322,12 @@ enum Stopped {
 pub const EXIT_RESTART: u8 = 75;
 
 /// §7 automatic rotation: runs at start and then every `interval`; also
-/// writes the summaries of repeated refusals whose window closed.
+/// writes the summaries of repeated refusals whose window closed, and
+/// archives the audit rows beyond `audit_max_rows`.
 async fn rotation_scheduler(
     store: Arc<Store>,
     interval: std::time::Duration,
+    audit_max_rows: i64,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(interval);
@@ -350,6 +353,13 @@ async fn rotation_scheduler(
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "writing the refusal summaries failed"),
             Err(e) => tracing::error!(error = %e, "refusal summaries task died"),
+        }
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.archive_audit(audit_max_rows)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(rows = n, "archived old audit entries"),
+            Ok(Err(e)) => tracing::error!(error = %e, "archiving the audit log failed"),
+            Err(e) => tracing::error!(error = %e, "audit archive task died"),
         }
     }
 }
