@@ -208,7 +208,7 @@ struct Window {
 /// The open windows, in memory (bounded by [`REFUSAL_SOURCES`] per kind).
 #[derive(Debug, Default)]
 pub(crate) struct Refusals {
-    windows: std::sync::Mutex<std::collections::HashMap<(RefusalKind, String), Window>>,
+    windows: std::sync::Mutex<std::collections::HashMap<WindowKey, Window>>,
     /// Milliseconds of a window; 0: [`REFUSAL_WINDOW`].
     window_ms: std::sync::atomic::AtomicU64,
 }
@@ -222,13 +222,23 @@ impl Refusals {
     }
 }
 
+/// Kind, source address, and the reason for registrations (their reasons
+/// are a fixed few, each worth its own entry; a sign-in's text changes
+/// with every attempt).
+type WindowKey = (RefusalKind, String, String);
+
 /// A summary to write: source, who, via, domain, text.
 type Summary = (String, String, String, Option<i64>, String);
 
-fn summary(kind: RefusalKind, source: &str, more: u64, w: &Window) -> String {
+fn summary(kind: RefusalKind, source: &str, reason: &str, more: u64, w: &Window) -> String {
     let secs = w.started.elapsed().as_secs().max(1);
+    let why = if reason.is_empty() {
+        String::new()
+    } else {
+        format!(" ({reason})")
+    };
     format!(
-        "{more} more {} from {source} in the last {secs} s",
+        "{more} more {}{why} from {source} in the last {secs} s",
         kind.plural()
     )
 }
@@ -268,9 +278,13 @@ impl Store {
             .windows
             .lock()
             .expect("refusals mutex poisoned");
-        let mut key = (kind, source.to_owned());
+        let reason = match kind {
+            RefusalKind::SignIn => String::new(),
+            RefusalKind::Registration => what.to_owned(),
+        };
+        let mut key = (kind, source.to_owned(), reason.clone());
         if !map.contains_key(&key) && map.len() >= REFUSAL_SOURCES {
-            key = (kind, OTHER_SOURCES.to_owned());
+            key = (kind, OTHER_SOURCES.to_owned(), reason);
         }
         let low_disk = self.disk_short();
         match map.get_mut(&key) {
@@ -281,7 +295,7 @@ impl Store {
             Some(w) => {
                 // The window is over: its summary, then this one anew.
                 if w.more > 0 {
-                    let text = summary(kind, &key.1, w.more, w);
+                    let text = summary(kind, &key.1, &key.2, w.more, w);
                     super::audit(
                         tx,
                         &w.who,
@@ -336,7 +350,7 @@ impl Store {
                 .lock()
                 .expect("refusals mutex poisoned");
             let mut out = vec![];
-            map.retain(|(kind, source), w| {
+            map.retain(|(kind, source, reason), w| {
                 if !all && now.duration_since(w.started) < window {
                     return true;
                 }
@@ -346,7 +360,7 @@ impl Store {
                         w.who.clone(),
                         w.via.clone(),
                         w.domain_id,
-                        summary(*kind, source, w.more, w),
+                        summary(*kind, source, reason, w.more, w),
                     ));
                 }
                 false
@@ -561,7 +575,8 @@ mod tests {
         assert_eq!(s.flush_refusals(true).expect("flush"), 1);
         let summary = rows(&s, "more failed registrations");
         assert!(
-            summary[0].starts_with("10 more failed registrations from 10.9.9.9"),
+            summary[0]
+                .starts_with("10 more failed registrations (failed login: test) from 10.9.9.9"),
             "{summary:?}"
         );
     }
