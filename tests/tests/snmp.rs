@@ -144,8 +144,20 @@ fn every_object_over_v1_and_v2c_udp_and_tcp_on_both_ports() {
     for port in [d.port, d.alt_port] {
         for target in [udp(port), tcp(port)] {
             for v in ["1", "2c"] {
-                let out = query("snmpget", v, COMMUNITY, &target, &oids);
-                let text = out.ok();
+                // Over UDP an answer fits in one datagram: the standard
+                // objects and the appliance's are asked for apart.
+                let text = if target.starts_with("udp") {
+                    let mut t = query("snmpget", v, COMMUNITY, &target, &oids[..15])
+                        .ok()
+                        .to_owned();
+                    t.push_str(query("snmpget", v, COMMUNITY, &target, &oids[15..]).ok());
+                    t
+                } else {
+                    query("snmpget", v, COMMUNITY, &target, &oids)
+                        .ok()
+                        .to_owned()
+                };
+                let text = text.as_str();
                 let get = |oid: &str| {
                     value_of(text, oid)
                         .unwrap_or_else(|| panic!("{target} v{v}: no {oid} in\n{text}"))
@@ -516,13 +528,38 @@ fn a_disabled_agent_answers_nothing_and_closes_its_ports() {
         closed(d.port) && closed(d.alt_port),
         "TCP ports open while disabled"
     );
-    // Enabled with the default community, which §13 starts with.
-    put_snmp(&admin, json!({"enabled": true})).ok();
-    eventually("the agent answers", || answers(&udp(d.alt_port), "public"));
-    assert!(answers(&tcp(d.port), "public"));
+    // Never enabled with the default community `public` (§13 starts with
+    // it): refused naming the field, nothing changed.
+    let before = admin.get("/api/v1/snmp").ok();
+    for body in [
+        json!({"enabled": true}),
+        json!({"enabled": true, "community": "public", "sys_location": "Rack 1"}),
+    ] {
+        let e = put_snmp(&admin, body).expect(400);
+        assert_eq!(e["field"], "community", "{e}");
+        assert!(
+            e["message"]
+                .as_str()
+                .expect("message")
+                .contains("must be changed from the default 'public'"),
+            "{e}"
+        );
+        assert_eq!(admin.get("/api/v1/snmp").ok(), before);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(closed(d.port) && closed(d.alt_port), "opened with public");
+    // With a community of its own it answers, and only to that one.
+    put_snmp(&admin, json!({"enabled": true, "community": COMMUNITY})).ok();
+    eventually("the agent answers", || answers(&udp(d.alt_port), COMMUNITY));
+    assert!(answers(&tcp(d.port), COMMUNITY));
+    assert!(!answers(&udp(d.port), "public"));
+    // Going back to `public` while enabled is refused as well.
+    let e = put_snmp(&admin, json!({"community": "public"})).expect(400);
+    assert_eq!(e["field"], "community", "{e}");
+    assert!(answers(&udp(d.port), COMMUNITY));
     put_snmp(&admin, json!({"enabled": false})).ok();
     eventually("the ports close", || closed(d.port) && closed(d.alt_port));
-    assert!(query("snmpget", "2c", "public", &udp(d.port), &[SYS_UP_TIME]).timed_out());
+    assert!(query("snmpget", "2c", COMMUNITY, &udp(d.port), &[SYS_UP_TIME]).timed_out());
     // SIGTERM stops it cleanly.
     let status = d.stop().expect("custos-snmpd stops on SIGTERM");
     assert!(status.success(), "{status:?}");
@@ -539,17 +576,7 @@ fn malformed_messages_are_dropped_and_good_requests_still_answered() {
     sock.set_read_timeout(Some(Duration::from_millis(300)))
         .expect("timeout");
     // A real request (v2c GET sysUpTime.0) to mutate.
-    let good: Vec<u8> = {
-        let mut m = vec![0x30, 0x00, 0x02, 0x01, 0x01, 0x04, COMMUNITY.len() as u8];
-        m.extend_from_slice(COMMUNITY.as_bytes());
-        m.extend_from_slice(&[
-            0xa0, 0x1c, 0x02, 0x04, 0x12, 0x34, 0x56, 0x78, 0x02, 0x01, 0x00, 0x02, 0x01, 0x00,
-            0x30, 0x0e, 0x30, 0x0c, 0x06, 0x08, 0x2b, 0x06, 0x01, 0x02, 0x01, 0x01, 0x03, 0x00,
-            0x05, 0x00,
-        ]);
-        m[1] = (m.len() - 2) as u8;
-        m
-    };
+    let good = v2c_get_sys_up_time(COMMUNITY);
     sock.send(&good).expect("send");
     let mut buf = [0u8; 65536];
     assert!(
@@ -672,6 +699,12 @@ fn the_console_page_configures_the_agent() {
     b.fill("community", "Web-C0mmunity");
     b.press("Apply");
     assert!(b.body().contains("SNMP settings saved"), "{}", b.body());
+    // Back to the default community while enabled: refused next to its field.
+    b.fill("community", "public");
+    b.press("Apply");
+    let e = b.text("#community-error").unwrap_or_default();
+    assert!(e.contains("default 'public'"), "{}", b.body());
+    b.open("/system/snmp");
     eventually("the agent answers with the console's settings", || {
         let out = query(
             "snmpget",
@@ -746,4 +779,123 @@ fn the_console_page_configures_the_agent() {
     ro.open("/system/snmp/acl");
     assert!(!ro.has("#acl"), "no Add form for a read-only administrator");
     ro.screenshot("read-only");
+}
+
+/// A v2c GET of sysUpTime.0 as net-snmp sends it, made by hand.
+fn v2c_get_sys_up_time(community: &str) -> Vec<u8> {
+    let mut m = vec![0x30, 0x00, 0x02, 0x01, 0x01, 0x04, community.len() as u8];
+    m.extend_from_slice(community.as_bytes());
+    m.extend_from_slice(&[
+        0xa0, 0x1c, 0x02, 0x04, 0x12, 0x34, 0x56, 0x78, 0x02, 0x01, 0x00, 0x02, 0x01, 0x00, 0x30,
+        0x0e, 0x30, 0x0c, 0x06, 0x08, 0x2b, 0x06, 0x01, 0x02, 0x01, 0x01, 0x03, 0x00, 0x05, 0x00,
+    ]);
+    m[1] = (m.len() - 2) as u8;
+    m
+}
+
+/// The sizes of the packets a net-snmp tool run with `-d` received.
+fn received_sizes(out: &Output) -> Vec<usize> {
+    format!("{}\n{}", out.stdout, out.stderr)
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("Received ")?;
+            let (n, tail) = rest.split_once(' ')?;
+            tail.starts_with("byte packet").then(|| n.parse().ok())?
+        })
+        .collect()
+}
+
+/// Issue 12, item 8: a small UDP request never gets more than one
+/// datagram back. A GETBULK asking for the whole MIB 64 times is cut to
+/// fit; a GET whose answer cannot fit is tooBig (v1 and v2c), and the
+/// same requests over TCP are answered whole.
+#[test]
+fn udp_answers_fit_in_one_datagram() {
+    let (_app, _s, d) = enabled_appliance();
+    let bulk = |target: &str| {
+        net_snmp(
+            "snmpbulkget",
+            &[
+                "-d", "-v2c", "-c", COMMUNITY, "-On", "-Cn0", "-Cr64", target, ".1", ".1", ".1",
+                ".1",
+            ],
+        )
+    };
+    let out = bulk(&udp(d.port));
+    let text = out.ok();
+    assert!(text.contains(".1.3.6.1.2.1.1.1.0 = STRING: "), "{text}");
+    let sizes = received_sizes(&out);
+    assert_eq!(sizes.len(), 1, "{out:?}");
+    assert!(sizes[0] <= 1472, "a UDP answer of {} bytes", sizes[0]);
+    let out = bulk(&tcp(d.port));
+    let whole = out.ok();
+    assert!(whole.lines().count() > text.lines().count());
+    assert!(received_sizes(&out).iter().sum::<usize>() > 1472, "{out:?}");
+
+    let mut big = vec![];
+    for _ in 0..3 {
+        big.extend([
+            ".1.3.6.1.4.1.21513.5.0",
+            ".1.3.6.1.4.1.21513.7.0",
+            ".1.3.6.1.4.1.21513.8.0",
+        ]);
+    }
+    for v in ["1", "2c"] {
+        let out = query("snmpget", v, COMMUNITY, &udp(d.alt_port), &big);
+        assert!(
+            !out.ok && format!("{}{}", out.stdout, out.stderr).contains("tooBig"),
+            "v{v}: {out:?}"
+        );
+        let out = query("snmpget", v, COMMUNITY, &tcp(d.alt_port), &big);
+        assert_eq!(out.ok().matches("Filesystem").count(), 3, "v{v}");
+    }
+}
+
+/// Issue 12, item 8: answers over UDP are rate-limited per source address,
+/// so a flood (spoofed or not) from one address is mostly unanswered while
+/// another address is still served; the drops are logged once.
+#[test]
+fn a_udp_flood_from_one_address_is_rate_limited() {
+    let (_app, s, d) = enabled_appliance();
+    let request = v2c_get_sys_up_time(COMMUNITY);
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("udp");
+    sock.connect(("127.0.0.1", d.port)).expect("connect");
+    sock.set_read_timeout(Some(Duration::from_millis(150)))
+        .expect("timeout");
+    let mut buf = [0u8; 2048];
+    let (batches, batch) = (10, 40);
+    let mut answered = 0;
+    for _ in 0..batches {
+        for _ in 0..batch {
+            sock.send(&request).expect("send");
+        }
+        // Every answer of the batch, or a pause without one.
+        let mut got = 0;
+        while got < batch && sock.recv(&mut buf).is_ok() {
+            got += 1;
+        }
+        answered += got;
+    }
+    assert!(answered > 0, "nothing answered");
+    assert!(
+        answered < batches * batch * 3 / 4,
+        "{answered} of {} answered",
+        batches * batch
+    );
+    // Another address (127.0.0.2 is loopback too) is served at once.
+    let other = UdpSocket::bind("127.0.0.2:0").expect("udp on 127.0.0.2");
+    other.connect(("127.0.0.1", d.port)).expect("connect");
+    other
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    other.send(&request).expect("send");
+    assert!(other.recv(&mut buf).is_ok(), "127.0.0.2 is not answered");
+    // Logged once for the flooding address, without the community.
+    eventually("the drops are in the audit log", || {
+        !audit(&s.sys, "rate limit").is_empty()
+    });
+    let entries = audit(&s.sys, "rate limit");
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["source"], "127.0.0.1");
+    assert!(!entries[0].to_string().contains(COMMUNITY));
 }

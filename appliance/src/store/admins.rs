@@ -4,7 +4,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use serde::Serialize;
 use time::Duration;
 
-use super::{Store, audit, audit_actor, now, opt_time};
+use super::{RefusalKind, Store, audit, audit_actor, now, opt_time};
 use crate::access::{Access, Actor};
 use crate::model::{Severity, UserType, check_description, check_login, check_text, fmt_time};
 use crate::secret::SecretString;
@@ -231,12 +231,12 @@ impl Store {
         let Some((id, hash, locked_until, must_change, previous_login)) = row else {
             password::verify(password.expose(), &DUMMY_HASH);
             self.write(|tx| {
-                audit(
+                self.log_refusal(
                     tx,
+                    RefusalKind::SignIn,
                     shown_login,
                     source,
                     via,
-                    Severity::Warn,
                     None,
                     &format!("failed login: unknown login '{}'", sanitize(login)),
                 )
@@ -248,7 +248,7 @@ impl Store {
         let prefs = self.preferences_unchecked()?;
         self.write(|tx| {
             if locked {
-                audit(tx, login, source, via, Severity::Warn, None, "login refused: account locked")?;
+                self.log_refusal(tx, RefusalKind::SignIn, login, source, via, None, "login refused: account locked")?;
                 return Ok(Err(Error::Locked));
             }
             if !ok {
@@ -266,7 +266,7 @@ impl Store {
                     audit(tx, login, source, via, Severity::Warn, None,
                         &format!("failed login; account locked for {} minutes after {} failures", prefs.lockout_minutes, failures))?;
                 } else {
-                    audit(tx, login, source, via, Severity::Warn, None, &format!("failed login ({failures} in a row)"))?;
+                    self.log_refusal(tx, RefusalKind::SignIn, login, source, via, None, &format!("failed login ({failures} in a row)"))?;
                 }
                 return Ok(Err(Error::BadCredentials));
             }

@@ -917,22 +917,19 @@ impl Store {
                 "this appliance has no wrapper key: import the shares of the key the backup was made with first",
             )
         })?;
-        let mut ar = tar::Archive::new(input);
-        let mut entries = ar.entries().map_err(|_| not_a_backup())?;
-        let mut first = entries
-            .next()
-            .ok_or_else(not_a_backup)?
-            .map_err(|_| not_a_backup())?;
-        if first.path().ok().as_deref() != Some(std::path::Path::new(MANIFEST))
-            || first.size() > MAX_MANIFEST
-        {
-            return Err(not_a_backup());
-        }
+        // The two members are read here, header by header (issue 12,
+        // item 9): exact names in order, regular files, sizes checked
+        // before a byte of them is read, nothing after them.
+        let manifest_len = member_header(input, MANIFEST, MAX_MANIFEST)?;
         let mut manifest_bytes = Vec::new();
-        first
+        input
+            .take(manifest_len)
             .read_to_end(&mut manifest_bytes)
             .map_err(|_| not_a_backup())?;
-        drop(first);
+        if manifest_bytes.len() as u64 != manifest_len {
+            return Err(refused_io("the backup file is truncated"));
+        }
+        skip_padding(input, manifest_len)?;
         let manifest: Manifest =
             serde_json::from_slice(&manifest_bytes).map_err(|_| not_a_backup())?;
         if manifest.format != FORMAT
@@ -961,15 +958,9 @@ impl Store {
         let salt = B64.decode(&manifest.salt).map_err(|_| not_a_backup())?;
         let data_key = key.backup_key(&salt)?;
         let aad = crate::crypto::sha256(&manifest_bytes);
-        let payload = entries
-            .next()
-            .ok_or_else(|| refused_io("the backup file is truncated"))?
-            .map_err(|_| not_a_backup())?;
-        if payload.path().ok().as_deref() != Some(std::path::Path::new(PAYLOAD)) {
-            return Err(not_a_backup());
-        }
+        let payload_len = member_header(input, PAYLOAD, MAX_PAYLOAD)?;
         let reader = ChunkReader {
-            inner: payload,
+            inner: input.take(payload_len),
             key: LessSafeKey::new(
                 UnboundKey::new(&AES_256_GCM, data_key.expose())
                     .map_err(|_| Error::Crypto("backup key"))?,
@@ -980,9 +971,20 @@ impl Store {
             pos: 0,
             done: false,
         };
-        let lines = BufReader::with_capacity(CHUNK, reader);
+        let mut lines = BufReader::with_capacity(CHUNK, reader);
         self.write(|tx| {
-            let report = self.apply_payload(tx, lines, include_users, &manifest)?;
+            let report = self.apply_payload(tx, &mut lines, include_users, &manifest)?;
+            // Nothing may follow the last chunk, nor the payload member.
+            let mut rest = lines.into_inner().inner;
+            let mut one = [0u8; 1];
+            if rest.read(&mut one).map_err(|_| not_a_backup())? != 0 {
+                return Err(refused_io(
+                    "the backup file holds data after the end of payload.enc",
+                ));
+            }
+            let input = rest.into_inner();
+            skip_padding(input, payload_len)?;
+            end_of_archive(input)?;
             audit_actor(
                 tx,
                 actor,
@@ -1318,6 +1320,111 @@ fn to_sql(v: &Value) -> Result<SqlValue> {
     })
 }
 
+/// Largest `payload.enc` a restore reads (the API's upload limit too).
+pub const MAX_PAYLOAD: u64 = 8 * 1024 * 1024 * 1024;
+const BLOCK: usize = 512;
+
+/// A NUL-terminated field of a tar header.
+fn header_text(field: &[u8]) -> String {
+    let end = field.iter().position(|b| *b == 0).unwrap_or(field.len());
+    String::from_utf8_lossy(&field[..end]).into_owned()
+}
+
+/// An octal number field of a tar header (spaces and NULs around it);
+/// None for anything else (base-256 sizes included: far too large).
+fn header_octal(field: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(field).ok()?;
+    let digits = text.trim_matches(|c: char| c == ' ' || c == '\0');
+    if digits.is_empty() {
+        return Some(0);
+    }
+    u64::from_str_radix(digits, 8).ok()
+}
+
+/// Reads the header of the next member, which must be the regular file
+/// `expected` of at most `max` bytes; its size. Every other case is
+/// refused naming what was found.
+fn member_header(input: &mut dyn Read, expected: &str, max: u64) -> Result<u64> {
+    let mut h = [0u8; BLOCK];
+    input.read_exact(&mut h).map_err(|_| {
+        refused_io(&format!(
+            "the backup file ends before its member {expected}"
+        ))
+    })?;
+    if h.iter().all(|b| *b == 0) {
+        return Err(refused_io(&format!(
+            "the backup file ends before its member {expected}"
+        )));
+    }
+    let sum: u64 = h
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u64::from(*b)
+            }
+        })
+        .sum();
+    if header_octal(&h[148..156]) != Some(sum) {
+        return Err(not_a_backup());
+    }
+    let mut name = header_text(&h[..100]);
+    // POSIX ustar ("ustar\0") has a name prefix; GNU ("ustar ") has none.
+    if &h[257..263] == b"ustar\0" {
+        let prefix = header_text(&h[345..500]);
+        if !prefix.is_empty() {
+            name = format!("{prefix}/{name}");
+        }
+    }
+    if name != expected {
+        let shown: String = name.chars().take(100).filter(|c| !c.is_control()).collect();
+        return Err(refused_io(&format!(
+            "the backup file holds a member '{shown}' where {expected} was expected (a backup holds manifest.json, then payload.enc, and nothing else)"
+        )));
+    }
+    if !matches!(h[156], b'0' | 0) {
+        return Err(refused_io(&format!(
+            "{expected} in the backup file is not a regular file"
+        )));
+    }
+    let size = header_octal(&h[124..136])
+        .filter(|s| *s <= max)
+        .ok_or_else(|| {
+            refused_io(&format!(
+                "{expected} in the backup file claims a size over the {max} bytes allowed"
+            ))
+        })?;
+    Ok(size)
+}
+
+/// Skips the zeros that fill a member of `len` bytes to its last block.
+fn skip_padding(input: &mut dyn Read, len: u64) -> Result<()> {
+    let pad = (BLOCK - (len % BLOCK as u64) as usize) % BLOCK;
+    let mut buf = [0u8; BLOCK];
+    input
+        .read_exact(&mut buf[..pad])
+        .map_err(|_| refused_io("the backup file is truncated"))?;
+    Ok(())
+}
+
+/// After the two members only the end-of-archive zeros may follow (at
+/// most a tar record of 10 KiB, GNU tar's blocking).
+fn end_of_archive(input: &mut dyn Read) -> Result<()> {
+    let mut rest = Vec::new();
+    input
+        .take(20 * BLOCK as u64 + 1)
+        .read_to_end(&mut rest)
+        .map_err(|_| not_a_backup())?;
+    if rest.len() > 20 * BLOCK || rest.iter().any(|b| *b != 0) {
+        return Err(refused_io(
+            "the backup file holds more than manifest.json and payload.enc",
+        ));
+    }
+    Ok(())
+}
+
 fn not_a_backup() -> Error {
     Error::invalid(
         "backup",
@@ -1444,6 +1551,33 @@ mod tests {
         let cut = 2 * (4 + CHUNK + TAG_LEN);
         let e = read(&enc[..cut]).expect_err("truncated");
         assert!(e.to_string().contains("truncated"), "{e}");
+    }
+
+    fn tar_of(members: &[(&str, u8, &[u8])]) -> Vec<u8> {
+        let mut t = tar::Builder::new(Vec::new());
+        for (name, kind, data) in members {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o600);
+            h.set_entry_type(tar::EntryType::new(*kind));
+            h.set_path(name).expect("name");
+            h.set_cksum();
+            t.append(&h, *data).expect("append");
+        }
+        t.into_inner().expect("tar")
+    }
+
+    fn members_of(file: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let mut ar = tar::Archive::new(file);
+        let mut out = vec![];
+        for e in ar.entries().expect("entries") {
+            let mut data = vec![];
+            e.expect("entry").read_to_end(&mut data).expect("read");
+            out.push(data);
+        }
+        assert_eq!(out.len(), 2);
+        let payload = out.pop().expect("payload");
+        (out.pop().expect("manifest"), payload)
     }
 
     #[test]
@@ -1639,6 +1773,67 @@ mod tests {
             b.restore_backup(&sys_b, &mut &file[..file.len() / 2], true)
                 .is_err()
         );
+        // Members other than the two expected, in order, as regular files
+        // of bounded size, are refused before anything is read or changed.
+        let (manifest, payload) = members_of(&file);
+        let big_header = {
+            let mut t = tar_of(&[(MANIFEST, b'0', &manifest), (PAYLOAD, b'0', &payload)]);
+            // manifest.json claiming 8 GiB: its size field rewritten.
+            t[124..136].copy_from_slice(b"77777777777\0");
+            let sum: u64 = t[..512]
+                .iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    if (148..156).contains(&i) {
+                        32
+                    } else {
+                        u64::from(*b)
+                    }
+                })
+                .sum();
+            t[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+            t
+        };
+        for (bad, why) in [
+            (
+                tar_of(&[
+                    (MANIFEST, b'0', &manifest),
+                    (PAYLOAD, b'0', &payload),
+                    ("extra.txt", b'0', b"more"),
+                ]),
+                "holds more than manifest.json and payload.enc",
+            ),
+            (
+                tar_of(&[(MANIFEST, b'0', &manifest), ("payload.bin", b'0', &payload)]),
+                "a member 'payload.bin' where payload.enc was expected",
+            ),
+            (
+                tar_of(&[(PAYLOAD, b'0', &payload), (MANIFEST, b'0', &manifest)]),
+                "a member 'payload.enc' where manifest.json was expected",
+            ),
+            (
+                tar_of(&[(MANIFEST, b'2', b""), (PAYLOAD, b'0', &payload)]),
+                "manifest.json in the backup file is not a regular file",
+            ),
+            (
+                big_header,
+                "manifest.json in the backup file claims a size over",
+            ),
+            (
+                tar_of(&[(MANIFEST, b'0', &manifest)]),
+                "ends before its member payload.enc",
+            ),
+        ] {
+            match b.restore_backup(&sys_b, &mut bad.as_slice(), true) {
+                Err(Error::Invalid {
+                    field: "backup",
+                    rule,
+                }) => {
+                    assert!(rule.contains(why), "{rule}")
+                }
+                other => panic!("{why}: {other:?}"),
+            }
+        }
         assert_eq!(b.list_domains(&sys_b).expect("domains").len(), 0);
         let after = b
             .read(|tx| Ok(tx.query_row("SELECT COUNT(*) FROM audit", [], |r| r.get::<_, i64>(0))?))

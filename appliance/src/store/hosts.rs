@@ -7,7 +7,9 @@ use time::{Duration, OffsetDateTime};
 
 use super::admins::sanitize;
 use super::keys::{current_version, key_id};
-use super::{Store, audit, audit_actor, domain_for, domain_id, licence, now, opt_time};
+use super::{
+    RefusalKind, Store, audit, audit_actor, domain_for, domain_id, licence, now, opt_time,
+};
 use crate::access::{Access, Actor};
 use crate::crypto::{fill_random, fingerprint, hkdf_sha256};
 use crate::model::{
@@ -400,12 +402,12 @@ impl Store {
         let who = format!("host:{}", sanitize(&req.host_name));
         let refusal_entry = |tx: &Transaction<'_>, why: &str| {
             let did = domain_id(tx, &req.domain).ok();
-            audit(
+            self.log_refusal(
                 tx,
+                RefusalKind::Registration,
                 &who,
                 source,
                 "agent",
-                Severity::Warn,
                 did,
                 &format!("registration refused: {why}"),
             )
@@ -604,7 +606,9 @@ impl Store {
             due
         };
         if touch || audit_due {
-            self.write(|tx| {
+            // Bookkeeping only: a failed write (a full disk) is logged and
+            // the key is still released; the next fetch tries again.
+            let written = self.write(|tx| {
                 if touch {
                     tx.execute(
                         "UPDATE hosts SET last_contact = ?2 WHERE id = ?1",
@@ -626,7 +630,21 @@ impl Store {
                     )?;
                 }
                 Ok(())
-            })?;
+            });
+            if let Err(e) = written {
+                tracing::error!(
+                    error = %e,
+                    host = %host_name,
+                    key = %name,
+                    "recording a key release failed; the key was released"
+                );
+                if audit_due {
+                    self.release_audit
+                        .lock()
+                        .expect("release audit mutex poisoned")
+                        .remove(&(hid, kid, release.version));
+                }
+            }
         }
         Ok(release)
     }

@@ -31,7 +31,10 @@ use crate::model::{Severity, fmt_time, roles_from_string};
 use crate::{Error, Result};
 
 pub use admins::{AdminUpdate, AdminView, LoginOutcome, NewAdmin};
-pub use audit::{AuditEntry, AuditPage, AuditQuery};
+pub use audit::{
+    ARCHIVE_DIR, AUDIT_MAX_ROWS_DEFAULT, AuditEntry, AuditPage, AuditQuery, DISK_RESERVE_DEFAULT,
+    REFUSAL_WINDOW, RefusalKind,
+};
 pub use backup::{BackupInfo, RestoreReport, ShareState, WrapperStatus, backup_file_name};
 pub use backup_schedule::{
     AutomaticBackup, AutomaticBackupUpdate, BACKUPD_LOGIN, BackupHistoryEntry, BackupRun,
@@ -86,6 +89,11 @@ pub struct Store {
     master: MasterKey,
     dir: PathBuf,
     release_audit: Mutex<std::collections::HashMap<(i64, i64, i64), OffsetDateTime>>,
+    /// Repeated refusals being counted (audit.rs).
+    refusals: audit::Refusals,
+    /// Bytes the data partition keeps free: below, non-essential writes
+    /// are skipped (audit.rs).
+    disk_reserve: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -118,6 +126,8 @@ impl Store {
             master,
             dir: dir.to_path_buf(),
             release_audit: Mutex::new(Default::default()),
+            refusals: Default::default(),
+            disk_reserve: audit::DISK_RESERVE_DEFAULT.into(),
         };
         store.ensure_defaults()?;
         own_like_dir(dir)?;

@@ -307,6 +307,27 @@ impl Store {
             .transpose()?;
         self.write(|tx| {
             let before = load(tx)?;
+            // Item 8 of issue 12: the agent never answers to `public`,
+            // which every scanner tries first.
+            let enabled_after = up.enabled.unwrap_or(before.enabled);
+            if enabled_after {
+                let default_after = match (&up.community, &before.community_sealed) {
+                    (Some(c), _) => c.ct_eq(COMMUNITY_DEFAULT),
+                    (None, None) => true,
+                    (None, Some(sealed)) => {
+                        let plain = self.master.open(SEAL_CONTEXT, sealed)?;
+                        crate::secret::ct_eq(plain.expose(), COMMUNITY_DEFAULT.as_bytes())
+                    }
+                };
+                if default_after {
+                    return Err(Error::invalid(
+                        "community",
+                        format!(
+                            "must be changed from the default '{COMMUNITY_DEFAULT}' before SNMP is enabled"
+                        ),
+                    ));
+                }
+            }
             let mut notes = vec![];
             if let Some(e) = up.enabled.filter(|e| *e != before.enabled) {
                 tx.execute("UPDATE snmp_settings SET enabled = ?1 WHERE id = 1", [e])?;
@@ -721,6 +742,59 @@ mod tests {
         assert_eq!(
             field_and_rule(check_sys_text("sys_location", &"x".repeat(257)).expect_err("long")).0,
             "sys_location"
+        );
+    }
+
+    #[test]
+    fn enabling_with_the_default_community_is_refused() {
+        let (_d, s) = store();
+        let sys = system_actor(&s);
+        let enable = |community: Option<&str>| SnmpUpdate {
+            enabled: Some(true),
+            community: community.map(SecretString::new),
+            sys_location: Some("Rack 1".into()),
+            ..SnmpUpdate::default()
+        };
+        for community in [None, Some("public")] {
+            let e = s
+                .update_snmp_settings(&sys, enable(community))
+                .expect_err("public refused");
+            let (field, rule) = field_and_rule(e);
+            assert_eq!(field, "community");
+            assert!(rule.contains("default 'public'"), "{rule}");
+            let v = s.snmp_settings(&sys).expect("read");
+            assert!(!v.enabled && v.community_is_default && v.sys_location.is_empty());
+        }
+        // Set explicitly to `public` while disabled, then enabled: refused too.
+        s.update_snmp_settings(
+            &sys,
+            SnmpUpdate {
+                community: Some(SecretString::new("public")),
+                ..SnmpUpdate::default()
+            },
+        )
+        .expect("disabled with public is allowed");
+        let e = s
+            .update_snmp_settings(&sys, enable(None))
+            .expect_err("still public");
+        assert_eq!(field_and_rule(e).0, "community");
+        // Changed and enabled in one step; then back to `public` is refused.
+        s.update_snmp_settings(&sys, enable(Some("N0t-Public")))
+            .expect("enabled");
+        let back = SnmpUpdate {
+            community: Some(SecretString::new("public")),
+            ..SnmpUpdate::default()
+        };
+        let e = s
+            .update_snmp_settings(&sys, back)
+            .expect_err("public again");
+        assert_eq!(field_and_rule(e).0, "community");
+        assert_eq!(
+            s.snmp_agent_config_unchecked()
+                .expect("agent")
+                .community
+                .expose(),
+            "N0t-Public"
         );
     }
 

@@ -69,6 +69,27 @@ fn anonymous_file(st: &AppState) -> ApiResult<std::fs::File> {
     Ok(file)
 }
 
+/// Bytes an uploaded backup may spool: what the data partition holds
+/// above its reserve, at most [`MAX_RESTORE_BYTES`] (issue 12, item 9).
+pub fn spool_limit(st: &AppState) -> u64 {
+    st.store
+        .disk_available()
+        .map_or(MAX_RESTORE_BYTES, |free| {
+            free.saturating_sub(st.store.disk_reserve())
+        })
+        .min(MAX_RESTORE_BYTES)
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::BodyRejected {
+        status: axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+        field: "body".to_owned(),
+        message: format!(
+            "the backup is larger than the {limit} bytes the data partition can take now"
+        ),
+    }
+}
+
 /// An unlinked spool file for an upload (the web console's restore form).
 pub fn anonymous_spool(st: &AppState) -> ApiResult<std::fs::File> {
     anonymous_file(st)
@@ -125,9 +146,10 @@ pub fn download(info: &BackupInfo, file: std::fs::File) -> Response {
         .into_response()
 }
 
-/// Spools an uploaded backup to an unlinked file, refusing one larger than
-/// [`MAX_RESTORE_BYTES`].
+/// Spools an uploaded backup to an unlinked file, refusing (413) one
+/// larger than [`spool_limit`].
 pub async fn spool(st: &Arc<AppState>, mut body: Body) -> ApiResult<std::fs::File> {
+    let limit = spool_limit(st);
     let mut file = anonymous_file(st)?;
     let mut size = 0u64;
     while let Some(frame) = body.frame().await {
@@ -137,11 +159,8 @@ pub async fn spool(st: &Arc<AppState>, mut body: Body) -> ApiResult<std::fs::Fil
         })?;
         if let Ok(data) = frame.into_data() {
             size += data.len() as u64;
-            if size > MAX_RESTORE_BYTES {
-                return Err(ApiError::BadRequest {
-                    field: "backup",
-                    message: format!("backup: larger than {MAX_RESTORE_BYTES} bytes"),
-                });
+            if size > limit {
+                return Err(too_large(limit));
             }
             file.write_all(&data)
                 .map_err(|e| ApiError::Internal(format!("spooling a backup: {e}")))?;
@@ -284,10 +303,20 @@ async fn restore(
     State(st): St,
     Authed(actor): Authed,
     ApiQuery(q): ApiQuery<RestoreQuery>,
+    headers: axum::http::HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    // Refuse before reading a large upload when the caller may not restore.
+    // Refuse before reading a large upload when the caller may not restore,
+    // or when the announced size cannot fit.
     actor.require_system(appliance::access::Access::Write)?;
+    let limit = spool_limit(&st);
+    let announced = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit) {
+        return Err(too_large(limit));
+    }
     let file = spool(&st, body).await?;
     let report = restore_from(&st, actor, file, q.include_users.unwrap_or(false)).await?;
     let mut v = serde_json::to_value(&report).map_err(|e| ApiError::Internal(e.to_string()))?;

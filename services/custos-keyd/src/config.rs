@@ -56,6 +56,18 @@ pub struct Flags {
     /// further one doubles, up to 900.
     #[arg(long, env = "CUSTOS_ENROL_BACKOFF")]
     pub enrol_backoff: Option<u64>,
+    /// Seconds during which repeated failed sign-ins or registrations from
+    /// one address are counted, then written as one entry [default: 60].
+    #[arg(long, env = "CUSTOS_REFUSAL_WINDOW")]
+    pub refusal_window: Option<u64>,
+    /// MiB the data partition keeps free: below, refusals are only counted
+    /// [default: 64].
+    #[arg(long, env = "CUSTOS_DISK_RESERVE_MB")]
+    pub disk_reserve_mb: Option<u64>,
+    /// Rows the audit table keeps; older ones are archived to
+    /// DATA/audit/*.jsonl.gz, then deleted [default: 1000000].
+    #[arg(long, env = "CUSTOS_AUDIT_MAX_ROWS")]
+    pub audit_max_rows: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -74,6 +86,9 @@ struct File {
     rotation_interval: Option<u64>,
     enrol_failure_window: Option<u64>,
     enrol_backoff: Option<u64>,
+    refusal_window: Option<u64>,
+    disk_reserve_mb: Option<u64>,
+    audit_max_rows: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -91,6 +106,9 @@ pub struct Config {
     pub rotation_interval: std::time::Duration,
     /// The enrolment back-off (window and first delay from the flags).
     pub enrol_guard: crate::enrol_guard::Policy,
+    pub refusal_window: std::time::Duration,
+    pub disk_reserve_bytes: u64,
+    pub audit_max_rows: i64,
 }
 
 impl Config {
@@ -153,6 +171,27 @@ impl Config {
             );
             enrol_guard.base = std::time::Duration::from_secs(secs);
         }
+        let refusal_window = flags
+            .refusal_window
+            .or(file.refusal_window)
+            .unwrap_or(appliance::store::REFUSAL_WINDOW.as_secs());
+        anyhow::ensure!(
+            (1..=3600).contains(&refusal_window),
+            "refusal_window: must be between 1 and 3600 seconds"
+        );
+        let disk_reserve_mb = flags
+            .disk_reserve_mb
+            .or(file.disk_reserve_mb)
+            .unwrap_or(appliance::store::DISK_RESERVE_DEFAULT / (1024 * 1024));
+        anyhow::ensure!(
+            disk_reserve_mb <= 1024 * 1024,
+            "disk_reserve_mb: must be at most 1048576 (1 TiB)"
+        );
+        let audit_max_rows = flags
+            .audit_max_rows
+            .or(file.audit_max_rows)
+            .unwrap_or(appliance::store::AUDIT_MAX_ROWS_DEFAULT);
+        anyhow::ensure!(audit_max_rows >= 10, "audit_max_rows: must be at least 10");
         Ok(Config {
             enrol_guard,
             data,
@@ -165,6 +204,9 @@ impl Config {
             enrol_ec_port: flags.enrol_ec_port.or(file.enrol_ec_port).unwrap_or(8446),
             keys_ec_port: flags.keys_ec_port.or(file.keys_ec_port).unwrap_or(8447),
             rotation_interval: std::time::Duration::from_secs(rotation),
+            refusal_window: std::time::Duration::from_secs(refusal_window),
+            disk_reserve_bytes: disk_reserve_mb * 1024 * 1024,
+            audit_max_rows,
         })
     }
 

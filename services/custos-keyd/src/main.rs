@@ -91,6 +91,8 @@ async fn run(cfg: Config) -> anyhow::Result<Stopped> {
         .await?
         .with_context(|| format!("opening the store in {}", cfg.data.display()))?;
     let store = Arc::new(store);
+    store.set_refusal_window(cfg.refusal_window);
+    store.set_disk_reserve(cfg.disk_reserve_bytes);
     let (host, names) = (cfg.host_name.clone(), cfg.server_names());
     let s2 = store.clone();
     let identities = tokio::task::spawn_blocking(move || s2.ensure_identities(&host, &names))
@@ -266,6 +268,7 @@ async fn run(cfg: Config) -> anyhow::Result<Stopped> {
     tasks.spawn(rotation_scheduler(
         store.clone(),
         cfg.rotation_interval,
+        cfg.audit_max_rows,
         stop_rx.clone(),
     ));
 
@@ -324,10 +327,13 @@ enum Stopped {
 /// service again.
 pub const EXIT_RESTART: u8 = 75;
 
-/// §7 automatic rotation: runs at start and then every `interval`.
+/// §7 automatic rotation: runs at start and then every `interval`; also
+/// writes the summaries of repeated refusals whose window closed, and
+/// archives the audit rows beyond `audit_max_rows`.
 async fn rotation_scheduler(
     store: Arc<Store>,
     interval: std::time::Duration,
+    audit_max_rows: i64,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(interval);
@@ -347,6 +353,19 @@ async fn rotation_scheduler(
             }
             Ok(Err(e)) => tracing::error!(error = %e, "rotation scheduler failed"),
             Err(e) => tracing::error!(error = %e, "rotation scheduler task died"),
+        }
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.flush_refusals(false)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "writing the refusal summaries failed"),
+            Err(e) => tracing::error!(error = %e, "refusal summaries task died"),
+        }
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.archive_audit(audit_max_rows)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(rows = n, "archived old audit entries"),
+            Ok(Err(e)) => tracing::error!(error = %e, "archiving the audit log failed"),
+            Err(e) => tracing::error!(error = %e, "audit archive task died"),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The read-only agent: GET, GETNEXT and GETBULK over the [`Mib`] with the
 //! error semantics of each version (v1: `noSuchName` with its index; v2c:
-//! per-binding exceptions), answers kept within the message size, and a
+//! per-binding exceptions), answers kept within the size the transport
+//! allows (UDP: [`wire::MAX_UDP_ANSWER`], TCP: [`wire::MAX_MESSAGE`]), and a
 //! SET refused. Values come from a [`Values`] source, so the agent itself
 //! does no I/O.
 
@@ -35,7 +36,7 @@ fn refused(req: &Request, status: u32, index: usize) -> Reply {
 
 /// RFC 3416 §4.2.1: a reply that would be too large is replaced by one with
 /// `tooBig` and no bindings (v1: the request's bindings, RFC 1157 §4.1.2).
-fn too_big(req: &Request) -> Reply {
+pub fn too_big(req: &Request) -> Reply {
     match req.version {
         Version::V1 => refused(req, TOO_BIG, 0),
         Version::V2c => Reply {
@@ -53,10 +54,10 @@ struct Collector {
 }
 
 impl Collector {
-    fn new(req: &Request) -> Collector {
+    fn new(req: &Request, limit: usize) -> Collector {
         Collector {
             bindings: Vec::new(),
-            room: wire::bindings_budget(req),
+            room: wire::bindings_budget(req, limit),
         }
     }
 
@@ -91,12 +92,14 @@ fn next(
         .map(|(oid, o)| (oid, Answer::Value(values.value(o))))
 }
 
-/// Answers one request. The caller has checked the source and community.
-pub fn answer(mib: &Mib, req: &Request, values: &dyn Values) -> Reply {
+/// Answers one request with a reply that encodes within `limit` bytes
+/// (the transport's: [`wire::MAX_UDP_ANSWER`] or [`wire::MAX_MESSAGE`]).
+/// The caller has checked the source and community.
+pub fn answer(mib: &Mib, req: &Request, values: &dyn Values, limit: usize) -> Reply {
     if req.names.len() > MAX_VARBINDS {
         return too_big(req);
     }
-    let mut out = Collector::new(req);
+    let mut out = Collector::new(req, limit);
     match req.operation {
         Operation::Set => {
             // Everything is read-only: v1 says noSuchName, v2c notWritable.
@@ -217,7 +220,12 @@ mod tests {
         let mib = Mib::new();
         let v = Fixed { big: 10 };
         let names = ["1.3.6.1.2.1.1.5.0", "1.3.6.1.2.1.1.5", "1.3.6.1.9"];
-        let r = answer(&mib, &req(Version::V2c, Operation::Get, &names), &v);
+        let r = answer(
+            &mib,
+            &req(Version::V2c, Operation::Get, &names),
+            &v,
+            MAX_MESSAGE,
+        );
         assert_eq!(r.error_status, NO_ERROR);
         assert_eq!(
             r.bindings[0].answer,
@@ -225,7 +233,12 @@ mod tests {
         );
         assert_eq!(r.bindings[1].answer, Answer::NoSuchInstance);
         assert_eq!(r.bindings[2].answer, Answer::NoSuchObject);
-        let r = answer(&mib, &req(Version::V1, Operation::Get, &names), &v);
+        let r = answer(
+            &mib,
+            &req(Version::V1, Operation::Get, &names),
+            &v,
+            MAX_MESSAGE,
+        );
         assert_eq!((r.error_status, r.error_index), (NO_SUCH_NAME, 2));
         assert!(r.bindings.iter().all(|b| b.answer == Answer::Null));
     }
@@ -237,7 +250,12 @@ mod tests {
         let mut cursor = "1.3".to_owned();
         let mut seen = 0;
         loop {
-            let r = answer(&mib, &req(Version::V2c, Operation::GetNext, &[&cursor]), &v);
+            let r = answer(
+                &mib,
+                &req(Version::V2c, Operation::GetNext, &[&cursor]),
+                &v,
+                MAX_MESSAGE,
+            );
             let b = &r.bindings[0];
             if b.answer == Answer::EndOfMibView {
                 break;
@@ -251,7 +269,12 @@ mod tests {
             seen += 1;
         }
         assert_eq!(seen, mib.len());
-        let r = answer(&mib, &req(Version::V1, Operation::GetNext, &[&cursor]), &v);
+        let r = answer(
+            &mib,
+            &req(Version::V1, Operation::GetNext, &[&cursor]),
+            &v,
+            MAX_MESSAGE,
+        );
         assert_eq!((r.error_status, r.error_index), (NO_SUCH_NAME, 1));
     }
 
@@ -271,6 +294,7 @@ mod tests {
                 &["1.3.6.1.2.1.1.1.0", "1.3.6.1.4.1.21513.5.0"],
             ),
             &v,
+            MAX_MESSAGE,
         );
         let names: Vec<String> = r
             .bindings
@@ -297,15 +321,24 @@ mod tests {
             &mib,
             &req(Version::V2c, bulk(0, u32::MAX), &["1.3.6.1.4.1.21513.8.0"]),
             &v,
+            MAX_MESSAGE,
         );
         assert_eq!(r.bindings.len(), 1);
         assert_eq!(r.bindings[0].answer, Answer::EndOfMibView);
         // A huge max-repetitions over the whole MIB is capped.
         let names: Vec<&str> = vec!["1.3"; MAX_VARBINDS];
-        let r = answer(&mib, &req(Version::V2c, bulk(0, u32::MAX), &names), &v);
+        let r = answer(
+            &mib,
+            &req(Version::V2c, bulk(0, u32::MAX), &names),
+            &v,
+            MAX_MESSAGE,
+        );
         assert!(r.bindings.len() <= MAX_VARBINDS * MAX_REPETITIONS as usize);
         assert!(r.bindings.len() >= MAX_VARBINDS);
-        assert!(crate::wire::encode(&req(Version::V2c, bulk(0, 1), &["1.3"]), &r).is_some());
+        assert!(
+            crate::wire::encode(&req(Version::V2c, bulk(0, 1), &["1.3"]), &r, MAX_MESSAGE)
+                .is_some()
+        );
     }
 
     #[test]
@@ -317,7 +350,12 @@ mod tests {
             "1.3.6.1.4.1.21513.8.0",
             "1.3.6.1.4.1.21513.7.0",
         ];
-        let r = answer(&mib, &req(Version::V2c, Operation::Get, &names), &v);
+        let r = answer(
+            &mib,
+            &req(Version::V2c, Operation::Get, &names),
+            &v,
+            MAX_MESSAGE,
+        );
         assert_eq!((r.error_status, r.bindings.len()), (TOO_BIG, 0));
         let bulk = Operation::GetBulk {
             non_repeaters: 0,
@@ -328,17 +366,22 @@ mod tests {
             bulk,
             &["1.3.6.1.4.1.21513.6.0", "1.3.6.1.4.1.21513.6.0"],
         );
-        let r = answer(&mib, &request, &v);
+        let r = answer(&mib, &request, &v, MAX_MESSAGE);
         assert_eq!(r.error_status, NO_ERROR);
         assert!(
             !r.bindings.is_empty() && r.bindings.len() < 4,
             "{}",
             r.bindings.len()
         );
-        let bytes = crate::wire::encode(&request, &r).expect("fits");
+        let bytes = crate::wire::encode(&request, &r, MAX_MESSAGE).expect("fits");
         assert!(bytes.len() <= MAX_MESSAGE);
         let too_many = vec!["1.3.6.1.2.1.1.1.0"; MAX_VARBINDS + 1];
-        let r = answer(&mib, &req(Version::V2c, Operation::Get, &too_many), &v);
+        let r = answer(
+            &mib,
+            &req(Version::V2c, Operation::Get, &too_many),
+            &v,
+            MAX_MESSAGE,
+        );
         assert_eq!(r.error_status, TOO_BIG);
     }
 
@@ -350,13 +393,52 @@ mod tests {
             &mib,
             &req(Version::V2c, Operation::Set, &["1.3.6.1.2.1.1.4.0"]),
             &v,
+            MAX_MESSAGE,
         );
         assert_eq!((r.error_status, r.error_index), (NOT_WRITABLE, 1));
         let r = answer(
             &mib,
             &req(Version::V1, Operation::Set, &["1.3.6.1.2.1.1.4.0"]),
             &v,
+            MAX_MESSAGE,
         );
         assert_eq!((r.error_status, r.error_index), (NO_SUCH_NAME, 1));
+    }
+
+    #[test]
+    fn udp_answers_stay_within_one_datagram() {
+        use crate::wire::MAX_UDP_ANSWER;
+        let mib = Mib::new();
+        let v = Fixed { big: 600 };
+        // A GET whose answer is larger than a datagram: tooBig over UDP
+        // (v2c without bindings, v1 echoing the request), answered over TCP.
+        let names = [
+            "1.3.6.1.4.1.21513.7.0",
+            "1.3.6.1.4.1.21513.8.0",
+            "1.3.6.1.4.1.21513.7.0",
+        ];
+        for version in [Version::V1, Version::V2c] {
+            let request = req(version, Operation::Get, &names);
+            let r = answer(&mib, &request, &v, MAX_UDP_ANSWER);
+            assert_eq!(r.error_status, TOO_BIG, "{version:?}");
+            let bytes = crate::wire::encode(&request, &r, MAX_UDP_ANSWER).expect("tooBig fits");
+            assert!(bytes.len() <= MAX_UDP_ANSWER);
+            let r = answer(&mib, &request, &v, MAX_MESSAGE);
+            assert_eq!((r.error_status, r.bindings.len()), (NO_ERROR, 3));
+            assert!(crate::wire::encode(&request, &r, MAX_UDP_ANSWER).is_none());
+        }
+        // A GETBULK asking for everything many times is cut to one datagram.
+        let bulk = Operation::GetBulk {
+            non_repeaters: 0,
+            max_repetitions: u32::MAX,
+        };
+        let request = req(Version::V2c, bulk, &["1.3"; 8]);
+        let r = answer(&mib, &request, &Fixed { big: 10 }, MAX_UDP_ANSWER);
+        assert_eq!(r.error_status, NO_ERROR);
+        assert!(r.bindings.len() >= 8, "{}", r.bindings.len());
+        let bytes = crate::wire::encode(&request, &r, MAX_UDP_ANSWER).expect("fits");
+        assert!(bytes.len() <= MAX_UDP_ANSWER, "{}", bytes.len());
+        let whole = answer(&mib, &request, &Fixed { big: 10 }, MAX_MESSAGE);
+        assert!(whole.bindings.len() > r.bindings.len());
     }
 }

@@ -13,10 +13,17 @@ use appliance::store::LicenceView;
 /// Longest text value served; a longer table is cut at a line end.
 pub const MAX_VALUE: usize = 8 * 1024;
 
-/// Cuts `s` to [`MAX_VALUE`] bytes at the last line end that fits.
+/// Cuts `s` to [`MAX_VALUE`] bytes at the last line end that fits, or, in
+/// a single line longer than that, at the last character that fits (a
+/// mount point or a value may hold multi-byte UTF-8: the cut is on a
+/// character boundary, never inside one).
 pub fn bounded(mut s: String) -> String {
     if s.len() > MAX_VALUE {
-        let cut = s[..MAX_VALUE].rfind('\n').unwrap_or(0);
+        let mut end = MAX_VALUE;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        let cut = s[..end].rfind('\n').unwrap_or(end);
         s.truncate(cut);
     }
     s
@@ -413,6 +420,22 @@ procs -----------memory---------- ---swap-- -----io---- -system-- ------cpu-----
         let long = "line\n".repeat(MAX_VALUE);
         let cut = bounded(long);
         assert!(cut.len() <= MAX_VALUE && cut.ends_with("line"));
+        // Multi-byte text across the limit (a mount point, a location of
+        // `é`s): cut on a character boundary, not a panic.
+        for text in [
+            format!("a{}", "é".repeat(MAX_VALUE)),
+            format!("ab{}", "€".repeat(MAX_VALUE)),
+            format!("Filesystem\n/dev/sda1 /srv/{}\n", "é".repeat(MAX_VALUE)),
+        ] {
+            let cut = bounded(text.clone());
+            assert!(
+                cut.len() <= MAX_VALUE && text.starts_with(&cut),
+                "{}",
+                cut.len()
+            );
+        }
+        let one_line = bounded(format!("a{}", "é".repeat(MAX_VALUE)));
+        assert_eq!(one_line.len(), MAX_VALUE - 1);
         assert!(sys_descr().starts_with("Custos key manager "));
     }
 }

@@ -7,6 +7,13 @@
 //! empty) that carry the community string. Every other request gets no
 //! answer; it is counted (snmpInBadCommunityNames, snmpInBadCommunityUses)
 //! and logged, at most once a minute per source address.
+//!
+//! So that it cannot be used to amplify a spoofed flood, a UDP answer fits
+//! in one datagram ([`wire::MAX_UDP_ANSWER`]) and each source address gets
+//! at most [`RATE_PER_SEC`] answers a second over UDP (a token bucket of
+//! [`BURST`]); the requests beyond are dropped, counted and logged like the
+//! refusals. It never answers to the default community `public`: the store
+//! refuses to enable it so, and a store enabled so before is not served.
 
 mod config;
 mod facts;
@@ -21,11 +28,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use appliance::Store;
 use appliance::model::Severity;
-use appliance::store::{AclEntry, ENTERPRISE_OID, SnmpAgentConfig};
+use appliance::store::{AclEntry, COMMUNITY_DEFAULT, ENTERPRISE_OID, SnmpAgentConfig};
 use clap::Parser;
 use custos_snmpd::agent::{self, Values};
 use custos_snmpd::mib::{Mib, Object, parse_oid};
-use custos_snmpd::wire::{self, MAX_MESSAGE, Refusal, Reply, TOO_BIG, Value};
+use custos_snmpd::wire::{self, MAX_MESSAGE, MAX_UDP_ANSWER, Refusal, Reply, TOO_BIG, Value};
 use rasn::types::ObjectIdentifier;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -43,6 +50,13 @@ const LOG_EVERY: Duration = Duration::from_secs(60);
 /// Source addresses whose refusals are tracked one by one; beyond, they
 /// are counted together.
 const TRACKED_SOURCES: usize = 1024;
+/// Answers a second one source address gets over UDP, on average…
+const RATE_PER_SEC: f64 = 50.0;
+/// …and at most in a burst.
+const BURST: f64 = 100.0;
+/// Source addresses with a token bucket of their own; beyond, new ones
+/// share one bucket until idle ones are forgotten.
+const RATE_SOURCES: usize = 4096;
 
 /// The SNMP group's counters (RFC 3418), wrapping like Counter32.
 #[derive(Debug, Default)]
@@ -62,6 +76,9 @@ fn bump(c: &AtomicU32) {
 /// What the store says, read every poll.
 struct Snapshot {
     config: SnmpAgentConfig,
+    /// Enabled in the store with the community still `public`: the agent
+    /// stays closed.
+    refused_public: bool,
     licences: String,
     ha_nodes: String,
     host_name: String,
@@ -71,6 +88,8 @@ struct Snapshot {
 enum Reason {
     Community,
     Acl,
+    /// Over the per-source rate of UDP answers.
+    Rate,
 }
 
 #[derive(Debug)]
@@ -78,6 +97,83 @@ struct Pending {
     last_logged: Instant,
     community: u64,
     acl: u64,
+    rate: u64,
+}
+
+/// The way a request came: it decides the answer's size limit and whether
+/// the rate limit applies (TCP cannot be spoofed, and has its own cap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    fn limit(self) -> usize {
+        match self {
+            Transport::Udp => MAX_UDP_ANSWER,
+            Transport::Tcp => MAX_MESSAGE,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn refill(&mut self, now: Instant) {
+        let earned = now.saturating_duration_since(self.at).as_secs_f64() * RATE_PER_SEC;
+        self.tokens = (self.tokens + earned).min(BURST);
+        self.at = now;
+    }
+}
+
+/// A token bucket per source address, in a bounded table.
+#[derive(Default)]
+struct RateLimit {
+    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+impl RateLimit {
+    /// Whether `source` may have one more answer now (takes a token).
+    fn allow(&self, source: IpAddr, now: Instant) -> bool {
+        let mut map = self.buckets.lock().expect("rate limit mutex poisoned");
+        if map.len() >= RATE_SOURCES && !map.contains_key(&source) {
+            Self::forget_idle(&mut map, now);
+        }
+        let key = if map.len() >= RATE_SOURCES && !map.contains_key(&source) {
+            OTHER_SOURCES
+        } else {
+            source
+        };
+        let b = map.entry(key).or_insert(Bucket {
+            tokens: BURST,
+            at: now,
+        });
+        b.refill(now);
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Forgets the sources whose bucket is full again (quiet for a while).
+    fn forget_idle(map: &mut HashMap<IpAddr, Bucket>, now: Instant) {
+        map.retain(|_, b| {
+            b.refill(now);
+            b.tokens < BURST
+        });
+    }
+
+    fn tidy(&self) {
+        let mut map = self.buckets.lock().expect("rate limit mutex poisoned");
+        Self::forget_idle(&mut map, Instant::now());
+    }
 }
 
 /// Rate-limited logging of refused requests: the first refusal from an
@@ -98,13 +194,18 @@ fn source_name(ip: IpAddr) -> String {
     }
 }
 
-fn describe(community: u64, acl: u64) -> String {
+fn describe(community: u64, acl: u64, rate: u64) -> String {
     let mut parts = vec![];
     if community > 0 {
         parts.push(format!("{community} with a wrong community string"));
     }
     if acl > 0 {
         parts.push(format!("{acl} from outside the access control list"));
+    }
+    if rate > 0 {
+        parts.push(format!(
+            "{rate} over the rate limit of {RATE_PER_SEC} answers a second"
+        ));
     }
     parts.join(", ")
 }
@@ -122,11 +223,15 @@ impl Refusals {
             Some(p) if now.duration_since(p.last_logged) < LOG_EVERY => match reason {
                 Reason::Community => p.community += 1,
                 Reason::Acl => p.acl += 1,
+                Reason::Rate => p.rate += 1,
             },
             _ => {
                 let what = match reason {
                     Reason::Community => "wrong community string",
                     Reason::Acl => "the address is not in the access control list",
+                    Reason::Rate => {
+                        "more than the rate limit of requests over UDP from this address"
+                    }
                 };
                 let from = source_name(key);
                 self.send(
@@ -141,6 +246,7 @@ impl Refusals {
                         last_logged: now,
                         community: 0,
                         acl: 0,
+                        rate: 0,
                     },
                 );
             }
@@ -155,18 +261,20 @@ impl Refusals {
         let mut out = vec![];
         map.retain(|ip, p| {
             let due = all || now.duration_since(p.last_logged) >= LOG_EVERY;
-            if due && p.community + p.acl > 0 {
+            let total = p.community + p.acl + p.rate;
+            if due && total > 0 {
                 out.push((
                     *ip,
                     format!(
                         "refused {} more SNMP requests from {} since the last entry: {}",
-                        p.community + p.acl,
+                        total,
                         source_name(*ip),
-                        describe(p.community, p.acl)
+                        describe(p.community, p.acl, p.rate)
                     ),
                 ));
                 p.community = 0;
                 p.acl = 0;
+                p.rate = 0;
                 p.last_logged = now;
                 return true;
             }
@@ -189,6 +297,7 @@ struct Shared {
     snapshot: RwLock<Arc<Snapshot>>,
     counters: Counters,
     refusals: Refusals,
+    rate: RateLimit,
     started: Instant,
     sys_descr: String,
     enterprise: ObjectIdentifier,
@@ -261,7 +370,7 @@ fn acl_allows(acl: &[AclEntry], source: IpAddr) -> bool {
 }
 
 /// One message in, at most one message out.
-fn process(shared: &Shared, source: IpAddr, bytes: &[u8]) -> Option<Vec<u8>> {
+fn process(shared: &Shared, source: IpAddr, bytes: &[u8], transport: Transport) -> Option<Vec<u8>> {
     let c = &shared.counters;
     bump(&c.in_pkts);
     let snap = shared.snapshot();
@@ -290,6 +399,11 @@ fn process(shared: &Shared, source: IpAddr, bytes: &[u8]) -> Option<Vec<u8>> {
         shared.refusals.note(source, Reason::Community);
         return None;
     }
+    if transport == Transport::Udp && !shared.rate.allow(source, Instant::now()) {
+        shared.refusals.note(source, Reason::Rate);
+        return None;
+    }
+    let limit = transport.limit();
     let reply = agent::answer(
         &shared.mib,
         &req,
@@ -297,15 +411,20 @@ fn process(shared: &Shared, source: IpAddr, bytes: &[u8]) -> Option<Vec<u8>> {
             shared,
             snap: &snap,
         },
+        limit,
     );
-    let encoded = wire::encode(&req, &reply).or_else(|| {
-        let too_big = Reply {
-            error_status: TOO_BIG,
-            error_index: 0,
-            bindings: vec![],
-        };
-        wire::encode(&req, &too_big)
-    });
+    // Too large after all (v1's tooBig echoes the request): tooBig without
+    // bindings, or nothing.
+    let encoded = wire::encode(&req, &reply, limit)
+        .or_else(|| wire::encode(&req, &agent::too_big(&req), limit))
+        .or_else(|| {
+            let too_big = Reply {
+                error_status: TOO_BIG,
+                error_index: 0,
+                bindings: vec![],
+            };
+            wire::encode(&req, &too_big, limit)
+        });
     if encoded.is_none() {
         bump(&c.silent_drops);
     }
@@ -332,7 +451,7 @@ async fn serve_udp(socket: UdpSocket, shared: Arc<Shared>, mut stop: watch::Rece
             bump(&shared.counters.asn_parse_errs);
             continue;
         }
-        if let Some(out) = process(&shared, peer.ip(), &buf[..n])
+        if let Some(out) = process(&shared, peer.ip(), &buf[..n], Transport::Udp)
             && let Err(e) = socket.send_to(&out, peer).await
         {
             tracing::debug!(error = %e, %peer, "udp send");
@@ -394,7 +513,7 @@ async fn serve_conn(
             Ok(Some(len)) if buf.len() >= len => {
                 let message: Vec<u8> = buf.drain(..len).collect();
                 partial_since = (!buf.is_empty()).then(tokio::time::Instant::now);
-                if let Some(out) = process(&shared, peer.ip(), &message) {
+                if let Some(out) = process(&shared, peer.ip(), &message, Transport::Tcp) {
                     match tokio::time::timeout(TCP_IDLE, stream.write_all(&out)).await {
                         Ok(Ok(())) => {}
                         _ => return,
@@ -450,17 +569,28 @@ async fn bind_all(cfg: &Config, shared: &Arc<Shared>) -> anyhow::Result<Bound> {
 }
 
 fn load_snapshot(store: &Store, host_name: Option<&str>) -> appliance::Result<Snapshot> {
-    let config = store.snmp_agent_config_unchecked()?;
+    let mut config = store.snmp_agent_config_unchecked()?;
+    // The store refuses to enable the agent with `public`; a store enabled
+    // so by an older version is not served either.
+    let refused_public = config.enabled && config.community.ct_eq(COMMUNITY_DEFAULT);
+    config.enabled &= !refused_public;
     let licence = store.licence_unchecked()?;
     let host_name = host_name
         .map(str::to_owned)
         .unwrap_or_else(facts::kernel_host_name);
     Ok(Snapshot {
+        refused_public,
         licences: facts::licences(licence.as_ref()),
         ha_nodes: facts::ha_nodes(&host_name),
         host_name,
         config,
     })
+}
+
+fn warn_public() {
+    tracing::warn!(
+        "SNMP is enabled in the store with the default community string; the agent stays closed until the community is changed (System → SNMP)"
+    );
 }
 
 /// Whether an operator's change is worth a log line (never its values).
@@ -493,6 +623,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             pending: Mutex::new(HashMap::new()),
             log: log_tx,
         },
+        rate: RateLimit::default(),
         started: Instant::now(),
         sys_descr: facts::sys_descr(),
         enterprise: ObjectIdentifier::new(parse_oid(ENTERPRISE_OID).context("the enterprise OID")?)
@@ -521,6 +652,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         );
     }
     let mut bound = None;
+    if shared.snapshot().refused_public {
+        warn_public();
+    }
     let enabled = shared.snapshot().config.enabled;
     if enabled {
         bound = Some(bind_all(&cfg, &shared).await?);
@@ -563,6 +697,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         match tokio::task::spawn_blocking(move || load_snapshot(&s, host.as_deref())).await {
             Ok(Ok(snap)) => {
                 let before = shared.snapshot();
+                if snap.refused_public && !before.refused_public {
+                    warn_public();
+                }
                 if settings_changed(&before.config, &snap.config) {
                     tracing::info!(
                         enabled = snap.config.enabled,
@@ -599,6 +736,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             _ => {}
         }
         shared.refusals.flush(false);
+        shared.rate.tidy();
     }
 
     tracing::info!("stopping");
@@ -690,5 +828,25 @@ mod tests {
             r.note(IpAddr::V4(Ipv4Addr::from(i)), Reason::Acl);
         }
         assert!(r.pending.lock().expect("lock").len() <= TRACKED_SOURCES + 1);
+    }
+
+    #[test]
+    fn the_rate_limit_is_per_source_and_bounded() {
+        let r = RateLimit::default();
+        let now = Instant::now();
+        let a: IpAddr = "10.0.0.1".parse().expect("ip");
+        let b: IpAddr = "10.0.0.2".parse().expect("ip");
+        let allowed = (0..1000).filter(|_| r.allow(a, now)).count();
+        assert_eq!(allowed, BURST as usize);
+        assert!(r.allow(b, now), "another source is still answered");
+        // Tokens come back with time, at the rate.
+        let later = now + Duration::from_millis(100);
+        let refilled = (0..1000).filter(|_| r.allow(a, later)).count();
+        assert_eq!(refilled, (RATE_PER_SEC / 10.0) as usize);
+        // Many sources: the table stays bounded.
+        for i in 0..(RATE_SOURCES as u32 * 2) {
+            r.allow(IpAddr::V4(Ipv4Addr::from(i)), later);
+        }
+        assert!(r.buckets.lock().expect("lock").len() <= RATE_SOURCES + 1);
     }
 }

@@ -10,6 +10,11 @@ use rasn_snmp::{v1, v2, v2c};
 
 /// Largest request or response, UDP datagram or TCP message, in bytes.
 pub const MAX_MESSAGE: usize = 16 * 1024;
+/// Largest answer sent over UDP: what fits in one Ethernet frame (1,500
+/// bytes less the IPv4 and UDP headers), so a small spoofed request never
+/// turns into a large or fragmented answer (issue 12, item 8). An answer
+/// that would be larger is `tooBig`; a GETBULK is cut to fit.
+pub const MAX_UDP_ANSWER: usize = 1472;
 /// Most variable bindings a request may name (more is answered `tooBig`).
 pub const MAX_VARBINDS: usize = 64;
 /// Most repetitions a GETBULK is answered with, whatever it asks for.
@@ -213,21 +218,22 @@ fn v2_binding(b: &Binding) -> v2::VarBind {
 }
 
 /// The encoded size of one binding in a reply (the same in v1 and v2c for
-/// the values this agent serves), for keeping replies within
-/// [`MAX_MESSAGE`].
+/// the values this agent serves), for keeping replies within their limit.
 pub fn binding_len(b: &Binding) -> usize {
     rasn::ber::encode(&v2_binding(b)).map_or(MAX_MESSAGE, |e| e.len())
 }
 
-/// Bytes the bindings of a reply to `req` may take: the message less its
-/// header (sequence, version, community, PDU tag, three integers, list).
-pub fn bindings_budget(req: &Request) -> usize {
-    MAX_MESSAGE.saturating_sub(req.community.len() + 48)
+/// Bytes the bindings of a reply to `req` may take in a message of at most
+/// `limit` bytes: the message less its header (sequence, version,
+/// community, PDU tag, three integers, list).
+pub fn bindings_budget(req: &Request, limit: usize) -> usize {
+    limit.saturating_sub(req.community.len() + 48)
 }
 
 /// Encodes the reply to `req`: a v1 GetResponse or a v2c Response with the
-/// request's id and community.
-pub fn encode(req: &Request, reply: &Reply) -> Option<Vec<u8>> {
+/// request's id and community; None when it is larger than `limit` bytes
+/// (at most [`MAX_MESSAGE`]).
+pub fn encode(req: &Request, reply: &Reply, limit: usize) -> Option<Vec<u8>> {
     let out = match req.version {
         Version::V1 => {
             let pdu = v1::Pdu {
@@ -263,7 +269,7 @@ pub fn encode(req: &Request, reply: &Reply) -> Option<Vec<u8>> {
             })
         }
     };
-    out.ok().filter(|b| b.len() <= MAX_MESSAGE)
+    out.ok().filter(|b| b.len() <= limit.min(MAX_MESSAGE))
 }
 
 /// The length of the BER message at the start of `head` (tag and length
@@ -335,7 +341,7 @@ mod tests {
                 answer: Answer::Value(Value::String(b"Custos".to_vec())),
             }],
         };
-        let bytes = encode(&req, &reply).expect("encodes");
+        let bytes = encode(&req, &reply, MAX_MESSAGE).expect("encodes");
         let back: v2c::Message<v2::Pdus> = rasn::ber::decode(&bytes).expect("decodes back");
         let v2::Pdus::Response(v2::Response(p)) = back.data else {
             panic!("not a response");
@@ -359,7 +365,7 @@ mod tests {
                 answer: Answer::Null,
             }],
         };
-        let bytes = encode(&req, &reply).expect("encodes");
+        let bytes = encode(&req, &reply, MAX_MESSAGE).expect("encodes");
         let back: v1::Message<v1::Pdus> = rasn::ber::decode(&bytes).expect("decodes back");
         assert!(matches!(back.data, v1::Pdus::GetResponse(_)));
         let mut v3 = GET_V2C.to_vec();

@@ -66,10 +66,12 @@ fn exercise(mib: &Mib, bytes: &[u8]) -> Result<(), Refusal> {
     }
     let req = wire::decode(bytes)?;
     assert!(bytes.len() <= MAX_MESSAGE);
-    let reply = agent::answer(mib, &req, &Big);
-    if let Some(out) = wire::encode(&req, &reply) {
-        assert!(out.len() <= MAX_MESSAGE);
-        assert_eq!(wire::message_len(&out), Ok(Some(out.len())));
+    for limit in [wire::MAX_UDP_ANSWER, MAX_MESSAGE] {
+        let reply = agent::answer(mib, &req, &Big, limit);
+        if let Some(out) = wire::encode(&req, &reply, limit) {
+            assert!(out.len() <= limit);
+            assert_eq!(wire::message_len(&out), Ok(Some(out.len())));
+        }
     }
     Ok(())
 }
@@ -201,6 +203,6 @@ fn a_request_for_very_many_objects_is_answered_too_big() {
     msg.extend(body);
     let req = wire::decode(&msg).expect("decodes");
     assert_eq!(req.names.len(), 65);
-    let reply = agent::answer(&Mib::new(), &req, &Big);
+    let reply = agent::answer(&Mib::new(), &req, &Big, MAX_MESSAGE);
     assert_eq!(reply.error_status, wire::TOO_BIG);
 }

@@ -15,7 +15,7 @@ use super::form::{Errors, Posted, same_origin};
 use super::layout::{self, general_errors};
 use super::session::csrf_matches;
 use super::{Ctx, Page, WebError, WebResult};
-use crate::backup_api::{MAX_RESTORE_BYTES, download, make_backup, restore_from};
+use crate::backup_api::{download, make_backup, restore_from};
 use crate::state::AppState;
 
 pub fn tabs(current: &str) -> Markup {
@@ -99,6 +99,21 @@ pub async fn restore(State(st): State<Arc<AppState>>, req: Request) -> WebResult
     }
     let ctx = Ctx::from_request_parts(&mut parts, &st).await?;
     ctx.require(Page::System)?;
+    // Before a byte of the upload is read: may restore, and it can fit.
+    ctx.actor
+        .require_system(appliance::access::Access::Write)
+        .map_err(WebError::from)?;
+    let limit = crate::backup_api::spool_limit(&st);
+    let announced = parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit) {
+        return Err(WebError::BadRequest(format!(
+            "backup_file: larger than the {limit} bytes the data partition can take now"
+        )));
+    }
     let mut mp = Multipart::from_request(Request::from_parts(parts, body), &())
         .await
         .map_err(|e| WebError::BadRequest(format!("form: {}", e.body_text())))?;
@@ -129,9 +144,9 @@ pub async fn restore(State(st): State<Arc<AppState>>, req: Request) -> WebResult
                     .map_err(|e| WebError::BadRequest(format!("backup_file: {}", e.body_text())))?
                 {
                     size += chunk.len() as u64;
-                    if size > MAX_RESTORE_BYTES {
+                    if size > limit {
                         return Err(WebError::BadRequest(format!(
-                            "backup_file: larger than {MAX_RESTORE_BYTES} bytes"
+                            "backup_file: larger than the {limit} bytes the data partition can take now"
                         )));
                     }
                     f.write_all(&chunk)

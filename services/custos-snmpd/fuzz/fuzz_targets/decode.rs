@@ -31,9 +31,11 @@ fuzz_target!(|data: &[u8]| {
     }
     let Ok(req) = wire::decode(data) else { return };
     let mib = Mib::new();
-    let reply = agent::answer(&mib, &req, &Big);
-    if let Some(bytes) = wire::encode(&req, &reply) {
-        assert!(bytes.len() <= MAX_MESSAGE);
-        assert!(wire::message_len(&bytes).is_ok_and(|l| l == Some(bytes.len())));
+    for limit in [wire::MAX_UDP_ANSWER, MAX_MESSAGE] {
+        let reply = agent::answer(&mib, &req, &Big, limit);
+        if let Some(bytes) = wire::encode(&req, &reply, limit) {
+            assert!(bytes.len() <= limit);
+            assert!(wire::message_len(&bytes).is_ok_and(|l| l == Some(bytes.len())));
+        }
     }
 });
