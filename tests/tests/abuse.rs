@@ -128,7 +128,10 @@ fn slow_sockets_on_the_web_port_leave_the_key_port_serving() {
         .map(|_| TcpStream::connect(("127.0.0.1", web)).expect("connect"))
         .collect();
     // Past the cap, a new connection is closed at once.
-    assert!(refused_at_once(web), "a connection past the web cap is closed");
+    assert!(
+        refused_at_once(web),
+        "a connection past the web cap is closed"
+    );
 
     // The key port has its own budget: a registered host still gets its key.
     let (key, version) = fetch_key(&app, dir.path(), "recorder", None);
@@ -137,7 +140,10 @@ fn slow_sockets_on_the_web_port_leave_the_key_port_serving() {
 
     // The slow sockets are cut by the deadlines...
     for s in &mut silent {
-        assert!(closed_by_server(s), "a silent socket is cut by the handshake timeout");
+        assert!(
+            closed_by_server(s),
+            "a silent socket is cut by the handshake timeout"
+        );
     }
     assert!(
         trickler.join().expect("trickler"),
@@ -152,7 +158,10 @@ fn slow_sockets_on_the_web_port_leave_the_key_port_serving() {
     let mut held: Vec<TcpStream> = (0..30)
         .map(|_| TcpStream::connect(("127.0.0.1", keys)).expect("connect"))
         .collect();
-    assert!(refused_at_once(keys), "a connection past the per-address cap is closed");
+    assert!(
+        refused_at_once(keys),
+        "a connection past the per-address cap is closed"
+    );
     for s in &mut held {
         assert!(closed_by_server(s), "cut by the handshake timeout");
     }
@@ -191,7 +200,12 @@ fn a_trickled_request_body_is_cut() {
 }
 
 /// Status, body and `Retry-After` of one sign-in.
-fn sign_in(client: &reqwest::blocking::Client, base: &str, login: &str, pw: &str) -> (u16, String, Option<String>) {
+fn sign_in(
+    client: &reqwest::blocking::Client,
+    base: &str,
+    login: &str,
+    pw: &str,
+) -> (u16, String, Option<String>) {
     let r = client
         .post(format!("{base}/api/v1/login"))
         .json(&json!({"login": login, "password": pw}))
@@ -314,7 +328,10 @@ fn parallel_wrong_sign_ins_are_refused_with_429_and_memory_stays_bounded() {
             assert!(retry.is_some(), "429 without Retry-After");
         }
     }
-    assert!(busy > 0, "some of 100 parallel sign-ins are refused at once");
+    assert!(
+        busy > 0,
+        "some of 100 parallel sign-ins are refused at once"
+    );
     let peak_mib = peak_rss_kib(pid) / 1024;
     assert!(
         peak_mib < 400,
@@ -331,14 +348,21 @@ fn every_unit_is_bounded_and_sshd_refuses_forwarding() {
     let mut seen = 0;
     for e in std::fs::read_dir(&units).expect("units") {
         let p = e.expect("entry").path();
-        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        let name = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
         if !(name.starts_with("custos-") && name.ends_with(".service")) {
             continue;
         }
         seen += 1;
         let text = std::fs::read_to_string(&p).expect("unit");
         for key in ["MemoryMax=", "TasksMax="] {
-            assert!(text.lines().any(|l| l.starts_with(key)), "{name} has no {key}");
+            assert!(
+                text.lines().any(|l| l.starts_with(key)),
+                "{name} has no {key}"
+            );
         }
     }
     assert!(seen >= 5, "custos units found: {seen}");
@@ -369,7 +393,10 @@ fn every_unit_is_bounded_and_sshd_refuses_forwarding() {
         "PermitTunnel ",
     ] {
         let v = setting(k);
-        assert!(v == "yes" && k == "DisableForwarding " || v == "no", "{k}{v}");
+        assert!(
+            v == "yes" && k == "DisableForwarding " || v == "no",
+            "{k}{v}"
+        );
     }
     let tries: u32 = setting("MaxAuthTries ").parse().expect("number");
     assert!((1..=3).contains(&tries), "MaxAuthTries {tries}");
@@ -401,7 +428,10 @@ fn console_sign_in(app: &Appliance, login: &str, pw: &str) -> (String, String) {
         .post(format!("{base}/login"))
         .header("Cookie", format!("__Host-custos_login={token}"))
         .header("Content-Type", "application/x-www-form-urlencoded")
-        .body(format!("csrf={token}&login={login}&password={}", pw.replace('!', "%21")))
+        .body(format!(
+            "csrf={token}&login={login}&password={}",
+            pw.replace('!', "%21")
+        ))
         .send()
         .expect("sign in");
     assert_eq!(r.status().as_u16(), 303, "console sign-in");
@@ -474,7 +504,10 @@ fn a_password_change_or_a_lock_ends_the_other_sessions() {
     // __Host-: Secure, Path=/ and no Domain.
     assert!(set_cookie.contains("; Secure"), "{set_cookie}");
     assert!(set_cookie.contains("; Path=/;"), "{set_cookie}");
-    assert!(!set_cookie.to_ascii_lowercase().contains("domain="), "{set_cookie}");
+    assert!(
+        !set_cookie.to_ascii_lowercase().contains("domain="),
+        "{set_cookie}"
+    );
     assert_eq!(console_status(&app, &cookie).0, 200);
     let other = token_of(&app, "admin", pw);
     let mine = token_of(&app, "admin", pw);
@@ -490,13 +523,19 @@ fn a_password_change_or_a_lock_ends_the_other_sessions() {
         .expect("password");
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(bearer_status(&app, &other), 401);
-    assert!(signed_out(console_status(&app, &cookie)), "console session ended");
+    assert!(
+        signed_out(console_status(&app, &cookie)),
+        "console session ended"
+    );
     assert_eq!(bearer_status(&app, &mine), 200);
 
     // The account locks (failed guesses): its sessions end with it.
     let (cookie, _) = console_sign_in(&app, "admin", "An0ther!Pw1");
     for _ in 0..5 {
-        assert_eq!(sign_in(&client(&app), app.url("web"), "admin", "Wrong!pass1").0, 401);
+        assert_eq!(
+            sign_in(&client(&app), app.url("web"), "admin", "Wrong!pass1").0,
+            401
+        );
     }
     assert_eq!(bearer_status(&app, &mine), 401);
     assert!(signed_out(console_status(&app, &cookie)));

@@ -1298,7 +1298,10 @@ fn unlock_admin_ends_the_web_administrators_lock_out() {
     c.run("maintenance");
     // Answering anything but yes changes nothing.
     let out = c.confirm("unlock admin", "no");
-    assert!(out.contains("WARNING: The lock-out of the web administrator admin ends"), "{out}");
+    assert!(
+        out.contains("WARNING: The lock-out of the web administrator admin ends"),
+        "{out}"
+    );
     let locked = |c: &Cli| -> Option<String> {
         c.db()
             .query_row(
@@ -1310,7 +1313,10 @@ fn unlock_admin_ends_the_web_administrators_lock_out() {
     };
     assert!(locked(&c).is_some(), "cancelled: still locked");
     let out = c.confirm("unl adm", "yes");
-    assert_eq!(last_line(&out), "SUCCESS: the web administrator admin is unlocked");
+    assert_eq!(
+        last_line(&out),
+        "SUCCESS: the web administrator admin is unlocked"
+    );
     assert_eq!(locked(&c), None);
     let audit = c.audit();
     assert!(

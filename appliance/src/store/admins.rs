@@ -548,7 +548,10 @@ mod tests {
         ));
         assert!(s.admin_locked_unchecked("admin").expect("locked"));
         // The CLI's unlock ends the lock-out, audited.
-        assert!(s.unlock_builtin_admin(&crate::store::cli::test_session()).expect("unlock"));
+        assert!(
+            s.unlock_builtin_admin(&crate::store::cli::test_session())
+                .expect("unlock")
+        );
         s.login("admin", &"N3w!password".into(), "x", "api")
             .expect("signed in after the unlock");
     }
@@ -566,7 +569,10 @@ mod tests {
             })
             .collect();
         for t in threads {
-            assert!(matches!(t.join().expect("thread"), Err(Error::BadCredentials)));
+            assert!(matches!(
+                t.join().expect("thread"),
+                Err(Error::BadCredentials)
+            ));
         }
         // Whatever the order of the writes: 4 failures counted, the 5th
         // locks, the other 7 are refused as locked; none is counted past

@@ -111,7 +111,12 @@ impl FromRequestParts<Arc<AppState>> for Authed {
         let source = source_of(parts);
         let l2 = login.clone();
         let (actor, locked) = state
-            .store(move |s| Ok((s.actor(&l2, &source, "api")?, s.admin_locked_unchecked(&l2)?)))
+            .store(move |s| {
+                Ok((
+                    s.actor(&l2, &source, "api")?,
+                    s.admin_locked_unchecked(&l2)?,
+                ))
+            })
             .await
             .map_err(|e| match e {
                 ApiError::Core(appliance::Error::NotFound { .. }) => {

@@ -177,7 +177,10 @@ impl Config {
         let limits = crate::serve::Limits {
             max_connections: positive(
                 "max_connections",
-                flags.max_connections.or(file.max_connections).unwrap_or(512),
+                flags
+                    .max_connections
+                    .or(file.max_connections)
+                    .unwrap_or(512),
             )?,
             max_per_address: positive(
                 "max_connections_per_address",
@@ -187,7 +190,10 @@ impl Config {
                     .unwrap_or(64),
             )?,
             handshake: secs(
-                flags.handshake_timeout.or(file.handshake_timeout).unwrap_or(10),
+                flags
+                    .handshake_timeout
+                    .or(file.handshake_timeout)
+                    .unwrap_or(10),
                 "handshake_timeout",
             )?,
             header: secs(

@@ -25,7 +25,9 @@ pub enum ApiError {
     Internal(String),
     /// Too many password checks at once, or this source must pause after
     /// failed sign-ins: 429 with `Retry-After` (seconds).
-    Busy { retry_after: u64 },
+    Busy {
+        retry_after: u64,
+    },
 }
 
 impl From<appliance::Error> for ApiError {

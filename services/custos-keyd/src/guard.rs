@@ -122,7 +122,10 @@ fn source_key(ip: IpAddr) -> IpAddr {
 }
 
 fn secs_until(t: Instant, now: Instant) -> u64 {
-    t.saturating_duration_since(now).as_secs_f64().ceil().max(1.0) as u64
+    t.saturating_duration_since(now)
+        .as_secs_f64()
+        .ceil()
+        .max(1.0) as u64
 }
 
 impl Throttle {

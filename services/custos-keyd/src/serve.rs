@@ -265,7 +265,10 @@ mod tests {
         let a = t.take(ip, 2).expect("first");
         let b = t.take(ip, 2).expect("second");
         assert!(t.take(ip, 2).is_none(), "third over the cap");
-        assert!(t.take([127, 0, 0, 2].into(), 2).is_some(), "another address");
+        assert!(
+            t.take([127, 0, 0, 2].into(), 2).is_some(),
+            "another address"
+        );
         drop(a);
         let _c = t.take(ip, 2).expect("a slot freed");
         drop(b);

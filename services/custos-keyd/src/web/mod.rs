@@ -191,7 +191,12 @@ impl FromRequestParts<Arc<AppState>> for Ctx {
             .unwrap_or_else(|| "unknown".into());
         let login = session.login.clone();
         let actor = match st
-            .store(move |s| Ok((s.actor(&login, &source, "web")?, s.admin_locked_unchecked(&login)?)))
+            .store(move |s| {
+                Ok((
+                    s.actor(&login, &source, "web")?,
+                    s.admin_locked_unchecked(&login)?,
+                ))
+            })
             .await
         {
             Ok((_, true)) => {
