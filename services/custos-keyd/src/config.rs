@@ -68,7 +68,8 @@ pub struct Flags {
     /// (default 10).
     #[arg(long, env = "CUSTOS_HEADER_TIMEOUT")]
     pub header_timeout: Option<u64>,
-    /// Seconds allowed for a request body after its header (default 30).
+    /// Seconds allowed for a request body after its header, plus one second
+    /// per 16 KiB received (default 30).
     #[arg(long, env = "CUSTOS_BODY_TIMEOUT")]
     pub body_timeout: Option<u64>,
     /// Absolute lifetime of a sign-in (API token or console session) in

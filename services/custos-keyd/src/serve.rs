@@ -46,7 +46,8 @@ pub struct Limits {
     /// connection) to having its whole header: also the idle keep-alive
     /// timeout, since hyper starts this timer as soon as it waits.
     pub header: Duration,
-    /// From the header to the end of the request body.
+    /// From the header to the end of the request body, plus what the bytes
+    /// received earn at [`MIN_BODY_RATE`].
     pub body: Duration,
 }
 
@@ -91,11 +92,33 @@ impl Drop for AddressSlot {
     }
 }
 
+/// The slowest upload kept open: past the body timeout, a request body must
+/// have come at this rate on average (a backup of 100 MiB may take 100 min).
+pub const MIN_BODY_RATE: u64 = 16 * 1024;
+
 /// A request body that fails once its deadline has passed, so a client
-/// trickling a body cannot hold a connection (and a handler) open.
+/// trickling a body cannot hold a connection (and a handler) open. The
+/// deadline is the body timeout plus the time the bytes received so far
+/// earn at [`MIN_BODY_RATE`], so large uploads at a sane speed go through.
 struct TimedBody {
     inner: Incoming,
+    started: tokio::time::Instant,
+    allowed: Duration,
+    received: u64,
     deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl TimedBody {
+    fn new(inner: Incoming, allowed: Duration) -> Self {
+        let started = tokio::time::Instant::now();
+        TimedBody {
+            inner,
+            started,
+            allowed,
+            received: 0,
+            deadline: Box::pin(tokio::time::sleep_until(started + allowed)),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -118,6 +141,14 @@ impl Body for TimedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         if let Poll::Ready(r) = Pin::new(&mut self.inner).poll_frame(cx) {
+            if let Some(Ok(frame)) = &r
+                && let Some(data) = frame.data_ref()
+            {
+                self.received += data.len() as u64;
+                let earned = Duration::from_secs_f64(self.received as f64 / MIN_BODY_RATE as f64);
+                let until = self.started + self.allowed + earned;
+                self.deadline.as_mut().reset(until);
+            }
             return Poll::Ready(r.map(|f| f.map_err(Into::into)));
         }
         match self.deadline.as_mut().poll(cx) {
@@ -237,12 +268,7 @@ async fn connection(
     let body_timeout = limits.body;
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(peer.clone());
-        let req = req.map(|inner| {
-            axum::body::Body::new(TimedBody {
-                inner,
-                deadline: Box::pin(tokio::time::sleep(body_timeout)),
-            })
-        });
+        let req = req.map(|inner| axum::body::Body::new(TimedBody::new(inner, body_timeout)));
         app.clone().oneshot(req)
     });
     let conn = hyper::server::conn::http1::Builder::new()
