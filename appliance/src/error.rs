@@ -15,7 +15,9 @@ pub enum Error {
     Conflict { field: &'static str, rule: String },
     #[error("permission denied: {0}")]
     Forbidden(String),
-    #[error("login or password is wrong")]
+    #[error(
+        "login or password is wrong, or the account is locked for a while after repeated failures"
+    )]
     BadCredentials,
     #[error("the account is locked after repeated failed logins; try again later")]
     Locked,

@@ -312,6 +312,11 @@ impl Appliance {
     pub fn data_dir(&self) -> &Path {
         self.data.path()
     }
+
+    /// The process id of the running key service (resource checks).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
 }
 
 /// A running `custos-backupd` (the automatic backup of §12) on an

@@ -465,13 +465,15 @@ fn repeated_failed_logins_lock_the_account() {
         )
         .expect(401);
     }
+    // Locked: the right password gets the answer of a wrong one (no
+    // account enumeration through the lock).
     let v = anon
         .post(
             "/api/v1/login",
             json!({"login": "SecurityAdministrator", "password": SEC_PW}),
         )
-        .expect(403);
-    assert_eq!(v["error"], "locked");
+        .expect(401);
+    assert_eq!(v["error"], "bad_credentials");
     // A System Administrator unlocks it.
     s.sys
         .call(

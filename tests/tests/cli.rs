@@ -1408,5 +1408,56 @@ fn a_wrapper_key_without_a_quorum_is_discarded_from_the_cli() {
             json!({"minimum_custodians": 2, "total_custodians": 2, "custodians": ["KeeperOne", "KeeperTwo"]}),
         )
         .ok();
+}
+
+/// Issue 12: whoever guesses the web administrator's password from the
+/// network can keep `admin` locked; the operator at the console unlocks it.
+#[test]
+fn unlock_admin_ends_the_web_administrators_lock_out() {
+    let mut c = Cli::logged_in();
+    // The lock-out that failed web sign-ins leave (as the store writes it).
+    {
+        let db = rusqlite::Connection::open(c.data.path().join("custos.db")).expect("open");
+        db.execute(
+            "UPDATE administrators SET locked_until = '2999-01-01T00:00:00Z', failed_logins = 0 WHERE login = 'admin'",
+            [],
+        )
+        .expect("lock admin");
+    }
+    c.run("maintenance");
+    // Answering anything but yes changes nothing.
+    let out = c.confirm("unlock admin", "no");
+    assert!(
+        out.contains("WARNING: The lock-out of the web administrator admin ends"),
+        "{out}"
+    );
+    let locked = |c: &Cli| -> Option<String> {
+        c.db()
+            .query_row(
+                "SELECT locked_until FROM administrators WHERE login = 'admin'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("admin")
+    };
+    assert!(locked(&c).is_some(), "cancelled: still locked");
+    let out = c.confirm("unl adm", "yes");
+    assert_eq!(
+        last_line(&out),
+        "SUCCESS: the web administrator admin is unlocked"
+    );
+    assert_eq!(locked(&c), None);
+    let audit = c.audit();
+    assert!(
+        audit.iter().any(|(who, _, via, what)| who == "cliadmin"
+            && via == "cli"
+            && what == "unlocked the web administrator admin"),
+        "{audit:?}"
+    );
+    let out = c.confirm("unlock admin", "yes");
+    assert_eq!(
+        last_line(&out),
+        "SUCCESS: the web administrator admin was not locked; its failed sign-ins are cleared"
+    );
     c.exit();
 }

@@ -89,7 +89,7 @@ fn console_post(app: &Appliance, cookie: &str, path: &str, form: &[(&str, &str)]
         .join("&");
     let resp = client
         .post(format!("{}{path}", app.url("web")))
-        .header("Cookie", format!("custos_session={cookie}"))
+        .header("Cookie", format!("__Host-custos_session={cookie}"))
         .header("Content-Type", "application/x-www-form-urlencoded")
         .body(body)
         .send()
@@ -107,7 +107,7 @@ fn console_get(app: &Appliance, cookie: &str, path: &str) -> (u16, String, Strin
         .expect("client");
     let resp = client
         .get(format!("{}{path}", app.url("web")))
-        .header("Cookie", format!("custos_session={cookie}"))
+        .header("Cookie", format!("__Host-custos_session={cookie}"))
         .send()
         .expect("GET");
     let status = resp.status().as_u16();
@@ -357,7 +357,7 @@ fn operator_workflow_from_a_fresh_appliance_to_a_host_fetching_its_key() {
         "{rows:?}"
     );
     b.screenshot("log-warn");
-    let cookie = b.cookie("custos_session");
+    let cookie = b.cookie("__Host-custos_session");
     let (status, ctype, csv) = console_get(&app, &cookie, "/log/export.csv?text=rec1");
     assert_eq!(status, 200);
     assert!(ctype.starts_with("text/csv"));
@@ -384,7 +384,7 @@ fn read_only_administrators_and_forged_forms_change_nothing() {
     b.attach("licence_file", lic.path());
     b.press("Upload");
     add_admin(&b, "Auditor", "Aud!t0rTmp", "system", true);
-    let admin_cookie = b.cookie("custos_session");
+    let admin_cookie = b.cookie("__Host-custos_session");
 
     // A POST without the session's CSRF token is refused and changes nothing.
     let before = app.snapshot();
@@ -429,7 +429,7 @@ fn read_only_administrators_and_forged_forms_change_nothing() {
 
     // A forged POST with the read-only session's own valid token is refused
     // by the server, and nothing changes.
-    let cookie = b.cookie("custos_session");
+    let cookie = b.cookie("__Host-custos_session");
     b.open("/dashboard");
     let csrf = b
         .attr("header form input[name=csrf]", "value")

@@ -7,6 +7,8 @@
 //!   binary, run every test, and close with one summary line.
 //! * `bench keys [--hosts N] [--seconds S]`: the key-service load benchmark.
 //! * `bench snmp [--clients N] [--seconds S]`: SNMP GET requests per second.
+//! * `bench abuse [--hosts N] [--seconds S]`: key retrieval during bad
+//!   sign-ins, slow sockets and bad registrations, against none.
 //! * `fuzz [--seconds S]`: the `cargo fuzz` targets (SNMP messages, licence files, host CSRs), each for
 //!   a bounded time; `test` runs each for 30 s unless `CUSTOS_FUZZ=0`.
 //! * `dist`: the image build, which is not there yet and says so.
@@ -141,6 +143,17 @@ enum Bench {
         #[arg(long, value_name = "S", default_value_t = 10)]
         seconds: u32,
     },
+    /// Key fetch latency and failures while the service is attacked (500
+    /// parallel bad sign-ins, 1,000 slow sockets, a registration flood),
+    /// each against the same without attack.
+    Abuse {
+        /// Number of simulated protected hosts.
+        #[arg(long, value_name = "N", default_value_t = 16)]
+        hosts: u32,
+        /// How long to measure each phase.
+        #[arg(long, value_name = "S", default_value_t = 10)]
+        seconds: u32,
+    },
     /// SNMP v2c GET requests per second answered by custos-snmpd.
     Snmp {
         /// Concurrent managers, each waiting for its answer.
@@ -163,6 +176,9 @@ fn main() -> ExitCode {
         Task::Bench {
             bench: Bench::Snmp { clients, seconds },
         } => bench_snmp(clients, seconds),
+        Task::Bench {
+            bench: Bench::Abuse { hosts, seconds },
+        } => bench_abuse(hosts, seconds),
         Task::Vm { iso, bios, fresh } => vm(iso, bios, fresh),
         Task::Dist { profile, no_build } => dist_task(profile.as_deref(), no_build),
         Task::Licence(args) => licence_task(&args),
@@ -795,6 +811,24 @@ fn bench_keys(hosts: u32, seconds: u32) -> Result<ExitCode> {
     )
     .run()
     .context("the key benchmark failed")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_abuse(hosts: u32, seconds: u32) -> Result<ExitCode> {
+    let sh = shell()?;
+    let cargo = cargo();
+    let hosts = hosts.to_string();
+    let seconds = seconds.to_string();
+    // The release key service next to the benchmark is the one attacked.
+    cmd!(sh, "{cargo} build --release -p custos-keyd")
+        .run()
+        .context("building the release binaries")?;
+    cmd!(
+        sh,
+        "{cargo} run --release -p tests --bin bench-abuse -- --hosts {hosts} --seconds {seconds}"
+    )
+    .run()
+    .context("the abuse benchmark failed")?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -210,6 +210,13 @@ impl Store {
 
     /// §6 sign-in. Every attempt is audited; repeated failures lock the
     /// account for the lock-out period of the preferences.
+    ///
+    /// An unknown login, a wrong password and a locked account get the same
+    /// answer ([`Error::BadCredentials`]) after the same argon2 work. The
+    /// lock and the failure count are read and written in one write
+    /// transaction after the (slow) password check, so parallel guesses
+    /// cannot pass the limit: once the count reaches it, every attempt is
+    /// refused until the lock-out ends, the right password included.
     pub fn login(
         &self,
         login: &str,
@@ -221,20 +228,19 @@ impl Store {
         let row = self.read(|tx| {
             Ok(tx
                 .query_row(
-                    "SELECT id, password_hash, locked_until, must_change_password, last_login FROM administrators WHERE login = ?1",
+                    "SELECT id, password_hash FROM administrators WHERE login = ?1",
                     [login],
-                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?, r.get::<_, bool>(3)?, r.get::<_, Option<String>>(4)?)),
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
                 )
                 .optional()?)
         })?;
-        let shown_login = if row.is_some() { login } else { "(unknown)" };
-        let Some((id, hash, locked_until, must_change, previous_login)) = row else {
+        let Some((id, hash)) = row else {
             password::verify(password.expose(), &DUMMY_HASH);
             self.write(|tx| {
                 self.log_refusal(
                     tx,
                     RefusalKind::SignIn,
-                    shown_login,
+                    "(unknown)",
                     source,
                     via,
                     None,
@@ -243,20 +249,28 @@ impl Store {
             })?;
             return Err(Error::BadCredentials);
         };
-        let locked = opt_time(locked_until)?.is_some_and(|t| t > now());
         let ok = password::verify(password.expose(), &hash);
         let prefs = self.preferences_unchecked()?;
         self.write(|tx| {
-            if locked {
-                self.log_refusal(tx, RefusalKind::SignIn, login, source, via, None, "login refused: account locked")?;
-                return Ok(Err(Error::Locked));
-            }
-            if !ok {
-                let failures: i64 = tx.query_row(
-                    "UPDATE administrators SET failed_logins = failed_logins + 1 WHERE id = ?1 RETURNING failed_logins",
+            // The row as it is now, under the write lock: the hash may have
+            // changed and other attempts may have counted since the read.
+            let Some((hash_now, locked_until, failures, must_change, previous_login)) = tx
+                .query_row(
+                    "SELECT password_hash, locked_until, failed_logins, must_change_password, last_login FROM administrators WHERE id = ?1",
                     [id],
-                    |r| r.get(0),
-                )?;
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, i64>(2)?, r.get::<_, bool>(3)?, r.get::<_, Option<String>>(4)?)),
+                )
+                .optional()?
+            else {
+                // Deleted meanwhile.
+                return Ok(Err(Error::BadCredentials));
+            };
+            if opt_time(locked_until)?.is_some_and(|t| t > now()) {
+                self.log_refusal(tx, RefusalKind::SignIn, login, source, via, None, "login refused: account locked")?;
+                return Ok(Err(Error::BadCredentials));
+            }
+            if !ok || hash_now != hash {
+                let failures = failures + 1;
                 if failures >= prefs.max_failed_logins {
                     let until = now() + Duration::minutes(prefs.lockout_minutes);
                     tx.execute(
@@ -266,6 +280,10 @@ impl Store {
                     audit(tx, login, source, via, Severity::Warn, None,
                         &format!("failed login; account locked for {} minutes after {} failures", prefs.lockout_minutes, failures))?;
                 } else {
+                    tx.execute(
+                        "UPDATE administrators SET failed_logins = ?2 WHERE id = ?1",
+                        params![id, failures],
+                    )?;
                     self.log_refusal(tx, RefusalKind::SignIn, login, source, via, None, &format!("failed login ({failures} in a row)"))?;
                 }
                 return Ok(Err(Error::BadCredentials));
@@ -277,6 +295,47 @@ impl Store {
             audit(tx, login, source, via, Severity::Info, None, "signed in")?;
             Ok(Ok(LoginOutcome { admin_id: id, must_change_password: must_change, previous_login }))
         })?
+    }
+
+    /// Whether the account `login` is locked out now (its sessions end).
+    pub fn admin_locked_unchecked(&self, login: &str) -> Result<bool> {
+        self.read(|tx| {
+            let until: Option<Option<String>> = tx
+                .query_row(
+                    "SELECT locked_until FROM administrators WHERE login = ?1",
+                    [login],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(opt_time(until.flatten())?.is_some_and(|t| t > now()))
+        })
+    }
+
+    /// Ends the lock-out of the built-in web administrator `admin` from the
+    /// appliance's own console (the CLI): whoever keeps guessing its
+    /// password from the network cannot keep it locked against the
+    /// operator. Audited; `NotFound` when `admin` was removed.
+    pub fn unlock_builtin_admin(&self, session: &super::cli::CliSession) -> Result<bool> {
+        self.write(|tx| {
+            let id = admin_id(tx, BUILTIN_ADMIN)?;
+            let was: Option<String> = tx.query_row(
+                "SELECT locked_until FROM administrators WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )?;
+            let locked = opt_time(was)?.is_some_and(|t| t > now());
+            tx.execute(
+                "UPDATE administrators SET locked_until = NULL, failed_logins = 0 WHERE id = ?1",
+                [id],
+            )?;
+            let what = if locked {
+                "unlocked the web administrator admin"
+            } else {
+                "cleared the failed sign-ins of the web administrator admin (it was not locked)"
+            };
+            super::cli::cli_audit(tx, session.source(), Severity::Info, what)?;
+            Ok(locked)
+        })
     }
 
     /// §6 own password change (allowed for read-only administrators too).
@@ -557,10 +616,64 @@ mod tests {
                 Err(Error::BadCredentials)
             ));
         }
+        // Locked: the right password gets the answer of a wrong one.
         assert!(matches!(
             s.login("admin", &"N3w!password".into(), "x", "api"),
-            Err(Error::Locked)
+            Err(Error::BadCredentials)
         ));
+        assert!(s.admin_locked_unchecked("admin").expect("locked"));
+        // The CLI's unlock ends the lock-out, audited.
+        assert!(
+            s.unlock_builtin_admin(&crate::store::cli::test_session())
+                .expect("unlock")
+        );
+        s.login("admin", &"N3w!password".into(), "x", "api")
+            .expect("signed in after the unlock");
+    }
+
+    #[test]
+    fn parallel_guesses_cannot_pass_the_lockout_limit() {
+        let (_d, s) = store();
+        let s = std::sync::Arc::new(s);
+        // 12 guesses at once against a limit of 5: without the recheck in
+        // the write, every guess read "not locked" before any counted.
+        let threads: Vec<_> = (0..12)
+            .map(|_| {
+                let s = s.clone();
+                std::thread::spawn(move || s.login("admin", &"Wrong!pass1".into(), "x", "api"))
+            })
+            .collect();
+        for t in threads {
+            assert!(matches!(
+                t.join().expect("thread"),
+                Err(Error::BadCredentials)
+            ));
+        }
+        // Whatever the order of the writes: 4 failures counted, the 5th
+        // locks, the other 7 are refused as locked; none is counted past
+        // the limit.
+        let count = |what: &str| -> i64 {
+            s.read(|tx| {
+                Ok(tx.query_row(
+                    "SELECT COUNT(*) FROM audit WHERE who = 'admin' AND what LIKE ?1",
+                    [what],
+                    |r| r.get(0),
+                )?)
+            })
+            .expect("count")
+        };
+        assert_eq!(count("failed login (%"), 4);
+        assert_eq!(count("failed login; account locked%"), 1);
+        assert_eq!(count("login refused: account locked"), 7);
+        assert!(matches!(
+            s.login("admin", &"admin123".into(), "x", "api"),
+            Err(Error::BadCredentials)
+        ));
+        let unknown = s.login("nobody", &"Wrong!pass1".into(), "x", "api");
+        assert_eq!(
+            unknown.err().map(|e| e.to_string()),
+            Some(Error::BadCredentials.to_string())
+        );
     }
 
     #[test]

@@ -185,7 +185,7 @@ fn own_like_dir(dir: &Path) -> Result<()> {
         let m = e.metadata().map_err(io(&path))?;
         if m.is_file() && (m.uid() != uid || m.gid() != gid) {
             // Only root may give files away; anyone else owns what it made.
-            match std::os::unix::fs::chown(&path, Some(uid), Some(gid)) {
+            match give_away(&path, uid, gid) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {}
                 Err(e) => return Err(io(&path)(e)),
@@ -193,6 +193,14 @@ fn own_like_dir(dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Changes the owner of `path` itself, never of what it points to: the data
+/// directory belongs to the service's user, who could swap a file for a
+/// symbolic link between the check and the change (root would then hand
+/// any file of the system to that user).
+fn give_away(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
 }
 
 /// Brings the schema up to date. Each step reads the version inside an
@@ -358,5 +366,32 @@ pub(crate) mod test_support {
         a.must_change_password = false;
         assert_eq!(a.user_type, UserType::System);
         a
+    }
+}
+
+#[cfg(test)]
+mod own_tests {
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn giving_a_file_away_does_not_follow_a_symbolic_link() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("outside");
+        std::fs::write(&target, "not the store's").expect("write");
+        let link = dir.path().join("custos.db-wal");
+        std::os::unix::fs::symlink(&target, &link).expect("symlink");
+        let meta = std::fs::metadata(&target).expect("meta");
+        let (me, my_gid) = (meta.uid(), meta.gid());
+        // As root (the CLI) the owner really changes; as anyone else only
+        // one's own ids are allowed, and the target must stay as it is.
+        let (uid, gid) = if me == 0 { (4242, 4242) } else { (me, my_gid) };
+        super::give_away(&link, uid, gid).expect("lchown");
+        let t = std::fs::metadata(&target).expect("target");
+        assert_eq!(t.uid(), me, "the link's target was given away");
+        assert_eq!(
+            std::fs::symlink_metadata(&link).expect("link").uid(),
+            uid,
+            "the link itself changes owner"
+        );
     }
 }

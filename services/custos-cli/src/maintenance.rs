@@ -14,7 +14,7 @@ use crate::session::{Ctx, interrupted};
 
 pub const CATEGORY: Category = Category {
     name: "maintenance",
-    help: "NTP servers, time zone, date and time",
+    help: "NTP servers, time zone, date and time, unlocking the web admin",
     commands: &[
         Command {
             words: &["ntpdate", "show"],
@@ -93,8 +93,29 @@ pub const CATEGORY: Category = Category {
             help: "Show or set the time (24-hour)",
             run: time_of_day,
         },
+        Command {
+            words: &["unlock", "admin"],
+            args: "",
+            example: "unlock admin",
+            help: "End the lock-out of the web console's built-in administrator admin",
+            run: unlock_admin,
+        },
     ],
 };
+
+/// `unlock admin`: whoever guesses the web administrator's password from
+/// the network can lock it again and again; the operator at the appliance's
+/// own console ends the lock-out (audited).
+fn unlock_admin(ctx: &mut Ctx<'_>, _: &Args) -> Outcome {
+    ctx.confirm(&[
+        "The lock-out of the web administrator admin ends and its failed sign-ins are forgotten; if someone is guessing its password, they can go on.",
+    ])?;
+    if ctx.store.unlock_builtin_admin(ctx.session)? {
+        Ok("the web administrator admin is unlocked".into())
+    } else {
+        Ok("the web administrator admin was not locked; its failed sign-ins are cleared".into())
+    }
+}
 
 /// How long `ntpdate sync` waits for the clock to be synchronised.
 const SYNC_WAIT: Duration = Duration::from_secs(30);

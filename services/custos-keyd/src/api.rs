@@ -94,8 +94,14 @@ impl FromRequestParts<Arc<AppState>> for Authed {
                 "the session has expired or does not exist; sign in again",
             ))?;
         let source = source_of(parts);
-        let actor = state
-            .store(move |s| s.actor(&login, &source, "api"))
+        let l2 = login.clone();
+        let (actor, locked) = state
+            .store(move |s| {
+                Ok((
+                    s.actor(&l2, &source, "api")?,
+                    s.admin_locked_unchecked(&l2)?,
+                ))
+            })
             .await
             .map_err(|e| match e {
                 ApiError::Core(appliance::Error::NotFound { .. }) => {
@@ -103,6 +109,13 @@ impl FromRequestParts<Arc<AppState>> for Authed {
                 }
                 other => other,
             })?;
+        if locked {
+            // A locked account's sessions end with the lock.
+            state.end_sessions_of(&login);
+            return Err(ApiError::Unauthenticated(
+                "the session has expired or does not exist; sign in again",
+            ));
+        }
         Ok(Authed(actor))
     }
 }
@@ -269,7 +282,9 @@ async fn login(
 ) -> ApiResult<Response> {
     let login = req.login.clone();
     let out = st
-        .store(move |s| s.login(&req.login, &req.password, &src, "api"))
+        .check_password(&src.clone(), move |s| {
+            s.login(&req.login, &req.password, &src, "api")
+        })
         .await?;
     let token = st.sessions.create(&login);
     Ok(
@@ -305,10 +320,23 @@ struct PasswordReq {
 async fn change_password(
     State(st): St,
     Authed(actor): Authed,
+    headers: axum::http::HeaderMap,
     ApiJson(req): ApiJson<PasswordReq>,
 ) -> ApiResult<Response> {
-    st.store(move |s| s.change_password(&actor, &req.old, &req.new))
-        .await?;
+    let login = actor.login.clone();
+    st.check_password(&actor.source.clone(), move |s| {
+        s.change_password(&actor, &req.old, &req.new)
+    })
+    .await?;
+    // The other sessions were opened with the old password: end them (API
+    // tokens and console sessions), keep the one that changed it.
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    st.sessions.end_others_of(&login, token);
+    st.web_sessions.end_all_of(&login);
     Ok(Json(json!({ "must_change_password": false })).into_response())
 }
 

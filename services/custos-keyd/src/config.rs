@@ -68,6 +68,33 @@ pub struct Flags {
     /// DATA/audit/*.jsonl.gz, then deleted [default: 1000000].
     #[arg(long, env = "CUSTOS_AUDIT_MAX_ROWS")]
     pub audit_max_rows: Option<i64>,
+    /// Open connections allowed on each web and enrolment listener
+    /// (default 512).
+    #[arg(long, env = "CUSTOS_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Open connections allowed on each key listener, a budget of its own
+    /// (default 1024).
+    #[arg(long, env = "CUSTOS_MAX_KEY_CONNECTIONS")]
+    pub max_key_connections: Option<usize>,
+    /// Open connections from one client address on one listener (default 64).
+    #[arg(long, env = "CUSTOS_MAX_CONNECTIONS_PER_ADDRESS")]
+    pub max_connections_per_address: Option<usize>,
+    /// Seconds allowed for a TLS handshake (default 10).
+    #[arg(long, env = "CUSTOS_HANDSHAKE_TIMEOUT")]
+    pub handshake_timeout: Option<u64>,
+    /// Seconds allowed for a request header, counted from when the
+    /// connection waits for a request: also the idle keep-alive timeout
+    /// (default 10).
+    #[arg(long, env = "CUSTOS_HEADER_TIMEOUT")]
+    pub header_timeout: Option<u64>,
+    /// Seconds allowed for a request body after its header, plus one second
+    /// per 16 KiB received (default 30).
+    #[arg(long, env = "CUSTOS_BODY_TIMEOUT")]
+    pub body_timeout: Option<u64>,
+    /// Absolute lifetime of a sign-in (API token or console session) in
+    /// seconds, whatever its activity (default 43200: 12 hours).
+    #[arg(long, env = "CUSTOS_SESSION_LIFETIME")]
+    pub session_lifetime: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -89,6 +116,13 @@ struct File {
     refusal_window: Option<u64>,
     disk_reserve_mb: Option<u64>,
     audit_max_rows: Option<i64>,
+    max_connections: Option<usize>,
+    max_key_connections: Option<usize>,
+    max_connections_per_address: Option<usize>,
+    handshake_timeout: Option<u64>,
+    header_timeout: Option<u64>,
+    body_timeout: Option<u64>,
+    session_lifetime: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -109,6 +143,17 @@ pub struct Config {
     pub refusal_window: std::time::Duration,
     pub disk_reserve_bytes: u64,
     pub audit_max_rows: i64,
+    /// Budget and deadlines of the web and enrolment listeners.
+    pub limits: crate::serve::Limits,
+    /// Budget and deadlines of the key listeners.
+    pub key_limits: crate::serve::Limits,
+    pub session_lifetime: time::Duration,
+}
+
+/// A positive count or number of seconds, naming its setting when not.
+fn positive<T: Default + PartialOrd>(name: &str, v: T) -> anyhow::Result<T> {
+    anyhow::ensure!(v > T::default(), "{name}: must be at least 1");
+    Ok(v)
 }
 
 impl Config {
@@ -192,8 +237,66 @@ impl Config {
             .or(file.audit_max_rows)
             .unwrap_or(appliance::store::AUDIT_MAX_ROWS_DEFAULT);
         anyhow::ensure!(audit_max_rows >= 10, "audit_max_rows: must be at least 10");
+        let secs = |v: u64, name: &str| -> anyhow::Result<std::time::Duration> {
+            Ok(std::time::Duration::from_secs(positive(name, v)?))
+        };
+        let limits = crate::serve::Limits {
+            max_connections: positive(
+                "max_connections",
+                flags
+                    .max_connections
+                    .or(file.max_connections)
+                    .unwrap_or(512),
+            )?,
+            max_per_address: positive(
+                "max_connections_per_address",
+                flags
+                    .max_connections_per_address
+                    .or(file.max_connections_per_address)
+                    .unwrap_or(64),
+            )?,
+            handshake: secs(
+                flags
+                    .handshake_timeout
+                    .or(file.handshake_timeout)
+                    .unwrap_or(10),
+                "handshake_timeout",
+            )?,
+            header: secs(
+                flags.header_timeout.or(file.header_timeout).unwrap_or(10),
+                "header_timeout",
+            )?,
+            body: secs(
+                flags.body_timeout.or(file.body_timeout).unwrap_or(30),
+                "body_timeout",
+            )?,
+        };
+        let key_limits = crate::serve::Limits {
+            max_connections: positive(
+                "max_key_connections",
+                flags
+                    .max_key_connections
+                    .or(file.max_key_connections)
+                    .unwrap_or(1024),
+            )?,
+            ..limits
+        };
+        let lifetime = positive(
+            "session_lifetime",
+            flags
+                .session_lifetime
+                .or(file.session_lifetime)
+                .unwrap_or(12 * 3600),
+        )?;
+        anyhow::ensure!(
+            lifetime <= 366 * 24 * 3600,
+            "session_lifetime: must be at most 366 days in seconds"
+        );
         Ok(Config {
             enrol_guard,
+            limits,
+            key_limits,
+            session_lifetime: time::Duration::seconds(lifetime as i64),
             data,
             listen,
             host_name,

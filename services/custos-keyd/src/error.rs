@@ -25,6 +25,11 @@ pub enum ApiError {
     },
     /// A blocking task died; the detail is logged.
     Internal(String),
+    /// Too many password checks at once, or this source must pause after
+    /// failed sign-ins: 429 with `Retry-After` (seconds).
+    Busy {
+        retry_after: u64,
+    },
 }
 
 impl From<appliance::Error> for ApiError {
@@ -105,6 +110,19 @@ impl IntoResponse for ApiError {
                 message,
             } => body(status, "invalid", message, Some(&field)),
             ApiError::Internal(detail) => internal(&detail),
+            ApiError::Busy { retry_after } => {
+                let mut r = body(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "busy",
+                    format!("too many sign-in attempts; try again in {retry_after} s"),
+                    None,
+                );
+                r.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from(retry_after),
+                );
+                r
+            }
         }
     }
 }

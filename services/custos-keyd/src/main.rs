@@ -9,6 +9,7 @@ mod backup_api;
 mod config;
 mod enrol_guard;
 mod error;
+mod guard;
 mod json;
 mod openapi;
 mod serve;
@@ -105,8 +106,9 @@ async fn run(cfg: Config) -> anyhow::Result<Stopped> {
     tracing::info!(mode = mode.as_str(), "security mode");
     let state = Arc::new(AppState {
         store: store.clone(),
-        sessions: Sessions::default(),
-        web_sessions: Default::default(),
+        sessions: Sessions::with_lifetime(cfg.session_lifetime),
+        web_sessions: web::session::WebSessions::with_lifetime(cfg.session_lifetime),
+        guard: Default::default(),
         restart: Default::default(),
         identities: identities.clone(),
         mode,
@@ -257,11 +259,17 @@ async fn run(cfg: Config) -> anyhow::Result<Stopped> {
                 addr.port()
             ));
         }
+        let limits = if l.name.starts_with("keys") {
+            cfg.key_limits
+        } else {
+            cfg.limits
+        };
         tasks.spawn(serve::serve(
             l.name,
             l.listener,
             l.tls,
             l.app,
+            limits,
             stop_rx.clone(),
         ));
     }

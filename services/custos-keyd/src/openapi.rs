@@ -902,6 +902,7 @@ mod tests {
             store,
             sessions: Sessions::default(),
             web_sessions: Default::default(),
+            guard: Default::default(),
             restart: Default::default(),
             identities,
             mode: appliance::model::SecurityMode::Compatible,

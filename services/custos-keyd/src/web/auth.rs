@@ -72,7 +72,9 @@ pub async fn login(State(st): State<Arc<AppState>>, req: Request) -> WebResult {
     let password = form.secret("password");
     let l2 = login.clone();
     match st
-        .store(move |s| s.login(&l2, &password, &source, "web"))
+        .check_password(&source.clone(), move |s| {
+            s.login(&l2, &password, &source, "web")
+        })
         .await
     {
         Ok(out) => {
@@ -98,6 +100,7 @@ pub async fn login(State(st): State<Arc<AppState>>, req: Request) -> WebResult {
             );
             Ok(resp)
         }
+        Err(e @ crate::error::ApiError::Busy { .. }) => Err(e.into()),
         Err(e) => {
             let errors = Errors::from_web(e.into())?;
             let values = Form::default().with("login", login);
@@ -169,9 +172,14 @@ pub async fn change_password(Posted(ctx, form): Posted) -> WebResult {
         return Ok((StatusCode::BAD_REQUEST, password_form(&ctx, &errors)).into_response());
     }
     let (old, new) = (form.secret("old"), form.secret("new"));
+    let actor = ctx.actor.clone();
     match ctx
-        .store(move |s, a| s.change_password(a, &old, &new))
+        .st
+        .check_password(&ctx.actor.source, move |s| {
+            s.change_password(&actor, &old, &new)
+        })
         .await
+        .map_err(WebError::from)
     {
         Ok(()) => {
             // Other sessions of this administrator were opened with the old

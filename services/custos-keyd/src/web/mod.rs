@@ -70,6 +70,8 @@ pub enum WebError {
     /// A request the console cannot read (body too large, not a form).
     BadRequest(String),
     Internal(String),
+    /// Too many sign-in attempts: 429 with `Retry-After` (seconds).
+    Busy(u64),
 }
 
 impl From<appliance::Error> for WebError {
@@ -88,6 +90,7 @@ impl From<crate::error::ApiError> for WebError {
                 WebError::BadRequest(message)
             }
             A::Internal(d) => WebError::Internal(d),
+            A::Busy { retry_after } => WebError::Busy(retry_after),
         }
     }
 }
@@ -99,6 +102,17 @@ impl IntoResponse for WebError {
         use appliance::Error as E;
         let (status, title, message) = match self {
             WebError::Redirect(to) => return Redirect::to(&to).into_response(),
+            WebError::Busy(secs) => {
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [(axum::http::header::RETRY_AFTER, secs.to_string())],
+                    layout::bare_page(
+                        "Too many attempts",
+                        &format!("Too many sign-in attempts. Try again in {secs} seconds."),
+                    ),
+                )
+                    .into_response();
+            }
             WebError::Forbidden(m) => (StatusCode::FORBIDDEN, "Not permitted", m),
             WebError::LicenceRequired => (
                 StatusCode::FORBIDDEN,
@@ -176,8 +190,21 @@ impl FromRequestParts<Arc<AppState>> for Ctx {
             .map(|p| p.addr.ip().to_string())
             .unwrap_or_else(|| "unknown".into());
         let login = session.login.clone();
-        let actor = match st.store(move |s| s.actor(&login, &source, "web")).await {
-            Ok(a) => a,
+        let actor = match st
+            .store(move |s| {
+                Ok((
+                    s.actor(&login, &source, "web")?,
+                    s.admin_locked_unchecked(&login)?,
+                ))
+            })
+            .await
+        {
+            Ok((_, true)) => {
+                // A locked account's sessions end with the lock.
+                st.end_sessions_of(&session.login);
+                return Err(WebError::Redirect("/login".into()));
+            }
+            Ok((a, false)) => a,
             Err(crate::error::ApiError::Core(appliance::Error::NotFound { .. })) => {
                 st.web_sessions.end(&token);
                 return Err(WebError::Redirect("/login".into()));

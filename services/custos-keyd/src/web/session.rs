@@ -1,5 +1,5 @@
-//! Web console sessions (§6): an opaque token in a `Secure; HttpOnly;
-//! SameSite=Strict` cookie, a CSRF token per session, the domain the
+//! Web console sessions (§6): an opaque token in a `__Host-` cookie
+//! (`Secure; HttpOnly; SameSite=Strict; Path=/`), a CSRF token per session, the domain the
 //! administrator works in, and an inactivity timeout from the preferences.
 
 use std::collections::HashMap;
@@ -7,11 +7,13 @@ use std::sync::Mutex;
 
 use time::OffsetDateTime;
 
-/// Name of the session cookie.
-pub const COOKIE: &str = "custos_session";
+/// Name of the session cookie. The `__Host-` prefix makes browsers accept
+/// it only `Secure`, with `Path=/` and no `Domain`: a sibling host cannot
+/// plant or overwrite it.
+pub const COOKIE: &str = "__Host-custos_session";
 /// Name of the cookie that carries the login form's CSRF token before a
 /// session exists.
-pub const LOGIN_COOKIE: &str = "custos_login";
+pub const LOGIN_COOKIE: &str = "__Host-custos_login";
 
 #[derive(Debug, Clone)]
 pub struct WebSession {
@@ -20,6 +22,8 @@ pub struct WebSession {
     /// The domain entered with Switch Domains, if any.
     pub domain: Option<String>,
     pub last_seen: OffsetDateTime,
+    /// When it began (the absolute lifetime counts from here).
+    pub created: OffsetDateTime,
     /// A message for the next page shown: (is an error, text).
     pub flash: Option<(bool, String)>,
     /// When this administrator signed in before this session (dashboard).
@@ -28,9 +32,16 @@ pub struct WebSession {
 
 /// Sessions are keyed by the SHA-256 of their token, so a memory dump does
 /// not hand out usable cookies.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WebSessions {
     by_hash: Mutex<HashMap<[u8; 32], WebSession>>,
+    lifetime: time::Duration,
+}
+
+impl Default for WebSessions {
+    fn default() -> Self {
+        WebSessions::with_lifetime(crate::state::SESSION_LIFETIME)
+    }
 }
 
 fn key(token: &str) -> [u8; 32] {
@@ -38,6 +49,13 @@ fn key(token: &str) -> [u8; 32] {
 }
 
 impl WebSessions {
+    pub fn with_lifetime(lifetime: time::Duration) -> Self {
+        WebSessions {
+            by_hash: Mutex::default(),
+            lifetime,
+        }
+    }
+
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], WebSession>> {
         self.by_hash.lock().expect("web sessions mutex poisoned")
     }
@@ -54,17 +72,20 @@ impl WebSessions {
                 flash: None,
                 previous_login,
                 last_seen: OffsetDateTime::now_utc(),
+                created: OffsetDateTime::now_utc(),
             },
         );
         token
     }
 
     /// The session behind `token`, its inactivity timer refreshed; None when
-    /// unknown or idle for longer than `timeout` (then it is removed).
+    /// unknown, idle for longer than `timeout` or older than the lifetime
+    /// (then it is removed).
     pub fn touch(&self, token: &str, timeout: time::Duration) -> Option<WebSession> {
         let now = OffsetDateTime::now_utc();
+        let lifetime = self.lifetime;
         let mut map = self.map();
-        map.retain(|_, s| now - s.last_seen < timeout);
+        map.retain(|_, s| now - s.last_seen < timeout && now - s.created < lifetime);
         let s = map.get_mut(&key(token))?;
         s.last_seen = now;
         Some(s.clone())
@@ -109,7 +130,7 @@ impl WebSessions {
         let now = OffsetDateTime::now_utc();
         self.map()
             .values()
-            .filter(|s| now - s.last_seen < timeout)
+            .filter(|s| now - s.last_seen < timeout && now - s.created < self.lifetime)
             .map(|s| s.login.clone())
             .collect()
     }
