@@ -960,14 +960,14 @@ mod tests {
     fn tests_that_recorded_a_skip_count_as_skipped_not_passed() {
         let dir = tempfile_dir();
         let skipped = dir.join("skipped-tests");
-        fs::create_dir_all(&skipped).unwrap();
-        fs::write(skipped.join("smoke--ova"), "smoke::ova: no images\n").unwrap();
+        fs::create_dir_all(&skipped).expect("the test folder");
+        fs::write(skipped.join("smoke--ova"), "smoke::ova: no images\n").expect("the test folder");
         fs::write(
             skipped.join("tls_scan--scan"),
             "tls_scan::scan: no testssl\n",
         )
-        .unwrap();
-        let reasons = skipped_tests(&skipped).unwrap();
+        .expect("the test folder");
+        let reasons = skipped_tests(&skipped).expect("the test folder");
         assert_eq!(
             reasons,
             ["smoke::ova: no images", "tls_scan::scan: no testssl"]
@@ -986,15 +986,15 @@ mod tests {
                 ignored: 3
             }
         );
-        assert!(skipped_tests(&dir.join("absent")).unwrap().is_empty());
-        fs::remove_dir_all(&dir).unwrap();
+        assert!(skipped_tests(&dir.join("absent")).expect("the test folder").is_empty());
+        fs::remove_dir_all(&dir).expect("the test folder");
     }
 
     /// A fresh folder under the system's temporary directory.
     fn tempfile_dir() -> PathBuf {
         let dir = env::temp_dir().join(format!("xtask-test-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
+        fs::create_dir_all(&dir).expect("the test folder");
         dir
     }
 
