@@ -843,6 +843,41 @@ pub fn recommended_setup(app: &Appliance) -> Setup {
     }
 }
 
+/// Registers `name` in the recommended setup's domain straight through the
+/// enrolment API (as the agent does, without its files) and returns a
+/// client holding the host's certificate, kept alive to the key port: the
+/// benchmarks' hosts.
+pub async fn register_bench_host(
+    client: &reqwest::Client,
+    enrol: &str,
+    name: &str,
+) -> anyhow::Result<reqwest::Client> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)?;
+    let csr = rcgen::CertificateParams::new(vec![name.to_string()])?
+        .serialize_request(&key)?
+        .pem()?;
+    let resp = client
+        .post(format!("{enrol}/agent/v1/register"))
+        .json(&json!({"host_name": name, "domain": DOMAIN, "shared_secret": SHARED_SECRET, "csr": csr}))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        resp.status().is_success(),
+        "registration failed: {}",
+        resp.text().await?
+    );
+    let v: Value = resp.json().await?;
+    let cert = v["certificate"].as_str().unwrap_or_default();
+    let ca = v["ca_certificate"].as_str().unwrap_or_default();
+    let identity =
+        reqwest::Identity::from_pem(format!("{cert}\n{}", key.serialize_pem()).as_bytes())?;
+    Ok(reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes())?])
+        .identity(identity)
+        .pool_max_idle_per_host(1)
+        .build()?)
+}
+
 /// Registers a host with `custos-agent` into `dir`, pinning the CA of
 /// `enrol` and handing the secret over standard input.
 pub fn register_host(

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use serde_json::{Value, json};
+use serde_json::json;
 use tests::*;
 use tokio::io::AsyncReadExt;
 
@@ -30,37 +30,6 @@ struct Args {
     /// Parallel registrations with a wrong secret.
     #[arg(long, default_value_t = 200)]
     registrations: usize,
-}
-
-async fn register(
-    client: &reqwest::Client,
-    enrol: &str,
-    name: &str,
-) -> anyhow::Result<reqwest::Client> {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)?;
-    let csr = rcgen::CertificateParams::new(vec![name.to_string()])?
-        .serialize_request(&key)?
-        .pem()?;
-    let resp = client
-        .post(format!("{enrol}/agent/v1/register"))
-        .json(&json!({"host_name": name, "domain": DOMAIN, "shared_secret": SHARED_SECRET, "csr": csr}))
-        .send()
-        .await?;
-    anyhow::ensure!(
-        resp.status().is_success(),
-        "registration failed: {}",
-        resp.text().await?
-    );
-    let v: Value = resp.json().await?;
-    let cert = v["certificate"].as_str().unwrap_or_default();
-    let ca = v["ca_certificate"].as_str().unwrap_or_default();
-    let identity =
-        reqwest::Identity::from_pem(format!("{cert}\n{}", key.serialize_pem()).as_bytes())?;
-    Ok(reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes())?])
-        .identity(identity)
-        .pool_max_idle_per_host(1)
-        .build()?)
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -193,7 +162,7 @@ fn main() -> anyhow::Result<()> {
         let mut hosts = vec![];
         for i in 0..args.hosts {
             hosts.push(Arc::new(
-                register(&enrol_client, &target.enrol, &format!("host-{i}.bench")).await?,
+                register_bench_host(&enrol_client, &target.enrol, &format!("host-{i}.bench")).await?,
             ));
         }
         let url = Arc::new(format!("{keys}/agent/v1/keys/recorder"));

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use serde_json::{Value, json};
+
 use tests::*;
 
 #[derive(Parser)]
@@ -27,31 +27,9 @@ struct Host {
 }
 
 async fn register(client: &reqwest::Client, enrol: &str, name: &str) -> anyhow::Result<Host> {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)?;
-    let csr = rcgen::CertificateParams::new(vec![name.to_string()])?
-        .serialize_request(&key)?
-        .pem()?;
-    let resp = client
-        .post(format!("{enrol}/agent/v1/register"))
-        .json(&json!({"host_name": name, "domain": DOMAIN, "shared_secret": SHARED_SECRET, "csr": csr}))
-        .send()
-        .await?;
-    anyhow::ensure!(
-        resp.status().is_success(),
-        "registration failed: {}",
-        resp.text().await?
-    );
-    let v: Value = resp.json().await?;
-    let cert = v["certificate"].as_str().unwrap_or_default();
-    let ca = v["ca_certificate"].as_str().unwrap_or_default();
-    let identity =
-        reqwest::Identity::from_pem(format!("{cert}\n{}", key.serialize_pem()).as_bytes())?;
-    let client = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes())?])
-        .identity(identity)
-        .pool_max_idle_per_host(1)
-        .build()?;
-    Ok(Host { client })
+    Ok(Host {
+        client: register_bench_host(client, enrol, name).await?,
+    })
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
