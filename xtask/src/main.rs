@@ -986,7 +986,11 @@ mod tests {
                 ignored: 3
             }
         );
-        assert!(skipped_tests(&dir.join("absent")).expect("the test folder").is_empty());
+        assert!(
+            skipped_tests(&dir.join("absent"))
+                .expect("the test folder")
+                .is_empty()
+        );
         fs::remove_dir_all(&dir).expect("the test folder");
     }
 

@@ -1348,12 +1348,12 @@ fn member_header(input: &mut dyn Read, expected: &str, max: u64) -> Result<u64> 
     let mut h = [0u8; BLOCK];
     input.read_exact(&mut h).map_err(|_| {
         refused_io(&format!(
-            "the backup file ends before its member {expected}"
+            "this is not a Custos backup file: it ends before its member {expected}"
         ))
     })?;
     if h.iter().all(|b| *b == 0) {
         return Err(refused_io(&format!(
-            "the backup file ends before its member {expected}"
+            "this is not a Custos backup file: it ends before its member {expected}"
         )));
     }
     let sum: u64 = h
