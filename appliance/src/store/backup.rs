@@ -423,6 +423,17 @@ impl Store {
     /// the key to themselves. Before the first export (the installation
     /// ceremony) none are needed.
     fn require_quorum(&self, tx: &Transaction<'_>, quorum: &[SecretString]) -> Result<()> {
+        // A pasted share is the text of a share, whether or not a quorum
+        // is needed now: an empty one is a mistake to report, not ignore.
+        if let Some(i) = quorum.iter().position(|s| s.expose().trim().is_empty()) {
+            return Err(Error::invalid(
+                "shares",
+                format!(
+                    "share {} is empty: paste the text of a share, or leave it out",
+                    i + 1
+                ),
+            ));
+        }
         let status = wrapper_status(tx)?;
         if !status.quorum_required {
             return Ok(());
