@@ -443,10 +443,13 @@ impl Store {
         let (did, (sealed, valid_until, expired, first_added)) = match (did, secret) {
             (Some(did), Some(secret)) => (did, secret),
             (did, _) => {
-                let placeholder = self
+                // The same work as a real comparison (one AES-GCM operation
+                // and a constant-time compare against a decoy), so an
+                // unknown domain cannot be told from a wrong secret by time.
+                let decoy = self
                     .master
                     .seal(&secret_context(-1), &[0; GENERATED_SECRET_LEN])?;
-                let _ = crate::secret::ct_eq(&placeholder, req.shared_secret.expose().as_bytes());
+                let _ = crate::secret::ct_eq(&decoy, req.shared_secret.expose().as_bytes());
                 return refuse_secret(match did {
                     None => "unknown domain",
                     Some(_) => "the domain has no registration shared secret",
