@@ -17,9 +17,30 @@ const MASTER_KEY_LEN: usize = 32;
 /// Version byte in front of every sealed value, so the format can change.
 const SEAL_FORMAT: u8 = 1;
 
+/// File name, inside the data directory, of the master key sealed to the
+/// VM's TPM (a systemd credential made by `custos-master-key.service`).
+/// When it exists, the key is never read from `master.key`: only from the
+/// copy unsealed into memory at boot.
+pub const SEALED_MASTER_KEY_FILE: &str = "master.key.cred";
+/// Where `custos-master-key.service` puts the unsealed master key: a tmpfs
+/// (memory, never the disk), readable by the key service's user only.
+pub const UNSEALED_MASTER_KEY: &str = "/run/custos-master/master.key";
+
+/// How the master key is kept at rest: what the dashboard tells the operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyProtection {
+    /// Sealed to the VM's TPM: a copy of the disks yields no keys.
+    Tpm,
+    /// In `master.key` on the data partition: whoever copies the disk has
+    /// every key.
+    Disk,
+}
+
 /// The key that seals every secret kept in the store.
 pub struct MasterKey {
     key: LessSafeKey,
+    protection: KeyProtection,
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -29,32 +50,43 @@ impl std::fmt::Debug for MasterKey {
 }
 
 impl MasterKey {
-    /// Reads the master key from `dir/master.key`, or creates it (mode 0600)
-    /// when the directory holds no store yet. A key file readable by others
-    /// is refused: the appliance fails closed rather than trusting it.
+    /// Loads the master key of the store in `dir`: the copy unsealed from the
+    /// TPM when `dir` holds a sealed key, else `dir/master.key`, created
+    /// (mode 0600) when the directory holds no store yet.
     pub fn load_or_create(dir: &Path) -> Result<MasterKey> {
+        MasterKey::load_or_create_with(dir, Path::new(UNSEALED_MASTER_KEY))
+    }
+
+    /// [`MasterKey::load_or_create`] with the unsealed copy at `unsealed`.
+    /// A sealed key that was not unsealed is an error, never a reason to make
+    /// a new key: that would orphan every secret in the store.
+    pub fn load_or_create_with(dir: &Path, unsealed: &Path) -> Result<MasterKey> {
+        if dir.join(SEALED_MASTER_KEY_FILE).exists() {
+            return match read_key_file(unsealed) {
+                Ok(mut key) => {
+                    key.protection = KeyProtection::Tpm;
+                    Ok(key)
+                }
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                    Err(Error::Io {
+                        path: unsealed.to_path_buf(),
+                        source: std::io::Error::other(
+                            "the master key is sealed to this VM's TPM and was not unsealed at boot \
+                             (see custos-master-key.service); a disk copied to another VM cannot be unsealed",
+                        ),
+                    })
+                }
+                Err(e) => Err(e),
+            };
+        }
         let path = dir.join(MASTER_KEY_FILE);
         let io = |source| Error::Io {
             path: path.clone(),
             source,
         };
-        match std::fs::metadata(&path) {
-            Ok(meta) => {
-                if meta.permissions().mode() & 0o077 != 0 {
-                    return Err(Error::Io {
-                        path: path.clone(),
-                        source: std::io::Error::other(
-                            "master key file is accessible to group or others; expected mode 0600",
-                        ),
-                    });
-                }
-                let bytes = zeroize::Zeroizing::new(std::fs::read(&path).map_err(io)?);
-                if bytes.len() != MASTER_KEY_LEN {
-                    return Err(Error::Crypto("master key file has the wrong length"));
-                }
-                MasterKey::from_bytes(&bytes)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        match read_key_file(&path) {
+            Ok(key) => Ok(key),
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 // Written under a private name, then linked into place: a
                 // second daemon starting at the same moment either loses the
                 // race and reads the winner's complete file, or wins it.
@@ -71,19 +103,25 @@ impl MasterKey {
                         MasterKey::from_bytes(bytes.expose())
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                        MasterKey::load_or_create(dir)
+                        MasterKey::load_or_create_with(dir, unsealed)
                     }
                     Err(e) => Err(io(e)),
                 }
             }
-            Err(e) => Err(io(e)),
+            Err(e) => Err(e),
         }
+    }
+
+    /// How this key is kept at rest.
+    pub fn protection(&self) -> KeyProtection {
+        self.protection
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<MasterKey> {
         let key = UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| Error::Crypto("bad key"))?;
         Ok(MasterKey {
             key: LessSafeKey::new(key),
+            protection: KeyProtection::Disk,
         })
     }
 
@@ -129,6 +167,26 @@ impl MasterKey {
         buf.truncate(plain_len);
         Ok(SecretBytes::new(buf))
     }
+}
+
+/// Reads a master key file. One readable by group or others is refused: the
+/// appliance fails closed rather than trusting it.
+fn read_key_file(path: &Path) -> Result<MasterKey> {
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(io(std::io::Error::other(
+            "master key file is accessible to group or others; expected mode 0600",
+        )));
+    }
+    let bytes = zeroize::Zeroizing::new(std::fs::read(path).map_err(io)?);
+    if bytes.len() != MASTER_KEY_LEN {
+        return Err(Error::Crypto("master key file has the wrong length"));
+    }
+    MasterKey::from_bytes(&bytes)
 }
 
 /// Creates `path` with mode 0600 (failing if it exists), writes and syncs it.
@@ -240,6 +298,33 @@ mod tests {
         let p = dir.path().join(MASTER_KEY_FILE);
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         assert!(MasterKey::load_or_create(dir.path()).is_err());
+    }
+
+    #[test]
+    fn a_sealed_key_is_read_only_from_its_unsealed_copy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let run = tempfile::tempdir().expect("tempdir");
+        let unsealed = run.path().join("master.key");
+        // A plain store first: its key is on disk.
+        let plain = MasterKey::load_or_create_with(dir.path(), &unsealed).expect("create");
+        assert_eq!(plain.protection(), KeyProtection::Disk);
+        let sealed = plain.seal("t:1", b"material").expect("seal");
+        // Sealed at boot: the plain file is gone, its bytes are in memory.
+        let bytes = std::fs::read(dir.path().join(MASTER_KEY_FILE)).expect("read");
+        std::fs::write(dir.path().join(SEALED_MASTER_KEY_FILE), b"tpm-sealed").expect("cred");
+        std::fs::remove_file(dir.path().join(MASTER_KEY_FILE)).expect("rm");
+        // Not unsealed (another VM's TPM): an error, and no new key is made.
+        let err = MasterKey::load_or_create_with(dir.path(), &unsealed).expect_err("refused");
+        assert!(err.to_string().contains("sealed to this VM's TPM"), "{err}");
+        assert!(!dir.path().join(MASTER_KEY_FILE).exists());
+        write_new_private_file(&unsealed, &bytes).expect("unsealed");
+        let k = MasterKey::load_or_create_with(dir.path(), &unsealed).expect("unsealed");
+        assert_eq!(k.protection(), KeyProtection::Tpm);
+        assert_eq!(k.open("t:1", &sealed).expect("open").expose(), b"material");
+        // Even a plain key file left beside the sealed one is not used.
+        write_new_private_file(&dir.path().join(MASTER_KEY_FILE), &[7u8; 32]).expect("plain");
+        let k = MasterKey::load_or_create_with(dir.path(), &unsealed).expect("unsealed");
+        assert_eq!(k.open("t:1", &sealed).expect("open").expose(), b"material");
     }
 
     #[test]

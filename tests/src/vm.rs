@@ -46,6 +46,48 @@ pub struct Boot {
     /// Fixed host ports for the forwards (`cargo xtask vm`), or ephemeral ones.
     pub fixed_ports: bool,
     pub work: PathBuf,
+    /// A TPM 2.0 (swtpm) whose state lives in this folder: the same folder
+    /// on the next boot is the same TPM, as a VM's vTPM is.
+    pub tpm: Option<PathBuf>,
+}
+
+/// Whether swtpm is there to give a VM a TPM.
+pub fn swtpm_available() -> bool {
+    Command::new("swtpm")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Starts swtpm for one boot on `state`; it ends when QEMU disconnects.
+fn start_swtpm(state: &Path, work: &Path) -> anyhow::Result<(Child, PathBuf)> {
+    std::fs::create_dir_all(state)?;
+    let sock = work.join("swtpm.sock");
+    let _ = std::fs::remove_file(&sock);
+    let mut child = Command::new("swtpm")
+        .args(["socket", "--tpm2", "--terminate", "--tpmstate"])
+        .arg(format!("dir={}", state.display()))
+        .arg("--ctrl")
+        .arg(format!("type=unixio,path={}", sock.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting swtpm (apt-get install swtpm)")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() {
+        if let Some(status) = child.try_wait()? {
+            bail!("swtpm exited ({status}) before its socket appeared");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("swtpm did not open {} within 10 s", sock.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok((child, sock))
 }
 
 pub fn kvm_usable() -> bool {
@@ -83,6 +125,7 @@ fn free_ports(tcp: usize, udp: usize) -> anyhow::Result<(Vec<u16>, Vec<u16>)> {
 /// A running VM; powered off (hard) when dropped.
 pub struct Vm {
     child: Option<Child>,
+    swtpm: Option<Child>,
     pub serial: PathBuf,
     monitor: PathBuf,
     pub ports: Vec<(String, u16)>,
@@ -179,17 +222,39 @@ impl Vm {
                 ]),
             };
         }
+        let swtpm = match &b.tpm {
+            Some(state) => {
+                let (child, sock) = start_swtpm(state, &b.work)?;
+                cmd.arg("-chardev")
+                    .arg(format!("socket,id=chrtpm,path={}", sock.display()))
+                    .args(["-tpmdev", "emulator,id=tpm0,chardev=chrtpm"])
+                    .args(["-device", "tpm-tis,tpmdev=tpm0"]);
+                Some(child)
+            }
+            None => None,
+        };
         // Its own process group: a Ctrl-C in the terminal reaches the runner,
         // which powers the VM off cleanly, not QEMU, which would just die.
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let child = cmd
+        let child = match cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
-            .context("starting qemu-system-x86_64 (apt-get install qemu-system-x86)")?;
+        {
+            Ok(child) => child,
+            Err(e) => {
+                if let Some(mut t) = swtpm {
+                    let _ = t.kill();
+                    let _ = t.wait();
+                }
+                return Err(e)
+                    .context("starting qemu-system-x86_64 (apt-get install qemu-system-x86)");
+            }
+        };
         Ok(Vm {
             child: Some(child),
+            swtpm,
             serial,
             monitor,
             ports,
@@ -330,6 +395,11 @@ impl Drop for Vm {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        // swtpm ends with QEMU's connection (--terminate); reap it either way.
+        if let Some(mut t) = self.swtpm.take() {
+            let _ = t.kill();
+            let _ = t.wait();
         }
     }
 }

@@ -100,7 +100,7 @@ fn unpack_ova(ova: &Path, into: &Path) -> PathBuf {
 /// certificate, the default admin login, a host registering and fetching a
 /// key, SSH for cliadmin. Returns the registered host's directory and the
 /// key bytes.
-fn check_running_appliance(vm: &Vm, host_dir: &Path, first_boot: bool) -> String {
+fn check_running_appliance(vm: &Vm, host_dir: &Path, first_boot: bool, master_key: &str) -> String {
     // "the web console answers over HTTPS with the appliance's certificate": on
     // 443 as on 8445, verified against the CA the appliance hands to hosts.
     let ca = {
@@ -165,9 +165,17 @@ fn check_running_appliance(vm: &Vm, host_dir: &Path, first_boot: bool) -> String
         b.press("Log In");
         assert_eq!(b.path(), "/dashboard", "{}", b.body());
         assert!(b.body().contains("Custos tests"), "{}", b.body());
+        // Where the master key is: sealed to the TPM, or said to be on disk.
+        let said = if master_key == "tpm" {
+            "Sealed to this VM's TPM"
+        } else {
+            "Unsealed on disk"
+        };
+        assert!(b.body().contains(said), "{}", b.body());
         b.screenshot("dashboard-in-vm");
     }
     let info: Value = s.admin.get("/api/v1/system").ok();
+    assert_eq!(info["master_key"], master_key, "{info}");
     if first_boot {
         let out = register_host(&app, "enrol", "rec1.example.com", SHARED_SECRET, host_dir);
         out.ok();
@@ -283,20 +291,10 @@ fn boot_with(
     disk: &Path,
     format: &'static str,
     snapshot: bool,
-    cdrom: Option<&Path>,
+    tpm: Option<&Path>,
     work: &Path,
 ) -> Vm {
-    let mut vm = Vm::start(&Boot {
-        firmware,
-        disk: disk.to_path_buf(),
-        disk_format: format,
-        snapshot,
-        cdrom: cdrom.map(Path::to_path_buf),
-        memory_mb: 1024,
-        fixed_ports: false,
-        work: work.to_path_buf(),
-    })
-    .expect("QEMU starts");
+    let mut vm = start(firmware, disk, format, snapshot, tpm, work);
     let took = vm
         .wait_ready(READY_TIMEOUT)
         .unwrap_or_else(|e| panic!("{firmware:?} boot: {e:#}"));
@@ -306,6 +304,67 @@ fn boot_with(
         took.as_secs_f64()
     );
     vm
+}
+
+fn start(
+    firmware: Firmware,
+    disk: &Path,
+    format: &'static str,
+    snapshot: bool,
+    tpm: Option<&Path>,
+    work: &Path,
+) -> Vm {
+    Vm::start(&Boot {
+        firmware,
+        disk: disk.to_path_buf(),
+        disk_format: format,
+        snapshot,
+        cdrom: None,
+        memory_mb: 1024,
+        fixed_ports: false,
+        work: work.to_path_buf(),
+        tpm: tpm.map(Path::to_path_buf),
+    })
+    .expect("QEMU starts")
+}
+
+/// `debugfs`'s listing of the data partition's top folder (label
+/// custos-data) of a powered-off VM's disk: what whoever copies the disk
+/// finds there.
+fn data_partition_listing(disk: &Path, format: &str, work: &Path) -> String {
+    let raw = work.join("copy.raw");
+    run(Command::new("qemu-img")
+        .args(["convert", "-f", format, "-O", "raw"])
+        .arg(disk)
+        .arg(&raw));
+    let table: Value =
+        serde_json::from_str(&run(Command::new("sfdisk").arg("-J").arg(&raw))).expect("sfdisk -J");
+    let parts = table["partitiontable"]["partitions"]
+        .as_array()
+        .expect("partitions");
+    let data = parts
+        .iter()
+        .find(|p| p["name"] == "custos-data")
+        .unwrap_or_else(|| panic!("no custos-data partition: {table}"));
+    let sector = table["partitiontable"]["sectorsize"].as_u64().unwrap_or(512);
+    let (start, size) = (
+        data["start"].as_u64().expect("start"),
+        data["size"].as_u64().expect("size"),
+    );
+    let part = work.join("data.ext4");
+    run(Command::new("dd")
+        .arg(format!("if={}", raw.display()))
+        .arg(format!("of={}", part.display()))
+        .arg(format!("bs={sector}"))
+        .arg(format!("skip={start}"))
+        .arg(format!("count={size}"))
+        .args(["conv=sparse", "status=none"]));
+    let _ = std::fs::remove_file(&raw);
+    let listing = run(Command::new("debugfs")
+        .args(["-R", "ls -l /"])
+        .arg(&part));
+    let _ = std::fs::remove_file(&part);
+    listing
 }
 
 #[test]
@@ -323,26 +382,71 @@ fn ova_boots_under_uefi_and_keeps_state_across_a_reboot() {
         .arg(&vmdk)
         .arg(&overlay));
     let host = tempfile::tempdir().expect("tempdir");
-    let mut vm = boot(
+    // The VM has a TPM 2.0 (as a vSphere vTPM or a Hyper-V Gen 2 TPM): the
+    // master key is sealed to it at first boot.
+    let tpm_state = work.path().join("tpm");
+    let tpm = tests::vm::swtpm_available().then_some(tpm_state.as_path());
+    if tpm.is_none() {
+        tests::skip(
+            "ova_boots_under_uefi_and_keeps_state_across_a_reboot: the TPM checks",
+            "swtpm is not installed (apt-get install swtpm)",
+        );
+    }
+    let sealing = if tpm.is_some() { "tpm" } else { "disk" };
+    let mut vm = boot_with(
         Firmware::Uefi,
         &overlay,
         "qcow2",
         false,
+        tpm,
         &work.path().join("uefi"),
     );
-    let key = check_running_appliance(&vm, host.path(), true);
+    let key = check_running_appliance(&vm, host.path(), true, sealing);
     vm.power_off(Duration::from_secs(300))
         .expect("clean power-off");
     drop(vm);
 
-    let vm = boot(
+    if tpm.is_some() {
+        // What a copy of the disk holds: the sealed key, never the key.
+        let listing = data_partition_listing(&overlay, "qcow2", work.path());
+        assert!(
+            listing.contains("master.key.cred"),
+            "the data partition of a TPM appliance:\n{listing}"
+        );
+        assert!(
+            !listing.lines().any(|l| l.trim_end().ends_with(" master.key")),
+            "a plain master key on the data partition of a TPM appliance:\n{listing}"
+        );
+        // The copy booted in another VM (another TPM) opens no store.
+        let mut copy = start(
+            Firmware::Uefi,
+            &overlay,
+            "qcow2",
+            true,
+            Some(&work.path().join("other-tpm")),
+            &work.path().join("copy"),
+        );
+        let err = copy
+            .wait_ready(READY_TIMEOUT)
+            .expect_err("a disk copied to a VM with another TPM must not serve keys");
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("FAILED custos-master-key.service")
+                && err.contains("sealed to a TPM this VM does not have"),
+            "{err}"
+        );
+        drop(copy);
+    }
+
+    let vm = boot_with(
         Firmware::Uefi,
         &overlay,
         "qcow2",
         false,
+        tpm,
         &work.path().join("uefi-2"),
     );
-    let after = check_running_appliance(&vm, host.path(), false);
+    let after = check_running_appliance(&vm, host.path(), false, sealing);
     assert_eq!(
         key, after,
         "the key served after the reboot has other bytes"
@@ -365,7 +469,7 @@ fn ova_boots_under_bios() {
         true,
         &work.path().join("bios"),
     );
-    check_running_appliance(&vm, host.path(), true);
+    check_running_appliance(&vm, host.path(), true, "disk");
 }
 
 /// The admin CLI through real OpenSSH (issue 4 in the image): first login
@@ -457,6 +561,7 @@ fn install_and_boot(dist: &Path, firmware: Firmware, with_cli: bool) {
         memory_mb: 1024,
         fixed_ports: false,
         work: work.path().join("install"),
+        tpm: None,
     })
     .expect("QEMU starts");
     vm.wait_exit(Duration::from_secs(1800))
@@ -481,7 +586,7 @@ fn install_and_boot(dist: &Path, firmware: Firmware, with_cli: bool) {
         false,
         &work.path().join("installed"),
     );
-    check_running_appliance(&vm, host.path(), true);
+    check_running_appliance(&vm, host.path(), true, "disk");
     if with_cli {
         check_cli_over_ssh(vm.port("ssh"));
     }
@@ -512,6 +617,7 @@ fn installer_refuses_a_disk_with_data_unless_confirmed() {
         memory_mb: 1024,
         fixed_ports: false,
         work: work.path().join("install"),
+        tpm: None,
     })
     .expect("QEMU starts");
     // The installer asks on the console; the operator answers "no".

@@ -60,6 +60,8 @@ const TEST_DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("/usr/sbin/sshd", "openssh-server"),
     // The TLS ports are scanned by testssl.sh in both security modes.
     ("testssl", "testssl.sh"),
+    // The UEFI smoke test gives the VM a TPM 2.0 to seal the master key to.
+    ("swtpm", "swtpm"),
 ];
 
 #[derive(Debug, Parser)]

@@ -138,6 +138,11 @@ impl Store {
         &self.dir
     }
 
+    /// How the master key is kept at rest (sealed to a TPM, or on disk).
+    pub fn master_key_protection(&self) -> crate::crypto::KeyProtection {
+        self.master.protection()
+    }
+
     /// Runs `f` in one immediate transaction; commits when it returns Ok.
     fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.conn.lock().expect("store mutex poisoned");

@@ -341,7 +341,12 @@ async fn change_password(
 }
 
 async fn system_info(State(st): St, Authed(actor): Authed) -> ApiResult<Response> {
-    st.store(move |s| s.preferences(&actor)).await?;
+    let protection = st
+        .store(move |s| {
+            s.preferences(&actor)?;
+            Ok(s.master_key_protection())
+        })
+        .await?;
     let fp = |id: &appliance::pki::Identity| id.fingerprint().unwrap_or_default();
     Ok(Json(json!({
         "version": appliance::VERSION,
@@ -350,6 +355,7 @@ async fn system_info(State(st): St, Authed(actor): Authed) -> ApiResult<Response
         "server_time": appliance::model::fmt_time(time::OffsetDateTime::now_utc()),
         "rsa_ca_fingerprint": fp(&st.identities.ca_rsa),
         "ec_ca_fingerprint": fp(&st.identities.ca_ec),
+        "master_key": protection,
         "ports": st.ports.get().map(|p| json!({
             "web": p.web, "enrol": p.enrol, "keys": p.keys, "enrol_ec": p.enrol_ec, "keys_ec": p.keys_ec,
         })),

@@ -33,7 +33,7 @@ pub const OPERATIONS: &[(&str, &str, &str, &str, Option<&str>)] = &[
     (
         "get",
         "/api/v1/system",
-        "Version, security mode, CA fingerprints, ports",
+        "Version, security mode, CA fingerprints, how the master key is kept (`tpm`: sealed to the TPM, `disk`: unsealed on disk), ports",
         "signed in",
         None,
     ),

@@ -100,6 +100,9 @@ fn main() -> anyhow::Result<()> {
         memory_mb: 2048,
         fixed_ports: true,
         work: work.clone(),
+        // A vTPM when swtpm is installed, its state kept beside the disk, as
+        // vSphere and Hyper-V keep one per VM: the master key is sealed to it.
+        tpm: tests::vm::swtpm_available().then(|| work.join("tpm")),
     };
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();

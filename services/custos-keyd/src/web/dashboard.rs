@@ -5,6 +5,7 @@ use appliance::model::{SecurityMode, UserType, fmt_time};
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 
+use appliance::crypto::KeyProtection;
 use appliance::store::ShareState;
 
 use super::form::Posted;
@@ -147,6 +148,13 @@ pub async fn page(
                     }))
                     (row("RSA CA Fingerprint (SHA-256)", html! { code.fp { (fp(&st.identities.ca_rsa)) } }))
                     (row("EC CA Fingerprint (SHA-256)", html! { code.fp { (fp(&st.identities.ca_ec)) } }))
+                    (row("Master Key", match st.store.master_key_protection() {
+                        KeyProtection::Tpm => html! { "Sealed to this VM's TPM" },
+                        KeyProtection::Disk => html! {
+                            span.badge.warn { "Unsealed on disk" }
+                            " no TPM: a copy of the data disk holds every key"
+                        },
+                    }))
                 } }
             }
             section.card aria-labelledby="h-network" {
