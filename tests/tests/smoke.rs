@@ -346,7 +346,9 @@ fn data_partition_listing(disk: &Path, format: &str, work: &Path) -> String {
         .iter()
         .find(|p| p["name"] == "custos-data")
         .unwrap_or_else(|| panic!("no custos-data partition: {table}"));
-    let sector = table["partitiontable"]["sectorsize"].as_u64().unwrap_or(512);
+    let sector = table["partitiontable"]["sectorsize"]
+        .as_u64()
+        .unwrap_or(512);
     let (start, size) = (
         data["start"].as_u64().expect("start"),
         data["size"].as_u64().expect("size"),
@@ -360,9 +362,7 @@ fn data_partition_listing(disk: &Path, format: &str, work: &Path) -> String {
         .arg(format!("count={size}"))
         .args(["conv=sparse", "status=none"]));
     let _ = std::fs::remove_file(&raw);
-    let listing = run(Command::new("debugfs")
-        .args(["-R", "ls -l /"])
-        .arg(&part));
+    let listing = run(Command::new("debugfs").args(["-R", "ls -l /"]).arg(&part));
     let _ = std::fs::remove_file(&part);
     listing
 }
@@ -414,7 +414,9 @@ fn ova_boots_under_uefi_and_keeps_state_across_a_reboot() {
             "the data partition of a TPM appliance:\n{listing}"
         );
         assert!(
-            !listing.lines().any(|l| l.trim_end().ends_with(" master.key")),
+            !listing
+                .lines()
+                .any(|l| l.trim_end().ends_with(" master.key")),
             "a plain master key on the data partition of a TPM appliance:\n{listing}"
         );
         // The copy booted in another VM (another TPM) opens no store.

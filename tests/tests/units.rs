@@ -93,7 +93,10 @@ fn each_daemon_has_its_own_user_and_only_the_key_service_writes_the_store() {
     )
     .expect("postinst");
     for (_, user, _) in DAEMONS {
-        assert!(postinst.contains(user), "mkosi.postinst never creates {user}");
+        assert!(
+            postinst.contains(user),
+            "mkosi.postinst never creates {user}"
+        );
     }
 }
 
@@ -128,6 +131,9 @@ fn systemd_analyze_security_scores() {
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("{unit}: {line}"));
         println!("{unit}: exposure {score}");
-        assert!(score <= max, "{unit}: exposure {score} above {max}:\n{text}");
+        assert!(
+            score <= max,
+            "{unit}: exposure {score} above {max}:\n{text}"
+        );
     }
 }

@@ -86,7 +86,7 @@ fn url_host(cfg: &Config) -> String {
     }
 }
 
-async fn run(cfg: Config) -> anyhow::Result<Stopped> {
+async fn run(cfg: Config, bulk: tokio::runtime::Handle) -> anyhow::Result<Stopped> {
     let data = cfg.data.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&data))
         .await?
@@ -264,14 +264,14 @@ async fn run(cfg: Config) -> anyhow::Result<Stopped> {
         } else {
             cfg.limits
         };
-        tasks.spawn(serve::serve(
-            l.name,
-            l.listener,
-            l.tls,
-            l.app,
-            limits,
-            stop_rx.clone(),
-        ));
+        let served = serve::serve(l.name, l.listener, l.tls, l.app, limits, stop_rx.clone());
+        // The key ports on the main runtime; everything else, password
+        // checks and registrations included, on the lower-priority one.
+        if l.name.starts_with("keys") {
+            tasks.spawn(served);
+        } else {
+            tasks.spawn_on(served, &bulk);
+        }
     }
     tasks.spawn(rotation_scheduler(
         store.clone(),
@@ -378,15 +378,58 @@ async fn rotation_scheduler(
     }
 }
 
+/// The runtime of the web console, the REST API and the enrolment ports,
+/// with its blocking pool (password checks, certificate signing): its
+/// threads run at a lower CPU priority (nice 9) than the key ports', so a
+/// flood of sign-ins or registrations takes only the CPU key release leaves
+/// (issue 12: the key port must keep serving). Without a flood the
+/// priority changes nothing: idle CPU goes to whoever asks.
+fn bulk_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    tokio::runtime::Builder::new_multi_thread()
+        .thread_name("custos-bulk")
+        .on_thread_start(|| {
+            use thread_priority::{
+                NormalThreadSchedulePolicy, ThreadPriority, ThreadPriorityValue,
+                ThreadSchedulePolicy, set_thread_priority_and_policy, thread_native_id,
+            };
+            let lowered = ThreadPriorityValue::try_from(BULK_PRIORITY)
+                .map_err(|e| e.to_string())
+                .and_then(|p| {
+                    set_thread_priority_and_policy(
+                        thread_native_id(),
+                        ThreadPriority::Crossplatform(p),
+                        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other),
+                    )
+                    .map_err(|e| format!("{e:?}"))
+                });
+            if let Err(e) = lowered {
+                WARNED.call_once(
+                    || tracing::warn!(error = %e, "could not lower the console threads' priority"),
+                );
+            }
+        })
+        .enable_all()
+        .build()
+        .context("starting the console runtime")
+}
+
+/// thread-priority's cross-platform scale (0..99) for the console threads:
+/// 25 is nice 9 on Linux (CFS weight 137 against the key ports' 1024).
+const BULK_PRIORITY: u8 = 25;
+
 fn main() -> std::process::ExitCode {
     appliance::daemon::init_logging();
     let flags = Flags::parse();
     let result = Config::load(flags).and_then(|cfg| {
-        tokio::runtime::Builder::new_multi_thread()
+        let bulk = bulk_runtime()?;
+        let stopped = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .context("starting the runtime")?
-            .block_on(run(cfg))
+            .block_on(run(cfg, bulk.handle().clone()));
+        bulk.shutdown_timeout(std::time::Duration::from_secs(5));
+        stopped
     });
     match result {
         Ok(Stopped::Signal) => std::process::ExitCode::SUCCESS,
