@@ -1116,7 +1116,14 @@ mod tests {
         let line = encode_line(&r);
         let back: Request = serde_json::from_slice(&line[..line.len() - 1]).expect("parses");
         assert_eq!(back.role(), Role::Notify);
-        assert!(serde_json::from_str::<Request>(r#"{"op":"snmp_config","x":1}"#).is_err());
+        assert!(
+            serde_json::from_str::<Request>(r#"{"op":"notify_sent","id":1,"now":0,"x":1}"#)
+                .is_err()
+        );
+        assert!(
+            serde_json::from_str::<Request>(r#"{"op":"notify_sent","id":"1","now":0}"#).is_err()
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"op":"release_key"}"#).is_err());
         assert_eq!(
             serde_json::to_string(&Hello { hello: Role::Snmp }).expect("json"),
             r#"{"hello":"snmp"}"#

@@ -144,7 +144,10 @@ fn a_role_gets_only_its_operations_and_refusals_are_aggregated() {
         )
         .ok();
     let sock = app.keyd_socket();
-    let mode = std::fs::metadata(&sock).expect("the socket").permissions().mode();
+    let mode = std::fs::metadata(&sock)
+        .expect("the socket")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o666, "authorisation is by uid, not by mode");
 
     // Its own operations work; the community itself never crosses.
@@ -185,9 +188,11 @@ fn a_role_gets_only_its_operations_and_refusals_are_aggregated() {
         2,
         "one entry per reason (smtp_config, write_backup), not one per attempt: {entries:#?}"
     );
-    assert!(entries.iter().all(|e| e["who"] == "custos-keyd"
-        && e["via"] == "local"
-        && e["severity"] == "WARN"));
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["who"] == "custos-keyd" && e["via"] == "local" && e["severity"] == "WARN")
+    );
 
     // No hello, an unknown role, an unknown operation, an oversized line.
     let (_, no_role) = Conn::hello(&sock, "admin");
@@ -293,7 +298,10 @@ print("closed" if rest == b"" else "answered: " + rest.decode().strip())
     // keyd's own uid (the test's) may take the role on the same socket.
     let (mut c, hello) = Conn::hello(&sock, "backup");
     assert_eq!(hello, Some(json!({"ok": null})));
-    assert!(c.ask(&json!({"op": "host_name"})).is_some_and(|v| v.get("ok").is_some()));
+    assert!(
+        c.ask(&json!({"op": "host_name"}))
+            .is_some_and(|v| v.get("ok").is_some())
+    );
 }
 
 #[test]
@@ -319,8 +327,10 @@ fn the_daemons_keep_working_across_keyd_restarts_in_any_order() {
         .call(
             "PUT",
             "/api/v1/email/smtp",
-            Some(json!({"host": "127.0.0.1", "port": closed_port(), "security": "none",
-                        "sender": "custos@custos-test.example.com"})),
+            Some(
+                json!({"host": "127.0.0.1", "port": closed_port(), "security": "none",
+                        "sender": "custos@custos-test.example.com"}),
+            ),
         )
         .ok();
     s.sys
@@ -357,9 +367,11 @@ fn the_daemons_keep_working_across_keyd_restarts_in_any_order() {
             Some(json!({"sys_contact": contact.clone()})),
         )
         .ok();
-        eventually("the agent reads the new keyd", Duration::from_secs(20), || {
-            sys_contact(snmpd.port).as_deref() == Some(contact.as_str())
-        });
+        eventually(
+            "the agent reads the new keyd",
+            Duration::from_secs(20),
+            || sys_contact(snmpd.port).as_deref() == Some(contact.as_str()),
+        );
         // Backup: Backup Now streams a backup through the socket, then the
         // push fails at the closed port and is recorded.
         sys.post("/api/v1/backups/now", json!({})).expect(202);
@@ -378,16 +390,20 @@ fn the_daemons_keep_working_across_keyd_restarts_in_any_order() {
         });
         // Notices: a new ERROR entry is queued through the socket (once the
         // notifier, started while keyd was away, has begun reading the log).
-        eventually("the notifier reads the log", Duration::from_secs(20), || {
-            db(&app)
-                .query_row(
-                    "SELECT COUNT(*) FROM email_progress WHERE name = 'audit_cursor'",
-                    [],
-                    |r| r.get::<_, i64>(0),
-                )
-                .unwrap_or(0)
-                > 0
-        });
+        eventually(
+            "the notifier reads the log",
+            Duration::from_secs(20),
+            || {
+                db(&app)
+                    .query_row(
+                        "SELECT COUNT(*) FROM email_progress WHERE name = 'audit_cursor'",
+                        [],
+                        |r| r.get::<_, i64>(0),
+                    )
+                    .unwrap_or(0)
+                    > 0
+            },
+        );
         let queued = outbox_rows(&app);
         error_entry(&app, &format!("something failed ({round})"));
         eventually("the notice is queued", Duration::from_secs(20), || {
@@ -457,7 +473,10 @@ fn snmpd_notifyd_and_backupd_hold_no_store_file_and_take_no_data_directory() {
     for pid in pids {
         let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("exe");
         let mut open = vec![];
-        for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).expect("fds").flatten() {
+        for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("fds")
+            .flatten()
+        {
             if let Ok(target) = std::fs::read_link(fd.path())
                 && target.starts_with(&data)
                 && !target.starts_with(data.join("tmp"))

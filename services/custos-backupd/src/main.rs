@@ -275,10 +275,7 @@ impl Daemon {
             error,
             retry_in_secs: retry_in.map(|d| d.as_secs()),
         };
-        if let Err(e) = self
-            .blocking(move |s| s.record_backup_run(&run))
-            .await
-        {
+        if let Err(e) = self.blocking(move |s| s.record_backup_run(&run)).await {
             tracing::error!(error = %format!("{e:#}"), "recording the push in the history failed");
         }
         retry_in.map(|d| {
@@ -312,10 +309,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     // The key is made once, here or when an administrator first asks for it.
     // keyd may start later: then the first push makes or loads it.
     let host = daemon.host_name();
-    match daemon
-        .blocking(move |s| s.backup_ssh_key(&host))
-        .await
-    {
+    match daemon.blocking(move |s| s.backup_ssh_key(&host)).await {
         Ok(key) => {
             tracing::info!(public_key = %key.public_key, "the appliance's SSH key for automatic backups")
         }

@@ -189,15 +189,12 @@ impl Attempt<'_> {
 
     fn attempt(&self) -> Result<Pushed, (Failure, Option<Pushed>)> {
         self.abort.check().map_err(|f| (f, None))?;
-        let key = self
-            .store
-            .backup_ssh_key(self.host_name)
-            .map_err(|e| {
-                (
-                    Failure::fatal(format!("the appliance's SSH key: {e}")),
-                    None,
-                )
-            })?;
+        let key = self.store.backup_ssh_key(self.host_name).map_err(|e| {
+            (
+                Failure::fatal(format!("the appliance's SSH key: {e}")),
+                None,
+            )
+        })?;
         let (tmp, mut file) = TempFile::create(self.tmp_dir).map_err(|e| {
             (
                 Failure::retry(format!(

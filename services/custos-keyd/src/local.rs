@@ -64,7 +64,9 @@ impl Peers {
                     "no such user: the {} role is open to keyd's own uid only",
                     role.as_str()
                 ),
-                Err(e) => tracing::warn!(user = role.system_user(), error = %e, "looking up a system user"),
+                Err(e) => {
+                    tracing::warn!(user = role.system_user(), error = %e, "looking up a system user")
+                }
             }
         }
         Peers { own, users }
@@ -171,12 +173,7 @@ async fn read_line(
     Ok(Some(()))
 }
 
-async fn refuse(
-    ctx: &Ctx,
-    w: &mut (impl AsyncWriteExt + Unpin),
-    uid: Option<u32>,
-    what: String,
-) {
+async fn refuse(ctx: &Ctx, w: &mut (impl AsyncWriteExt + Unpin), uid: Option<u32>, what: String) {
     let source = uid.map_or_else(|| "unknown uid".to_owned(), |u| format!("uid {u}"));
     tracing::warn!(peer = %source, "local socket: {what}");
     let store = ctx.store.clone();
@@ -200,7 +197,13 @@ async fn connection(stream: UnixStream, ctx: Arc<Ctx>, mut stop: watch::Receiver
         _ => return,
     };
     let Some(Hello { hello: role }) = hello else {
-        refuse(&ctx, &mut w, uid, "the first message is not a hello naming a role".into()).await;
+        refuse(
+            &ctx,
+            &mut w,
+            uid,
+            "the first message is not a hello naming a role".into(),
+        )
+        .await;
         return;
     };
     let Some(uid) = uid.filter(|u| ctx.peers.allows(*u, role)) else {
@@ -253,11 +256,7 @@ async fn connection(stream: UnixStream, ctx: Arc<Ctx>, mut stop: watch::Receiver
                 &ctx,
                 &mut w,
                 Some(uid),
-                format!(
-                    "the {} role may not ask for {}",
-                    role.as_str(),
-                    req.name()
-                ),
+                format!("the {} role may not ask for {}", role.as_str(), req.name()),
             )
             .await;
             return;
@@ -266,8 +265,7 @@ async fn connection(stream: UnixStream, ctx: Arc<Ctx>, mut stop: watch::Receiver
             Request::WriteBackup { host_name } => write_backup(&ctx, &mut w, host_name).await,
             req => {
                 let c = ctx.clone();
-                let reply = match tokio::task::spawn_blocking(move || handle(&c, role, req)).await
-                {
+                let reply = match tokio::task::spawn_blocking(move || handle(&c, role, req)).await {
                     Ok(Ok(v)) => Reply::Ok(v),
                     Ok(Err(e)) => Reply::Error(e),
                     Err(e) => {
@@ -351,12 +349,14 @@ fn handle(ctx: &Ctx, role: Role, req: Request) -> Result<serde_json::Value, Wire
             .map_err(&err)?;
             json(())
         }
-        Request::NotifyQueueLog { now, limit } => {
-            json(s.notify_queue_log(time_of("now", now)?, limit).map_err(&err)?)
-        }
-        Request::NotifyQueueExpiries { now } => {
-            json(s.notify_queue_expiries(time_of("now", now)?).map_err(&err)?)
-        }
+        Request::NotifyQueueLog { now, limit } => json(
+            s.notify_queue_log(time_of("now", now)?, limit)
+                .map_err(&err)?,
+        ),
+        Request::NotifyQueueExpiries { now } => json(
+            s.notify_queue_expiries(time_of("now", now)?)
+                .map_err(&err)?,
+        ),
         Request::NotifyDue { now, limit } => {
             let due = s.notify_due(time_of("now", now)?, limit).map_err(&err)?;
             json(due.iter().map(WireNotice::from).collect::<Vec<_>>())
@@ -402,9 +402,7 @@ fn handle(ctx: &Ctx, role: Role, req: Request) -> Result<serde_json::Value, Wire
             let a = s.automatic_backup_unchecked().map_err(&err)?;
             json(WireAutomaticBackup::from(&a))
         }
-        Request::TakeBackupNowRequest => {
-            json(s.take_backup_now_request_unchecked().map_err(&err)?)
-        }
+        Request::TakeBackupNowRequest => json(s.take_backup_now_request_unchecked().map_err(&err)?),
         Request::BackupSshKey { host_name } => {
             appliance::model::check_host_name("host_name", &host_name).map_err(&err)?;
             let k = s.backup_ssh_key_unchecked(&host_name).map_err(&err)?;

@@ -182,8 +182,9 @@ mod tests {
         // socket is required.
         assert!(toml::from_str::<File>("data = \"/var/lib/custos\"").is_err());
         assert!(Flags::try_parse_from(["custos-snmpd", "--data", "/var/lib/custos"]).is_err());
-        let no_socket = Flags::try_parse_from(["custos-snmpd", "--config", none.to_str().expect("utf-8")])
-            .expect("flags");
+        let no_socket =
+            Flags::try_parse_from(["custos-snmpd", "--config", none.to_str().expect("utf-8")])
+                .expect("flags");
         if std::env::var_os("CUSTOS_KEYD_SOCKET").is_none() {
             let e = Config::load(no_socket).expect_err("keyd_socket is required");
             assert!(e.to_string().contains("keyd_socket"), "{e}");
