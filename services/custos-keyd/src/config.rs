@@ -349,4 +349,30 @@ mod tests {
         assert!(toml::from_str::<File>("web_port = 1\nbogus = 2").is_err());
         assert!(toml::from_str::<File>("web_port = 1").is_ok());
     }
+
+    #[test]
+    fn the_local_socket_defaults_to_the_data_directory() {
+        let load = |args: &[&str]| {
+            let flags = Flags::try_parse_from(
+                [
+                    "custos-keyd",
+                    "--config",
+                    "/dev/null",
+                    "--host-name",
+                    "custos",
+                ]
+                .iter()
+                .chain(args),
+            )
+            .expect("flags");
+            Config::load(flags).expect("config")
+        };
+        if std::env::var_os("CUSTOS_LOCAL_SOCKET").is_none() {
+            let c = load(&["--data", "/srv/custos"]);
+            assert_eq!(c.local_socket, PathBuf::from("/srv/custos/keyd.sock"));
+        }
+        let c = load(&["--local-socket", "/run/custos/keyd.sock"]);
+        assert_eq!(c.local_socket, PathBuf::from("/run/custos/keyd.sock"));
+        assert!(toml::from_str::<File>("local_socket = \"/run/custos/keyd.sock\"").is_ok());
+    }
 }
