@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod daemon;
 mod error;
 pub mod licence;
+pub mod local;
 pub mod model;
 pub mod os;
 pub mod password;

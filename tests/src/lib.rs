@@ -314,6 +314,12 @@ impl Appliance {
     }
 
     /// The process id of the running key service (resource checks).
+    /// The key service's local socket (its default, `DATA/keyd.sock`),
+    /// through which the other daemons reach the store.
+    pub fn keyd_socket(&self) -> PathBuf {
+        self.data.path().join("keyd.sock")
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
@@ -326,13 +332,16 @@ pub struct Backupd {
 }
 
 impl Appliance {
-    /// Starts `custos-backupd` on this appliance's data directory with
+    /// Starts `custos-backupd` on this appliance's local socket (spooling in
+    /// `DATA/tmp`) with
     /// `extra` flags (e.g. `--retry-base-secs 1`) and waits for its
     /// `ready backupd` line.
     pub fn start_backupd(&self, extra: &[&str]) -> Backupd {
         let mut child = Command::new(bin("custos-backupd"))
-            .arg("--data")
-            .arg(self.data.path())
+            .arg("--keyd-socket")
+            .arg(self.keyd_socket())
+            .arg("--spool-dir")
+            .arg(self.data.path().join("tmp"))
             .args(["--host-name", "custos-test"])
             .args(extra)
             .env("RUST_LOG", "info")
@@ -382,18 +391,18 @@ impl Drop for Backupd {
 /// data directory; killed when dropped.
 pub struct Notifyd {
     child: Option<Child>,
-    data: PathBuf,
+    socket: PathBuf,
     extra: Vec<String>,
 }
 
 impl Appliance {
-    /// Starts `custos-notifyd` on this appliance's data directory with
+    /// Starts `custos-notifyd` on this appliance's local socket with
     /// `extra` flags (e.g. `--poll-interval 1`) and waits for its
     /// `ready notify` line.
     pub fn start_notifyd(&self, extra: &[&str]) -> Notifyd {
         let mut n = Notifyd {
             child: None,
-            data: self.data.path().to_path_buf(),
+            socket: self.keyd_socket(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         n.spawn();
@@ -404,8 +413,8 @@ impl Appliance {
 impl Notifyd {
     fn spawn(&mut self) {
         let mut child = Command::new(bin("custos-notifyd"))
-            .arg("--data")
-            .arg(&self.data)
+            .arg("--keyd-socket")
+            .arg(&self.socket)
             .args(["--host-name", "custos-test"])
             .args(&self.extra)
             .env("RUST_LOG", "warn")

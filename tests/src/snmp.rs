@@ -42,8 +42,8 @@ impl Appliance {
             alt_port = free_udp_tcp_port();
         }
         let mut child = Command::new(bin("custos-snmpd"))
-            .arg("--data")
-            .arg(self.data_dir())
+            .arg("--keyd-socket")
+            .arg(self.keyd_socket())
             .args(["--local", "--host-name", "custos-test", "--poll-ms", "200"])
             .args([
                 "--port",

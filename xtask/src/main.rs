@@ -302,8 +302,9 @@ fn target_dir(root: &Path) -> PathBuf {
 
 /// The appliance's daemons `run` starts, in this order, each once the one
 /// before printed its first `ready` line (the key service creates and
-/// migrates the store the others open): (package and binary, arguments
-/// besides `--data DIR`).
+/// migrates the store and opens the local socket `DIR/keyd.sock` the others
+/// reach it through): (package and binary, arguments besides `--data DIR`
+/// for the key service and `--keyd-socket DIR/keyd.sock` for the others).
 const RUN_DAEMONS: &[(&str, &[&str])] = &[
     ("custos-keyd", &["--local"]),
     ("custos-backupd", &[]),
@@ -331,9 +332,16 @@ fn spawn_daemon(
 ) -> Result<Pid> {
     let (name, args) = RUN_DAEMONS[i];
     let binary = bin_dir.join(name);
+    let place = if name == "custos-keyd" {
+        ["--data".into(), data.as_os_str().to_owned()]
+    } else {
+        [
+            "--keyd-socket".into(),
+            data.join("keyd.sock").into_os_string(),
+        ]
+    };
     let mut child = Command::new(&binary)
-        .arg("--data")
-        .arg(data)
+        .args(place)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -177,6 +177,8 @@ impl Store {
 pub enum RefusalKind {
     SignIn,
     Registration,
+    /// A peer refused on keyd's local socket (issue 12, item 10).
+    LocalSocket,
 }
 
 impl RefusalKind {
@@ -184,6 +186,7 @@ impl RefusalKind {
         match self {
             RefusalKind::SignIn => "failed sign-ins",
             RefusalKind::Registration => "failed registrations",
+            RefusalKind::LocalSocket => "refused local socket connections",
         }
     }
 }
@@ -280,7 +283,7 @@ impl Store {
             .expect("refusals mutex poisoned");
         let reason = match kind {
             RefusalKind::SignIn => String::new(),
-            RefusalKind::Registration => what.to_owned(),
+            RefusalKind::Registration | RefusalKind::LocalSocket => what.to_owned(),
         };
         let mut key = (kind, source.to_owned(), reason.clone());
         if !map.contains_key(&key) && map.len() >= REFUSAL_SOURCES {
@@ -332,6 +335,23 @@ impl Store {
                 super::audit(tx, who, source, via, Severity::Warn, domain_id, what)
             }
         }
+    }
+
+    /// Records a peer refused on keyd's local socket (`source`: its uid),
+    /// aggregated like the other refusals: the first of a reason is
+    /// written, the next ones within the window are counted.
+    pub fn log_local_refusal(&self, source: &str, what: &str) -> Result<()> {
+        self.write(|tx| {
+            self.log_refusal(
+                tx,
+                RefusalKind::LocalSocket,
+                "custos-keyd",
+                source,
+                "local",
+                None,
+                what,
+            )
+        })
     }
 
     /// Writes the summaries of the windows that are over (all of them

@@ -131,7 +131,7 @@ pub enum ShareState {
 }
 
 /// One backup written.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BackupInfo {
     /// `backup_config_<fqdn>_yyyy_mm_dd_hhmm.tar`
     pub file_name: String,

@@ -21,9 +21,14 @@ pub struct Flags {
     /// Configuration file (TOML); unknown keys are an error.
     #[arg(long, env = "CUSTOS_BACKUPD_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Data directory holding the store and its master key.
-    #[arg(long, env = "CUSTOS_DATA")]
-    pub data: Option<PathBuf>,
+    /// custos-keyd's local socket: the settings, the SSH key and the
+    /// encrypted backup come through it (the pusher never opens the store).
+    #[arg(long, env = "CUSTOS_KEYD_SOCKET")]
+    pub keyd_socket: Option<PathBuf>,
+    /// Where the encrypted backup is spooled while it is pushed
+    /// [default: the temporary directory, $TMPDIR or /tmp].
+    #[arg(long, env = "CUSTOS_BACKUP_SPOOL_DIR")]
+    pub spool_dir: Option<PathBuf>,
     /// This appliance's host name, for the backup file's name (default: the
     /// one set with the CLI's `setinfo hostname`, else the system's).
     #[arg(long, env = "CUSTOS_HOST_NAME")]
@@ -50,7 +55,8 @@ pub struct Flags {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
-    data: Option<PathBuf>,
+    keyd_socket: Option<PathBuf>,
+    spool_dir: Option<PathBuf>,
     host_name: Option<String>,
     retry_base_secs: Option<u64>,
     retry_max_secs: Option<u64>,
@@ -61,7 +67,8 @@ struct File {
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub data: PathBuf,
+    pub keyd_socket: PathBuf,
+    pub spool_dir: PathBuf,
     /// `None`: looked up at each push (the CLI may change it).
     pub host_name: Option<String>,
     pub retry: Retry,
@@ -134,10 +141,14 @@ impl Config {
             "timeout_secs: must be between 1 and 3600"
         );
         Ok(Config {
-            data: flags
-                .data
-                .or(file.data)
-                .unwrap_or_else(|| PathBuf::from("/var/lib/custos")),
+            keyd_socket: flags
+                .keyd_socket
+                .or(file.keyd_socket)
+                .context("keyd_socket: required (the path of custos-keyd's local socket)")?,
+            spool_dir: flags
+                .spool_dir
+                .or(file.spool_dir)
+                .unwrap_or_else(std::env::temp_dir),
             host_name,
             retry,
             timeout: Duration::from_secs(timeout),
@@ -156,6 +167,9 @@ mod tests {
     fn unknown_keys_are_refused() {
         assert!(toml::from_str::<File>("attempts = 3\nbogus = 2").is_err());
         assert!(toml::from_str::<File>("attempts = 3").is_ok());
+        // The pusher never opens the store.
+        assert!(toml::from_str::<File>("data = \"/var/lib/custos\"").is_err());
+        assert!(Flags::try_parse_from(["custos-backupd", "--data", "/var/lib/custos"]).is_err());
     }
 
     #[test]

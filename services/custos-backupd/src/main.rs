@@ -13,9 +13,12 @@
 //!   a changed host key, no wrapper key, or the settings removed meanwhile.
 //!   A retry chain lives in memory: a restart ends it.
 //! * The push runs on a blocking thread (ssh2 is blocking) and writes its
-//!   file to `DATA/tmp` (on the data partition), removed afterwards. The
-//!   daemon is no administrator: it uses the store's unchecked operations and
-//!   its audit entries name it `custos-backupd`.
+//!   file, streamed encrypted by custos-keyd, to the spool directory
+//!   (`--spool-dir`, default the temporary directory), removed afterwards.
+//!   The daemon never opens the store nor reads the master key: it asks
+//!   custos-keyd over its local socket for the backup role's operations,
+//!   and its audit entries name it `custos-backupd`. Only the appliance's
+//!   SSH private key crosses in clear, for libssh2.
 //! * SIGTERM lets a push in progress finish for `--stop-grace-secs`, then
 //!   abandons it by shutting its connection down (recorded as failed).
 
@@ -28,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use appliance::Store;
+use appliance::local::{Client, Role};
 use appliance::store::{BackupRun, RunKind, Schedule, ScpTarget};
 use clap::Parser;
 use time::OffsetDateTime;
@@ -37,7 +40,7 @@ use tokio::sync::watch;
 use crate::config::{Config, Flags};
 use crate::push::{Abort, Attempt};
 
-/// How often the store is read for "Backup Now" and changed settings.
+/// How often keyd is asked for "Backup Now" and changed settings.
 const POLL: Duration = Duration::from_secs(2);
 
 /// A push to make: what started it and which attempt this is.
@@ -56,7 +59,7 @@ struct Next {
 
 struct Daemon {
     cfg: Config,
-    store: Arc<Store>,
+    store: Arc<Client>,
     tmp_dir: PathBuf,
 }
 
@@ -67,10 +70,8 @@ impl Daemon {
         if let Some(h) = &self.cfg.host_name {
             return h.clone();
         }
-        if let Ok(os) = self.store.os_settings()
-            && let Some(h) = os.host_name
-        {
-            return h.to_string();
+        if let Ok(Some(h)) = self.store.host_name() {
+            return h;
         }
         std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|s| s.trim().to_owned())
@@ -81,7 +82,7 @@ impl Daemon {
 
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Store) -> appliance::Result<T> + Send + 'static,
+        f: impl FnOnce(&Client) -> appliance::local::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
         let store = self.store.clone();
         Ok(tokio::task::spawn_blocking(move || f(&store)).await??)
@@ -98,7 +99,9 @@ impl Daemon {
             let job = match self.due(&mut next, &mut retry).await {
                 Ok(job) => job,
                 Err(e) => {
-                    tracing::error!(error = %format!("{e:#}"), "reading the backup settings failed");
+                    if !keyd_down(&e) {
+                        tracing::error!(error = %format!("{e:#}"), "reading the backup settings failed");
+                    }
                     None
                 }
             };
@@ -129,7 +132,7 @@ impl Daemon {
         next: &mut Next,
         retry: &mut Option<(Job, tokio::time::Instant)>,
     ) -> anyhow::Result<Option<Job>> {
-        let settings = self.blocking(|s| s.automatic_backup_unchecked()).await?;
+        let settings = self.blocking(|s| s.automatic_backup()).await?;
         let now = OffsetDateTime::now_utc();
         let current = settings.schedule.zip(settings.target.clone());
         if current != next.seen {
@@ -146,7 +149,7 @@ impl Daemon {
             tracing::info!("the target was removed: the pending retry is dropped");
         }
         if self
-            .blocking(|s| s.take_backup_now_request_unchecked())
+            .blocking(|s| s.take_backup_now_request())
             .await?
             .is_some()
         {
@@ -185,7 +188,7 @@ impl Daemon {
         job: Job,
         stop: &mut watch::Receiver<bool>,
     ) -> Option<(Job, tokio::time::Instant)> {
-        let settings = match self.blocking(|s| s.automatic_backup_unchecked()).await {
+        let settings = match self.blocking(|s| s.automatic_backup()).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "reading the backup settings failed");
@@ -272,10 +275,7 @@ impl Daemon {
             error,
             retry_in_secs: retry_in.map(|d| d.as_secs()),
         };
-        if let Err(e) = self
-            .blocking(move |s| s.record_backup_run_unchecked(&run))
-            .await
-        {
+        if let Err(e) = self.blocking(move |s| s.record_backup_run(&run)).await {
             tracing::error!(error = %format!("{e:#}"), "recording the push in the history failed");
         }
         retry_in.map(|d| {
@@ -290,14 +290,16 @@ impl Daemon {
     }
 }
 
+/// Whether a failure is keyd being down (the client logged it once).
+fn keyd_down(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<appliance::local::Error>()
+        .is_some_and(|e| e.is_unavailable())
+}
+
 async fn run(cfg: Config) -> anyhow::Result<()> {
-    let data = cfg.data.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&data))
-        .await?
-        .with_context(|| format!("opening the store in {}", cfg.data.display()))?;
-    let store = Arc::new(store);
-    let tmp_dir = push::tmp_dir(&cfg.data)
-        .with_context(|| format!("creating {}", cfg.data.join("tmp").display()))?;
+    let store = Arc::new(Client::new(&cfg.keyd_socket, Role::Backup));
+    let tmp_dir = push::tmp_dir(&cfg.spool_dir)
+        .with_context(|| format!("creating {}", cfg.spool_dir.display()))?;
     push::remove_stale(&tmp_dir);
     let daemon = Arc::new(Daemon {
         cfg,
@@ -305,13 +307,15 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         tmp_dir,
     });
     // The key is made once, here or when an administrator first asks for it.
+    // keyd may start later: then the first push makes or loads it.
     let host = daemon.host_name();
-    let key = daemon
-        .blocking(move |s| s.backup_ssh_key_unchecked(&host))
-        .await
-        .context("making or loading the appliance's SSH key")?;
-    tracing::info!(public_key = %key.public_key, "the appliance's SSH key for automatic backups");
-    drop(key);
+    match daemon.blocking(move |s| s.backup_ssh_key(&host)).await {
+        Ok(key) => {
+            tracing::info!(public_key = %key.public_key, "the appliance's SSH key for automatic backups")
+        }
+        Err(e) if keyd_down(&e) => {}
+        Err(e) => tracing::error!("making or loading the appliance's SSH key: {e:#}"),
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let runner = tokio::spawn(daemon.clone().run(stop_rx));

@@ -1,5 +1,6 @@
 //! One push attempt, blocking (run on a blocking thread): write the
-//! encrypted backup to a private temporary file in the data directory,
+//! encrypted backup, streamed by custos-keyd, to a private temporary file in
+//! the spool directory,
 //! connect, check the target's host key against the pinned one *before*
 //! authenticating, authenticate with the appliance's key, copy the file
 //! with SCP, and remove the temporary file whatever happened.
@@ -13,11 +14,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use appliance::Store;
+use appliance::local::{Client, ErrorKind, WireError};
 use appliance::store::{BackupSshKey, HostKeyCheck, ScpTarget, ssh_fingerprint_of_sha256};
 use ssh2::{HashType, Session};
 
-/// Temporary files of this daemon start with this, in `DATA/tmp`.
+/// Temporary files of this daemon start with this, in the spool directory.
 const TMP_PREFIX: &str = "backupd-";
 
 /// Why an attempt failed: `retry` says whether another attempt may help
@@ -89,7 +90,7 @@ impl Abort {
     }
 }
 
-/// A file in `DATA/tmp` (mode 0600) removed when dropped.
+/// A file in the spool directory (mode 0600) removed when dropped.
 struct TempFile {
     path: PathBuf,
 }
@@ -125,9 +126,9 @@ fn hex_token(b: &appliance::secret::SecretBytes) -> String {
     b.expose().iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// `DATA/tmp`, created 0700 when missing.
-pub fn tmp_dir(data: &Path) -> std::io::Result<PathBuf> {
-    let dir = data.join("tmp");
+/// The spool directory, created 0700 when missing.
+pub fn tmp_dir(spool: &Path) -> std::io::Result<PathBuf> {
+    let dir = spool.to_path_buf();
     match fs::DirBuilder::new().mode(0o700).create(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -157,7 +158,7 @@ pub fn remove_stale(tmp_dir: &Path) {
 
 /// What one attempt needs.
 pub struct Attempt<'a> {
-    pub store: &'a Store,
+    pub store: &'a Client,
     pub target: &'a ScpTarget,
     pub host_name: &'a str,
     pub tmp_dir: &'a Path,
@@ -188,15 +189,12 @@ impl Attempt<'_> {
 
     fn attempt(&self) -> Result<Pushed, (Failure, Option<Pushed>)> {
         self.abort.check().map_err(|f| (f, None))?;
-        let key = self
-            .store
-            .backup_ssh_key_unchecked(self.host_name)
-            .map_err(|e| {
-                (
-                    Failure::fatal(format!("the appliance's SSH key: {e}")),
-                    None,
-                )
-            })?;
+        let key = self.store.backup_ssh_key(self.host_name).map_err(|e| {
+            (
+                Failure::fatal(format!("the appliance's SSH key: {e}")),
+                None,
+            )
+        })?;
         let (tmp, mut file) = TempFile::create(self.tmp_dir).map_err(|e| {
             (
                 Failure::retry(format!(
@@ -206,15 +204,24 @@ impl Attempt<'_> {
                 None,
             )
         })?;
-        let info = match self.store.write_backup_unchecked(self.host_name, &mut file) {
+        let info = match self.store.write_backup(self.host_name, &mut file) {
             Ok(info) => info,
-            Err(appliance::Error::Conflict {
-                field: "wrapper_key",
-                rule,
-            }) => {
-                return Err((Failure::fatal(format!("no backup was made: {rule}")), None));
+            Err(appliance::local::Error::Store(WireError {
+                kind: ErrorKind::Conflict,
+                field,
+                message,
+            })) if field == "wrapper_key" => {
+                return Err((
+                    Failure::fatal(format!("no backup was made: {message}")),
+                    None,
+                ));
             }
-            Err(e @ (appliance::Error::Invalid { .. } | appliance::Error::Conflict { .. })) => {
+            Err(
+                e @ appliance::local::Error::Store(WireError {
+                    kind: ErrorKind::Invalid | ErrorKind::Conflict,
+                    ..
+                }),
+            ) => {
                 return Err((Failure::fatal(format!("no backup was made: {e}")), None));
             }
             Err(e) => {
@@ -303,7 +310,7 @@ impl Attempt<'_> {
         let presented = ssh_fingerprint_of_sha256(digest);
         let check = self
             .store
-            .check_backup_host_key_unchecked(t, &presented)
+            .check_backup_host_key(t, &presented)
             .map_err(|e| Failure::retry(format!("checking the pinned host key: {e}")))?;
         match check {
             HostKeyCheck::Learned => {

@@ -24,6 +24,10 @@ pub struct Flags {
     /// Data directory holding the store, the master key and certificates.
     #[arg(long, env = "CUSTOS_DATA")]
     pub data: Option<PathBuf>,
+    /// The local socket custos-snmpd, custos-notifyd and custos-backupd
+    /// reach the store through [default: DATA/keyd.sock].
+    #[arg(long, env = "CUSTOS_LOCAL_SOCKET")]
+    pub local_socket: Option<PathBuf>,
     /// Local (non-VM) run: listen on loopback and skip the privileged port 443.
     #[arg(long, env = "CUSTOS_LOCAL")]
     pub local: bool,
@@ -101,6 +105,7 @@ pub struct Flags {
 #[serde(deny_unknown_fields)]
 struct File {
     data: Option<PathBuf>,
+    local_socket: Option<PathBuf>,
     local: Option<bool>,
     listen: Option<IpAddr>,
     host_name: Option<String>,
@@ -128,6 +133,8 @@ struct File {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data: PathBuf,
+    /// The local socket of the other daemons (`local.rs`).
+    pub local_socket: PathBuf,
     pub listen: IpAddr,
     pub host_name: String,
     pub web_port: u16,
@@ -297,6 +304,10 @@ impl Config {
             limits,
             key_limits,
             session_lifetime: time::Duration::seconds(lifetime as i64),
+            local_socket: flags
+                .local_socket
+                .or(file.local_socket)
+                .unwrap_or_else(|| data.join("keyd.sock")),
             data,
             listen,
             host_name,
@@ -337,5 +348,31 @@ mod tests {
     fn unknown_keys_are_refused() {
         assert!(toml::from_str::<File>("web_port = 1\nbogus = 2").is_err());
         assert!(toml::from_str::<File>("web_port = 1").is_ok());
+    }
+
+    #[test]
+    fn the_local_socket_defaults_to_the_data_directory() {
+        let load = |args: &[&str]| {
+            let flags = Flags::try_parse_from(
+                [
+                    "custos-keyd",
+                    "--config",
+                    "/dev/null",
+                    "--host-name",
+                    "custos",
+                ]
+                .iter()
+                .chain(args),
+            )
+            .expect("flags");
+            Config::load(flags).expect("config")
+        };
+        if std::env::var_os("CUSTOS_LOCAL_SOCKET").is_none() {
+            let c = load(&["--data", "/srv/custos"]);
+            assert_eq!(c.local_socket, PathBuf::from("/srv/custos/keyd.sock"));
+        }
+        let c = load(&["--local-socket", "/run/custos/keyd.sock"]);
+        assert_eq!(c.local_socket, PathBuf::from("/run/custos/keyd.sock"));
+        assert!(toml::from_str::<File>("local_socket = \"/run/custos/keyd.sock\"").is_ok());
     }
 }

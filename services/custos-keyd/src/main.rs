@@ -11,6 +11,7 @@ mod enrol_guard;
 mod error;
 mod guard;
 mod json;
+mod local;
 mod openapi;
 mod serve;
 mod state;
@@ -277,6 +278,15 @@ async fn run(cfg: Config, bulk: tokio::runtime::Handle) -> anyhow::Result<Stoppe
         store.clone(),
         cfg.rotation_interval,
         cfg.audit_max_rows,
+        stop_rx.clone(),
+    ));
+
+    let local_listener = local::bind(&cfg.local_socket)?;
+    tasks.spawn(local::serve(
+        local_listener,
+        cfg.local_socket.clone(),
+        store.clone(),
+        local::Peers::lookup(),
         stop_rx.clone(),
     ));
 

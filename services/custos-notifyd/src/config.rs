@@ -21,9 +21,10 @@ pub struct Flags {
     /// Configuration file (TOML); unknown keys are an error.
     #[arg(long, env = "CUSTOS_NOTIFYD_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Data directory holding the store (the key service's).
-    #[arg(long, env = "CUSTOS_DATA")]
-    pub data: Option<PathBuf>,
+    /// custos-keyd's local socket, through which the notifier reaches the
+    /// outbox, the log and the SMTP settings (it never opens the store).
+    #[arg(long, env = "CUSTOS_KEYD_SOCKET")]
+    pub keyd_socket: Option<PathBuf>,
     /// This appliance's host name, in mails (default: the system's).
     #[arg(long, env = "CUSTOS_HOST_NAME")]
     pub host_name: Option<String>,
@@ -55,7 +56,7 @@ pub struct Flags {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
-    data: Option<PathBuf>,
+    keyd_socket: Option<PathBuf>,
     host_name: Option<String>,
     poll_interval: Option<u64>,
     expiry_interval: Option<u64>,
@@ -66,7 +67,7 @@ struct File {
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub data: PathBuf,
+    pub keyd_socket: PathBuf,
     pub host_name: String,
     pub poll_interval: Duration,
     pub expiry_interval: Duration,
@@ -118,10 +119,10 @@ impl Config {
             1,
         )?;
         Ok(Config {
-            data: flags
-                .data
-                .or(file.data)
-                .unwrap_or_else(|| PathBuf::from("/var/lib/custos")),
+            keyd_socket: flags
+                .keyd_socket
+                .or(file.keyd_socket)
+                .context("keyd_socket: required (the path of custos-keyd's local socket)")?,
             host_name,
             poll_interval: secs("poll_interval", flags.poll_interval, file.poll_interval, 5)?,
             expiry_interval: secs(
@@ -149,6 +150,9 @@ mod tests {
         assert!(toml::from_str::<File>("poll_interval = 1\nbogus = 2").is_err());
         assert!(toml::from_str::<File>("test_clock_offset_file = \"/tmp/x\"").is_err());
         assert!(toml::from_str::<File>("poll_interval = 1\nretry_min = 5").is_ok());
+        // The notifier never opens the store.
+        assert!(toml::from_str::<File>("data = \"/var/lib/custos\"").is_err());
+        assert!(Flags::try_parse_from(["custos-notifyd", "--data", "/var/lib/custos"]).is_err());
     }
 
     #[test]
@@ -157,6 +161,8 @@ mod tests {
             Flags::try_parse_from(
                 [
                     "custos-notifyd",
+                    "--keyd-socket",
+                    "/run/custos/keyd.sock",
                     "--config",
                     "/dev/null",
                     "--host-name",

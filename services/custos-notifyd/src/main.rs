@@ -1,5 +1,6 @@
-//! `custos-notifyd`, the SMTP notifier (§14). It reads the store of the key
-//! service (same data directory) and, every few seconds:
+//! `custos-notifyd`, the SMTP notifier (§14). It reaches the store through
+//! custos-keyd's local socket (never opening it, never reading the master
+//! key; only the SMTP password crosses in clear) and, every few seconds:
 //!
 //! 1. turns new audit entries into Generic notices for the groups whose
 //!    threshold, scope and filter match (the store remembers how far it has
@@ -23,7 +24,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use appliance::Store;
+use appliance::local::{Client, Role};
 use appliance::model::Severity;
 use appliance::store::Notice;
 use clap::Parser;
@@ -66,13 +67,19 @@ impl Clock {
     }
 }
 
-/// Runs a store operation off the async threads.
+/// Runs a request to keyd off the async threads.
 async fn store<T: Send + 'static>(
-    store: &Arc<Store>,
-    f: impl FnOnce(&Store) -> appliance::Result<T> + Send + 'static,
+    store: &Arc<Client>,
+    f: impl FnOnce(&Client) -> appliance::local::Result<T> + Send + 'static,
 ) -> anyhow::Result<T> {
     let s = store.clone();
     Ok(tokio::task::spawn_blocking(move || f(&s)).await??)
+}
+
+/// Whether a failure is keyd being down (the client logged it once).
+fn keyd_down(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<appliance::local::Error>()
+        .is_some_and(|e| e.is_unavailable())
 }
 
 /// Whether mail is getting through, to log an outage once, not per notice.
@@ -85,7 +92,7 @@ struct Delivery {
 }
 
 struct Notifier {
-    store: Arc<Store>,
+    store: Arc<Client>,
     cfg: Config,
     clock: Clock,
     delivery: Delivery,
@@ -126,7 +133,7 @@ impl Notifier {
         let (stale, due): (Vec<Notice>, Vec<Notice>) =
             due.into_iter().partition(|n| now - n.created_at > give_up);
         self.abandon_stale(stale, now).await?;
-        let Some(smtp) = store(&self.store, |s| s.smtp_config_unchecked()).await? else {
+        let Some(smtp) = store(&self.store, |s| s.smtp_config()).await? else {
             if !due.is_empty() && !self.delivery.unset_logged {
                 tracing::warn!(
                     waiting = due.len(),
@@ -238,11 +245,7 @@ impl Notifier {
 }
 
 async fn run(cfg: Config) -> anyhow::Result<()> {
-    let data = cfg.data.clone();
-    let st = tokio::task::spawn_blocking(move || Store::open(&data))
-        .await?
-        .with_context(|| format!("opening the store in {}", cfg.data.display()))?;
-    let st = Arc::new(st);
+    let st = Arc::new(Client::new(&cfg.keyd_socket, Role::Notify));
     let clock = match &cfg.test_clock_offset_file {
         None => Clock::System,
         Some(path) => {
@@ -255,8 +258,13 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     };
     // Start reading the log here, so every entry written after the ready
     // line is considered.
+    // keyd may start later: then the first round does it.
     let now = clock.now()?;
-    store(&st, move |s| s.notify_queue_log(now, LOG_BATCH)).await?;
+    if let Err(e) = store(&st, move |s| s.notify_queue_log(now, LOG_BATCH)).await
+        && !keyd_down(&e)
+    {
+        tracing::error!("reading the audit log: {e:#}");
+    }
 
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let mut notifier = Notifier {
@@ -274,7 +282,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
                 _ = tick.tick() => {}
                 _ = stop_rx.changed() => return,
             }
-            if let Err(e) = notifier.round(&mut stop_rx).await {
+            if let Err(e) = notifier.round(&mut stop_rx).await
+                && !keyd_down(&e)
+            {
                 tracing::error!("notification round failed: {e:#}");
             }
             if *stop_rx.borrow() {

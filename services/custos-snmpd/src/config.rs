@@ -28,9 +28,10 @@ pub struct Flags {
     /// Configuration file (TOML); unknown keys are an error.
     #[arg(long, env = "CUSTOS_SNMPD_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Data directory holding the store (the key service's).
-    #[arg(long, env = "CUSTOS_DATA")]
-    pub data: Option<PathBuf>,
+    /// custos-keyd's local socket, through which the agent reads its
+    /// settings and writes its audit entries (it never opens the store).
+    #[arg(long, env = "CUSTOS_KEYD_SOCKET")]
+    pub keyd_socket: Option<PathBuf>,
     /// Local (non-VM) run: listen on loopback, 161 becomes 10161.
     #[arg(long, env = "CUSTOS_LOCAL")]
     pub local: bool,
@@ -55,7 +56,7 @@ pub struct Flags {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
-    data: Option<PathBuf>,
+    keyd_socket: Option<PathBuf>,
     local: Option<bool>,
     listen: Option<IpAddr>,
     host_name: Option<String>,
@@ -66,7 +67,7 @@ struct File {
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub data: PathBuf,
+    pub keyd_socket: PathBuf,
     pub listen: IpAddr,
     /// `None`: the kernel's host name.
     pub host_name: Option<String>,
@@ -111,10 +112,10 @@ impl Config {
             "poll_ms: must be between 100 and 60000 milliseconds"
         );
         Ok(Config {
-            data: flags
-                .data
-                .or(file.data)
-                .unwrap_or_else(|| PathBuf::from("/var/lib/custos")),
+            keyd_socket: flags
+                .keyd_socket
+                .or(file.keyd_socket)
+                .context("keyd_socket: required (the path of custos-keyd's local socket)")?,
             listen: flags.listen.or(file.listen).unwrap_or(if local {
                 IpAddr::from([127, 0, 0, 1])
             } else {
@@ -145,8 +146,12 @@ mod tests {
     use super::*;
 
     fn flags(args: &[&str]) -> Flags {
-        Flags::try_parse_from(std::iter::once("custos-snmpd").chain(args.iter().copied()))
-            .expect("flags")
+        Flags::try_parse_from(
+            ["custos-snmpd", "--keyd-socket", "/run/custos/keyd.sock"]
+                .into_iter()
+                .chain(args.iter().copied()),
+        )
+        .expect("flags")
     }
 
     #[test]
@@ -173,5 +178,16 @@ mod tests {
         ]));
         assert!(same.is_err());
         assert!(toml::from_str::<File>("port = 1\nbogus = 2").is_err());
+        // The agent never opens the store: no data directory, and the
+        // socket is required.
+        assert!(toml::from_str::<File>("data = \"/var/lib/custos\"").is_err());
+        assert!(Flags::try_parse_from(["custos-snmpd", "--data", "/var/lib/custos"]).is_err());
+        let no_socket =
+            Flags::try_parse_from(["custos-snmpd", "--config", none.to_str().expect("utf-8")])
+                .expect("flags");
+        if std::env::var_os("CUSTOS_KEYD_SOCKET").is_none() {
+            let e = Config::load(no_socket).expect_err("keyd_socket is required");
+            assert!(e.to_string().contains("keyd_socket"), "{e}");
+        }
     }
 }

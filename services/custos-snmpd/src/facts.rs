@@ -8,7 +8,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use appliance::licence::{AgentTerms, NOT_FOUND};
-use appliance::store::LicenceView;
+use appliance::local::LicenceFacts;
 
 /// Longest text value served; a longer table is cut at a line end.
 pub const MAX_VALUE: usize = 8 * 1024;
@@ -69,7 +69,7 @@ fn agent(name: &str, a: &AgentTerms) -> String {
 }
 
 /// 1.3.6.1.4.1.21513.5.0: the licence's terms in the order of §13.
-pub fn licences(view: Option<&LicenceView>) -> String {
+pub fn licences(view: Option<&LicenceFacts>) -> String {
     let Some(v) = view else {
         return NOT_FOUND.to_owned();
     };

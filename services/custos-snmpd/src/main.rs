@@ -1,8 +1,9 @@
 //! `custos-snmpd`, the SNMP agent of §13: v1 and v2c GET, GETNEXT and
 //! GETBULK on UDP and TCP, on port 161 and 7025, read-only, no traps.
 //!
-//! It reads its settings from the appliance store (the key service's data
-//! directory) every few seconds: disabled, its ports are closed; enabled,
+//! It reads its settings from custos-keyd over its local socket every few
+//! seconds (it never opens the store nor reads the master key; it gets a
+//! salted digest of the community string, not the string): disabled, its ports are closed; enabled,
 //! it answers requests from the access list (any address when the list is
 //! empty) that carry the community string. Every other request gets no
 //! answer; it is counted (snmpInBadCommunityNames, snmpInBadCommunityUses)
@@ -20,15 +21,16 @@ mod facts;
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use appliance::Store;
-use appliance::model::Severity;
-use appliance::store::{AclEntry, COMMUNITY_DEFAULT, ENTERPRISE_OID, SnmpAgentConfig};
+use appliance::local::{
+    Client, Role, SNMP_OTHER_SOURCES, SNMP_RATE_PER_SEC, SnmpAgentView, SnmpReason, SnmpRefusal,
+};
+use appliance::store::{AclEntry, ENTERPRISE_OID};
 use clap::Parser;
 use custos_snmpd::agent::{self, Values};
 use custos_snmpd::mib::{Mib, Object, parse_oid};
@@ -51,7 +53,7 @@ const LOG_EVERY: Duration = Duration::from_secs(60);
 /// are counted together.
 const TRACKED_SOURCES: usize = 1024;
 /// Answers a second one source address gets over UDP, on average…
-const RATE_PER_SEC: f64 = 50.0;
+const RATE_PER_SEC: f64 = SNMP_RATE_PER_SEC as f64;
 /// …and at most in a burst.
 const BURST: f64 = 100.0;
 /// Source addresses with a token bucket of their own; beyond, new ones
@@ -73,9 +75,11 @@ fn bump(c: &AtomicU32) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
-/// What the store says, read every poll.
+/// What keyd says, read every poll.
 struct Snapshot {
-    config: SnmpAgentConfig,
+    config: SnmpAgentView,
+    /// The access list, parsed.
+    acl: Vec<AclEntry>,
     /// Enabled in the store with the community still `public`: the agent
     /// stays closed.
     refused_public: bool,
@@ -84,13 +88,7 @@ struct Snapshot {
     host_name: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reason {
-    Community,
-    Acl,
-    /// Over the per-source rate of UDP answers.
-    Rate,
-}
+use SnmpReason as Reason;
 
 #[derive(Debug)]
 struct Pending {
@@ -180,35 +178,11 @@ impl RateLimit {
 /// address is logged at once, the next ones a minute later as a count.
 struct Refusals {
     pending: Mutex<HashMap<IpAddr, Pending>>,
-    log: mpsc::Sender<(IpAddr, String)>,
+    log: mpsc::Sender<(IpAddr, SnmpRefusal)>,
 }
 
 /// The key under which sources beyond [`TRACKED_SOURCES`] are counted.
-const OTHER_SOURCES: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
-
-fn source_name(ip: IpAddr) -> String {
-    if ip == OTHER_SOURCES {
-        "addresses beyond the tracked ones".to_owned()
-    } else {
-        ip.to_string()
-    }
-}
-
-fn describe(community: u64, acl: u64, rate: u64) -> String {
-    let mut parts = vec![];
-    if community > 0 {
-        parts.push(format!("{community} with a wrong community string"));
-    }
-    if acl > 0 {
-        parts.push(format!("{acl} from outside the access control list"));
-    }
-    if rate > 0 {
-        parts.push(format!(
-            "{rate} over the rate limit of {RATE_PER_SEC} answers a second"
-        ));
-    }
-    parts.join(", ")
-}
+const OTHER_SOURCES: IpAddr = SNMP_OTHER_SOURCES;
 
 impl Refusals {
     fn note(&self, source: IpAddr, reason: Reason) {
@@ -226,20 +200,7 @@ impl Refusals {
                 Reason::Rate => p.rate += 1,
             },
             _ => {
-                let what = match reason {
-                    Reason::Community => "wrong community string",
-                    Reason::Acl => "the address is not in the access control list",
-                    Reason::Rate => {
-                        "more than the rate limit of requests over UDP from this address"
-                    }
-                };
-                let from = source_name(key);
-                self.send(
-                    key,
-                    format!(
-                        "refused an SNMP request from {from}: {what} (not answered; further refusals from this address are logged at most once a minute)"
-                    ),
-                );
+                self.send(key, SnmpRefusal::First(reason));
                 map.insert(
                     key,
                     Pending {
@@ -265,12 +226,11 @@ impl Refusals {
             if due && total > 0 {
                 out.push((
                     *ip,
-                    format!(
-                        "refused {} more SNMP requests from {} since the last entry: {}",
-                        total,
-                        source_name(*ip),
-                        describe(p.community, p.acl, p.rate)
-                    ),
+                    SnmpRefusal::Since {
+                        community: p.community,
+                        acl: p.acl,
+                        rate: p.rate,
+                    },
                 ));
                 p.community = 0;
                 p.acl = 0;
@@ -286,7 +246,7 @@ impl Refusals {
         }
     }
 
-    fn send(&self, ip: IpAddr, what: String) {
+    fn send(&self, ip: IpAddr, what: SnmpRefusal) {
         // A full queue (a flood) drops the line; the counters still count.
         let _ = self.log.try_send((ip, what));
     }
@@ -377,7 +337,7 @@ fn process(shared: &Shared, source: IpAddr, bytes: &[u8], transport: Transport) 
     if !snap.config.enabled {
         return None;
     }
-    if !acl_allows(&snap.config.acl, source) {
+    if !acl_allows(&snap.acl, source) {
         bump(&c.bad_community_uses);
         shared.refusals.note(source, Reason::Acl);
         return None;
@@ -394,7 +354,7 @@ fn process(shared: &Shared, source: IpAddr, bytes: &[u8], transport: Transport) 
         }
         Err(Refusal::NotARequest) => return None,
     };
-    if !appliance::secret::ct_eq(snap.config.community.expose().as_bytes(), &req.community) {
+    if !snap.config.community.matches(&req.community) {
         bump(&c.bad_community_names);
         shared.refusals.note(source, Reason::Community);
         return None;
@@ -476,7 +436,7 @@ async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
             _ = stop.changed() => break,
         };
         let snap = shared.snapshot();
-        if !acl_allows(&snap.config.acl, peer.ip()) {
+        if !acl_allows(&snap.acl, peer.ip()) {
             bump(&shared.counters.bad_community_uses);
             shared.refusals.note(peer.ip(), Reason::Acl);
             continue;
@@ -568,23 +528,57 @@ async fn bind_all(cfg: &Config, shared: &Arc<Shared>) -> anyhow::Result<Bound> {
     Ok(Bound { stop, tasks })
 }
 
-fn load_snapshot(store: &Store, host_name: Option<&str>) -> appliance::Result<Snapshot> {
-    let mut config = store.snmp_agent_config_unchecked()?;
+fn load_snapshot(keyd: &Client, host_name: Option<&str>) -> anyhow::Result<Snapshot> {
+    let mut config = keyd.snmp_agent_config()?;
     // The store refuses to enable the agent with `public`; a store enabled
     // so by an older version is not served either.
-    let refused_public = config.enabled && config.community.ct_eq(COMMUNITY_DEFAULT);
+    let refused_public = config.enabled && config.community_is_default;
     config.enabled &= !refused_public;
-    let licence = store.licence_unchecked()?;
+    let acl = config.acl_entries()?;
+    let licence = keyd.licence()?;
     let host_name = host_name
         .map(str::to_owned)
         .unwrap_or_else(facts::kernel_host_name);
     Ok(Snapshot {
         refused_public,
+        acl,
         licences: facts::licences(licence.as_ref()),
         ha_nodes: facts::ha_nodes(&host_name),
         host_name,
         config,
     })
+}
+
+/// Before keyd first answers: closed, as if disabled.
+fn closed_snapshot(host_name: Option<&str>) -> Snapshot {
+    let host_name = host_name
+        .map(str::to_owned)
+        .unwrap_or_else(facts::kernel_host_name);
+    Snapshot {
+        config: SnmpAgentView {
+            enabled: false,
+            community_is_default: true,
+            community: appliance::local::CommunityCheck {
+                salt: String::new(),
+                digest: String::new(),
+            },
+            acl: vec![],
+            sys_contact: String::new(),
+            sys_location: String::new(),
+            ca_fingerprint: None,
+        },
+        refused_public: false,
+        acl: vec![],
+        licences: facts::licences(None),
+        ha_nodes: facts::ha_nodes(&host_name),
+        host_name,
+    }
+}
+
+/// Whether a failure is keyd being down (the client logged it once).
+fn keyd_down(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<appliance::local::Error>()
+        .is_some_and(|e| e.is_unavailable())
 }
 
 fn warn_public() {
@@ -594,27 +588,32 @@ fn warn_public() {
 }
 
 /// Whether an operator's change is worth a log line (never its values).
-fn settings_changed(a: &SnmpAgentConfig, b: &SnmpAgentConfig) -> bool {
+fn settings_changed(a: &SnmpAgentView, b: &SnmpAgentView) -> bool {
     a.enabled != b.enabled
         || a.acl != b.acl
         || a.sys_contact != b.sys_contact
         || a.sys_location != b.sys_location
-        || !a.community.ct_eq(b.community.expose())
+        || a.community != b.community
 }
 
 async fn run(cfg: Config) -> anyhow::Result<()> {
-    let data = cfg.data.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&data))
-        .await?
-        .with_context(|| format!("opening the store in {}", cfg.data.display()))?;
-    let store = Arc::new(store);
+    let store = Arc::new(Client::new(&cfg.keyd_socket, Role::Snmp));
     let host = cfg.host_name.clone();
     let s = store.clone();
-    let first = tokio::task::spawn_blocking(move || load_snapshot(&s, host.as_deref()))
+    // keyd may start after the agent: closed until it answers.
+    let first = match tokio::task::spawn_blocking(move || load_snapshot(&s, host.as_deref()))
         .await?
-        .context("reading the SNMP settings")?;
+    {
+        Ok(snap) => snap,
+        Err(e) => {
+            if !keyd_down(&e) {
+                tracing::error!("reading the SNMP settings: {e:#}; closed until they can be read");
+            }
+            closed_snapshot(cfg.host_name.as_deref())
+        }
+    };
 
-    let (log_tx, mut log_rx) = mpsc::channel::<(IpAddr, String)>(256);
+    let (log_tx, mut log_rx) = mpsc::channel::<(IpAddr, SnmpRefusal)>(256);
     let shared = Arc::new(Shared {
         mib: Mib::new(),
         snapshot: RwLock::new(Arc::new(first)),
@@ -631,15 +630,13 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     });
     let log_store = store.clone();
     let logger = tokio::spawn(async move {
-        while let Some((ip, what)) = log_rx.recv().await {
-            tracing::warn!(source = %ip, "{what}");
+        while let Some((ip, refusal)) = log_rx.recv().await {
+            tracing::warn!(source = %ip, "{}", refusal.text(ip));
             let s = log_store.clone();
-            let source = ip.to_string();
-            let written = tokio::task::spawn_blocking(move || {
-                s.log_event("custos-snmpd", &source, "snmp", Severity::Warn, &what)
-            })
-            .await;
-            if let Ok(Err(e)) = written {
+            let written = tokio::task::spawn_blocking(move || s.snmp_refusal(ip, refusal)).await;
+            if let Ok(Err(e)) = written
+                && !e.is_unavailable()
+            {
                 tracing::error!(error = %e, "writing the audit log");
             }
         }
@@ -709,8 +706,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
                 }
                 *shared.snapshot.write().expect("snapshot lock poisoned") = Arc::new(snap);
             }
+            Ok(Err(e)) if keyd_down(&e) => {}
             Ok(Err(e)) => {
-                tracing::error!(error = %e, "reading the SNMP settings; keeping the last ones")
+                tracing::error!("reading the SNMP settings: {e:#}; keeping the last ones")
             }
             Err(e) => tracing::error!(error = %e, "reading the SNMP settings"),
         }
@@ -775,6 +773,7 @@ fn main() -> std::process::ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     /// The console's MIB tab (appliance::store::SNMP_OBJECTS) lists exactly
     /// the objects the agent serves, with the same OIDs.
@@ -810,13 +809,15 @@ mod tests {
             r.note(ip, Reason::Community);
         }
         r.note(ip, Reason::Acl);
-        let (_, first) = rx.try_recv().expect("first refusal logged");
+        let (ip0, first) = rx.try_recv().expect("first refusal logged");
+        let first = first.text(ip0);
         assert!(first.contains("wrong community string"), "{first}");
         assert!(rx.try_recv().is_err(), "the next ones wait for the minute");
         r.flush(false);
         assert!(rx.try_recv().is_err());
         r.flush(true);
-        let (_, later) = rx.try_recv().expect("counts logged");
+        let (ip1, later) = rx.try_recv().expect("counts logged");
+        let later = later.text(ip1);
         assert!(
             later.contains("refused 5 more")
                 && later.contains("4 with a wrong community string")
