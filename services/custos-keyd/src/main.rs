@@ -282,13 +282,17 @@ async fn run(cfg: Config, bulk: tokio::runtime::Handle) -> anyhow::Result<Stoppe
     ));
 
     let local_listener = local::bind(&cfg.local_socket)?;
-    tasks.spawn(local::serve(
-        local_listener,
-        cfg.local_socket.clone(),
-        store.clone(),
-        local::Peers::lookup(),
-        stop_rx.clone(),
-    ));
+    // The daemons' socket is background work: on the console runtime.
+    tasks.spawn_on(
+        local::serve(
+            local_listener,
+            cfg.local_socket.clone(),
+            store.clone(),
+            local::Peers::lookup(),
+            stop_rx.clone(),
+        ),
+        &bulk,
+    );
 
     let admin = store.actor("admin", "console", "system").ok();
     let mut out = std::io::stdout().lock();
