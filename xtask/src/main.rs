@@ -490,7 +490,7 @@ fn test(args: &[String]) -> Result<ExitCode> {
 
     // cargo test's stdout is passed through line by line and its result lines
     // are added up for the summary.
-    eprintln!("$ {cargo} test --workspace {}", args.join(" "));
+    eprintln!("$ {cargo} test --workspace --no-fail-fast {}", args.join(" "));
     // A test that cannot run here records itself in this folder
     // (`tests::skip`); it is counted as skipped, not passed.
     let skipped_dir = target_dir(&root).join("skipped-tests");
@@ -505,7 +505,9 @@ fn test(args: &[String]) -> Result<ExitCode> {
     }
     let mut child = command
         .current_dir(&root)
-        .args(["test", "--workspace"])
+        // Every test binary runs even after one fails, so a red run shows
+        // all that is wrong at once.
+        .args(["test", "--workspace", "--no-fail-fast"])
         .args(args)
         .stdout(Stdio::piped())
         .spawn()
