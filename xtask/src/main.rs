@@ -202,7 +202,6 @@ const FUZZ_SECONDS_IN_TEST: u64 = 25;
 
 /// Runs every fuzz target of [`fuzz::TARGETS`] for `seconds`; true when
 /// none crashed. Each prints one `xtask: fuzz` line.
-
 fn fuzz_all(sh: &Shell, seconds: u64) -> Result<bool> {
     let root = workspace_root()?;
     let mut ok = true;
