@@ -95,7 +95,7 @@ fn sealed_backup(t: &Target, plain: &[u8]) -> Vec<u8> {
     let mut payload = Vec::new();
     let mut chunks: Vec<&[u8]> = plain.chunks(CHUNK).collect();
     // The last chunk is never a full one (the writer seals an empty one).
-    if plain.len() % CHUNK == 0 {
+    if plain.len().is_multiple_of(CHUNK) {
         chunks.push(&[]);
     }
     let last = chunks.len() - 1;
