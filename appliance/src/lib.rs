@@ -12,6 +12,7 @@ pub mod crypto;
 #[cfg(feature = "daemon")]
 pub mod daemon;
 mod error;
+pub mod json_body;
 pub mod licence;
 pub mod local;
 pub mod model;

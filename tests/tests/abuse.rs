@@ -410,55 +410,6 @@ fn every_unit_is_bounded_and_sshd_refuses_forwarding() {
     assert!((1..=3).contains(&tries), "MaxAuthTries {tries}");
 }
 
-/// A console session cookie for `login` (sign-in form with its CSRF
-/// cookie), and the `Set-Cookie` line that carried it.
-fn console_sign_in(app: &Appliance, login: &str, pw: &str) -> (String, String) {
-    let ca = reqwest::Certificate::from_pem(app.ca_pem("enrol").as_bytes()).expect("CA");
-    let c = reqwest::blocking::Client::builder()
-        .tls_certs_only([ca])
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
-    let base = app.url("web");
-    let r = c.get(format!("{base}/login")).send().expect("login page");
-    let set = r
-        .headers()
-        .get("set-cookie")
-        .and_then(|v| v.to_str().ok())
-        .expect("login cookie")
-        .to_owned();
-    let token = set
-        .strip_prefix("__Host-custos_login=")
-        .and_then(|v| v.split(';').next())
-        .expect("__Host- login cookie")
-        .to_owned();
-    let r = c
-        .post(format!("{base}/login"))
-        .header("Cookie", format!("__Host-custos_login={token}"))
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body(format!(
-            "csrf={token}&login={login}&password={}",
-            pw.replace('!', "%21")
-        ))
-        .send()
-        .expect("sign in");
-    assert_eq!(r.status().as_u16(), 303, "console sign-in");
-    let set = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("__Host-custos_session="))
-        .expect("session cookie")
-        .to_owned();
-    let value = set
-        .strip_prefix("__Host-custos_session=")
-        .and_then(|v| v.split(';').next())
-        .expect("value")
-        .to_owned();
-    (value, set)
-}
-
 /// The status of a console page opened with the session cookie, with
 /// where a redirect goes.
 fn console_status(app: &Appliance, cookie: &str) -> (u16, String) {

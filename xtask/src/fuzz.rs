@@ -1,6 +1,8 @@
 //! `cargo xtask fuzz` and the fuzzing step of `cargo xtask test`: the
-//! `cargo fuzz` targets (libFuzzer) of the daemons that decode untrusted
-//! bytes from the network, each run for a bounded time from its seeds.
+//! `cargo fuzz` targets (libFuzzer) of every decoder of outside input, each
+//! run for a bounded time from its seeds. They are all in one crate,
+//! `fuzz/` at the repository root, so their sanitized dependencies are
+//! compiled once.
 //!
 //! cargo-fuzz wants a nightly toolchain for its sanitizer flags; the
 //! project builds with stable Rust only, so they run with
@@ -15,11 +17,17 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 use xshell::{Shell, cmd};
 
-/// (crate folder, fuzz target): the targets `cargo xtask test` runs.
-pub const TARGETS: &[(&str, &str)] = &[
-    ("services/custos-snmpd", "decode"),
-    ("appliance", "licence"),
-    ("appliance", "csr"),
+/// The folder of the fuzz crate, from the repository root.
+const FUZZ_DIR: &str = "fuzz";
+
+/// The targets of `fuzz/` that `cargo xtask test` runs.
+pub const TARGETS: &[&str] = &[
+    "snmp_decode",
+    "licence",
+    "csr",
+    "backup",
+    "agent_json",
+    "cli_line",
 ];
 
 /// What one bounded run did.
@@ -57,24 +65,24 @@ fn runs_done(log: &str) -> Option<u64> {
     })
 }
 
-/// Runs `target` of the crate in `dir` for `seconds`, starting from its
-/// seeds (`fuzz/seeds/<target>`) and the corpus of earlier runs
+/// Runs `target` for `seconds`, starting from its seeds
+/// (`fuzz/seeds/<target>`) and the corpus of earlier runs
 /// (`fuzz/corpus/<target>`, not in git). A crash is an error with
-/// libFuzzer's report; its input is kept under `fuzz/artifacts/`.
-pub fn run(sh: &Shell, root: &Path, dir: &str, target: &str, seconds: u64) -> Result<Outcome> {
+/// libFuzzer's report; its input is kept under `fuzz/artifacts/<target>/`.
+pub fn run(sh: &Shell, root: &Path, target: &str, seconds: u64) -> Result<Outcome> {
     let cargo = crate::cargo();
     ensure_cargo_fuzz(sh, &cargo)?;
-    let krate = root.join(dir);
-    let corpus = krate.join("fuzz/corpus").join(target);
-    let seeds = krate.join("fuzz/seeds").join(target);
+    let fuzz = root.join(FUZZ_DIR);
+    let corpus = fuzz.join("corpus").join(target);
+    let seeds = fuzz.join("seeds").join(target);
     std::fs::create_dir_all(&corpus).with_context(|| format!("creating {}", corpus.display()))?;
     let time = format!("-max_total_time={seconds}");
-    eprintln!("fuzz: {dir} {target} for {seconds} s");
+    eprintln!("fuzz: {target} for {seconds} s");
     // libFuzzer reports on stderr: passed through without its progress
-    // lines (thousands of `#N NEW …`) and its dictionary suggestions, the
-    // last ones kept for a failure.
+    // lines (thousands of `#N NEW …`, each with its `NEW_FUNC` lines) and
+    // its dictionary suggestions, the last ones kept for a failure.
     let mut child = Command::new(&cargo)
-        .current_dir(&krate)
+        .current_dir(root)
         .args(["fuzz", "run", "-O", target])
         .arg(&corpus)
         .arg(&seeds)
@@ -93,7 +101,10 @@ pub fn run(sh: &Shell, root: &Path, dir: &str, target: &str, seconds: u64) -> Re
     let mut tail: VecDeque<String> = VecDeque::new();
     for line in BufReader::new(stderr).lines() {
         let line = line.context("reading cargo fuzz's output")?;
-        if !line.starts_with('#') && !line.starts_with('"') {
+        if !line.starts_with('#')
+            && !line.starts_with('"')
+            && !line.trim_start().starts_with("NEW_FUNC")
+        {
             eprintln!("{line}");
         }
         tail.push_back(line);
@@ -109,7 +120,7 @@ pub fn run(sh: &Shell, root: &Path, dir: &str, target: &str, seconds: u64) -> Re
     }
     let runs = runs_done(&log).context("libFuzzer did not report its runs")?;
     Ok(Outcome {
-        target: format!("{dir} {target}"),
+        target: target.to_owned(),
         runs,
         seconds,
     })
@@ -129,13 +140,21 @@ mod tests {
     #[test]
     fn every_target_has_seeds() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        for (dir, target) in TARGETS {
-            let seeds = root.join(dir).join("fuzz/seeds").join(target);
+        let fuzz = root.join(FUZZ_DIR);
+        let manifest =
+            std::fs::read_to_string(fuzz.join("Cargo.toml")).expect("the fuzz crate's manifest");
+        for target in TARGETS {
+            let seeds = fuzz.join("seeds").join(target);
             let n = std::fs::read_dir(&seeds).map(|d| d.count()).unwrap_or(0);
             assert!(n > 0, "{} has no seeds", seeds.display());
-            let manifest = std::fs::read_to_string(root.join(dir).join("fuzz/Cargo.toml"))
-                .expect("the fuzz crate's manifest");
             assert!(manifest.contains(&format!("name = \"{target}\"")));
         }
+        // Every target of the crate is run.
+        let declared = manifest.matches("[[bin]]").count();
+        assert_eq!(
+            declared,
+            TARGETS.len(),
+            "fuzz/Cargo.toml has targets TARGETS lacks"
+        );
     }
 }

@@ -43,6 +43,10 @@ const FORMAT_VERSION: u32 = 1;
 const MANIFEST: &str = "manifest.json";
 const PAYLOAD: &str = "payload.enc";
 const MAX_MANIFEST: u64 = 64 * 1024;
+/// Longest line of a payload a restore reads. A row is at most a few KB
+/// (an RSA CA's certificate and key, a host's certificate, a licence file);
+/// 1 MiB is far beyond any, and bounds what a restore holds in memory.
+const MAX_PAYLOAD_LINE: u64 = 1024 * 1024;
 
 /// The tables of a system-level backup (§12), parents first. Network, host
 /// name, time zone, the CLI account, the log, the wrapper key and the
@@ -1076,18 +1080,28 @@ impl Store {
         let mut line = String::new();
         loop {
             line.clear();
-            let n = lines.read_line(&mut line).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::InvalidData {
-                    Error::invalid("backup", e.to_string())
-                } else {
-                    Error::Io {
-                        path: self.dir.clone(),
-                        source: e,
+            // At most one line past the limit is read: a longer one is
+            // refused, not held in memory whole.
+            let n = (&mut lines)
+                .take(MAX_PAYLOAD_LINE + 1)
+                .read_line(&mut line)
+                .map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::InvalidData {
+                        Error::invalid("backup", e.to_string())
+                    } else {
+                        Error::Io {
+                            path: self.dir.clone(),
+                            source: e,
+                        }
                     }
-                }
-            })?;
+                })?;
             if n == 0 {
                 break;
+            }
+            if n as u64 > MAX_PAYLOAD_LINE {
+                return Err(corrupt(&format!(
+                    "a line is longer than {MAX_PAYLOAD_LINE} bytes"
+                )));
             }
             let v: Value =
                 serde_json::from_str(line.trim_end()).map_err(|_| corrupt("a line is not JSON"))?;
@@ -1589,6 +1603,49 @@ mod tests {
         assert_eq!(out.len(), 2);
         let payload = out.pop().expect("payload");
         (out.pop().expect("manifest"), payload)
+    }
+
+    /// A backup of `s` (made with its wrapper key) whose payload is `plain`.
+    fn backup_with_payload(s: &Store, plain: &[u8]) -> Vec<u8> {
+        let mut real = Vec::new();
+        s.write_backup_unchecked("a.example.com", &mut real)
+            .expect("backup");
+        let (manifest_bytes, _) = members_of(&real);
+        let manifest: Manifest = serde_json::from_slice(&manifest_bytes).expect("manifest");
+        let key = s
+            .read(|tx| s.wrapper_key(tx))
+            .expect("read")
+            .expect("a wrapper key");
+        let salt = B64.decode(&manifest.salt).expect("salt");
+        let data_key = key.backup_key(&salt).expect("data key");
+        let aad = crate::crypto::sha256(&manifest_bytes);
+        let mut w = ChunkWriter::new(Vec::new(), data_key.expose(), aad).expect("writer");
+        w.write_all(plain).expect("write");
+        let (enc, _) = w.finish().expect("finish");
+        tar_of(&[(MANIFEST, b'0', &manifest_bytes), (PAYLOAD, b'0', &enc)])
+    }
+
+    #[test]
+    fn a_payload_line_over_the_limit_is_refused_not_held() {
+        let (_d, s) = store();
+        let actor = system_actor(&s);
+        s.create_wrapper_key(&actor, false, &[]).expect("create");
+        let mut plain = br#"{"t": "preferences", "c": ["id"]}"#.to_vec();
+        plain.extend_from_slice(b"\n{\"r\": [\"");
+        plain.resize(plain.len() + MAX_PAYLOAD_LINE as usize, b'a');
+        plain.extend_from_slice(b"\"]}\n");
+        let file = backup_with_payload(&s, &plain);
+        let e = s
+            .restore_backup(&actor, &mut file.as_slice(), false)
+            .expect_err("too long");
+        assert!(e.to_string().contains("longer than 1048576 bytes"), "{e}");
+        // Under the limit the same shape is read and judged on its merits.
+        let plain = br#"{"t": "nonsense", "c": []}"#.to_vec();
+        let file = backup_with_payload(&s, &plain);
+        let e = s
+            .restore_backup(&actor, &mut file.as_slice(), false)
+            .expect_err("no such table");
+        assert!(e.to_string().contains("unexpected table nonsense"), "{e}");
     }
 
     #[test]

@@ -53,13 +53,25 @@ pub struct HostView {
     pub created_at: String,
 }
 
-/// A protected host's enrolment request.
-#[derive(Debug)]
+/// A protected host's enrolment request, as its JSON body reads
+/// (`POST /agent/v1/register`, §8: `host_name`, `domain`, `shared_secret`,
+/// `csr`), decoded by [`crate::json_body::from_slice`].
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Registration {
     pub host_name: String,
     pub domain: String,
     pub shared_secret: SecretString,
+    #[serde(rename = "csr")]
     pub csr_pem: String,
+}
+
+impl Registration {
+    /// The field rules a request must pass before the store is asked; the
+    /// secret, the domain and the CSR are judged by [`Store::register_host`].
+    pub fn check(&self) -> Result<()> {
+        check_host_name("host_name", &self.host_name)
+    }
 }
 
 /// What a registered host receives for one key version.
@@ -397,7 +409,7 @@ impl Store {
         kind: CaKind,
         source: &str,
     ) -> Result<(String, String)> {
-        check_host_name("host_name", &req.host_name)?;
+        req.check()?;
         let ca = self.identity(crate::store::system::ca_name(kind))?;
         let who = format!("host:{}", sanitize(&req.host_name));
         let refusal_entry = |tx: &Transaction<'_>, why: &str| {

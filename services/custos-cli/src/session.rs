@@ -234,7 +234,7 @@ fn first_login(
 }
 
 /// Where the operator is: the top menu or a category.
-type Level = Option<&'static Category>;
+pub type Level = Option<&'static Category>;
 
 enum Flow {
     Stay,
@@ -262,17 +262,17 @@ fn menu_loop(ctx: &mut Ctx<'_>) -> anyhow::Result<End> {
                 continue;
             }
         };
-        if line.chars().count() > MAX_LINE {
-            counter += 1;
-            ctx.term.say(&format!(
-                "ERROR: the line is too long (at most {MAX_LINE} characters)"
-            ))?;
-            continue;
-        }
-        let tokens: Vec<&str> = line.split_whitespace().collect();
-        if tokens.is_empty() {
-            continue;
-        }
+        let tokens = match split_line(&line) {
+            Typed::Blank => continue,
+            Typed::TooLong => {
+                counter += 1;
+                ctx.term.say(&format!(
+                    "ERROR: the line is too long (at most {MAX_LINE} characters)"
+                ))?;
+                continue;
+            }
+            Typed::Words(tokens) => tokens,
+        };
         counter += 1;
         INTERRUPTED.store(false, Ordering::Relaxed);
         match dispatch(ctx, level, &tokens) {
@@ -287,14 +287,59 @@ fn menu_loop(ctx: &mut Ctx<'_>) -> anyhow::Result<End> {
 
 const NAVIGATION: [&str; 3] = ["up", "exit", "quit"];
 
-fn dispatch(ctx: &mut Ctx<'_>, level: Level, tokens: &[&str]) -> Result<Flow, Hangup> {
+/// A line as typed: the words of the menu, or why there are none.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Typed<'l> {
+    /// Only blanks: not counted, not answered.
+    Blank,
+    /// Over [`MAX_LINE`] characters: refused.
+    TooLong,
+    Words(Vec<&'l str>),
+}
+
+/// Splits a typed line into its words (blanks separate them).
+pub fn split_line(line: &str) -> Typed<'_> {
+    if line.chars().count() > MAX_LINE {
+        return Typed::TooLong;
+    }
+    let words: Vec<&str> = line.split_whitespace().collect();
+    if words.is_empty() {
+        Typed::Blank
+    } else {
+        Typed::Words(words)
+    }
+}
+
+/// What the words of a line ask for at a level, before anything runs;
+/// a command's own words and arguments are then matched by
+/// [`menu::find`] and [`menu::parse_args`].
+#[derive(Debug)]
+pub enum Request<'t> {
+    /// `?` ended the line: help for a level and the words before the `?`.
+    Help(Level, &'t [&'t str]),
+    /// The first word names nothing here.
+    Unknown(&'t str),
+    /// The first word is the start of several.
+    Ambiguous(&'t str, Vec<&'static str>),
+    Exit,
+    /// `up` in the top menu.
+    AtTop,
+    Up,
+    Enter(&'static Category),
+    /// A command of a category: its words and arguments.
+    Run(&'static Category, &'t [&'t str]),
+    /// Nothing to do (a picked category that is not in the list).
+    Nothing,
+}
+
+/// Resolves the words of a line at `level`.
+pub fn resolve<'t>(level: Level, tokens: &'t [&'t str]) -> Request<'t> {
     let (help, tokens) = match tokens.split_last() {
         Some((&"?", rest)) => (true, rest),
         _ => (false, tokens),
     };
     let Some(first) = tokens.first() else {
-        help_for(ctx, level, &[])?;
-        return Ok(Flow::Stay);
+        return Request::Help(level, &[]);
     };
     let mut options: Vec<&str> = match level {
         None => CATEGORIES.iter().map(|c| c.name).collect(),
@@ -311,56 +356,63 @@ fn dispatch(ctx: &mut Ctx<'_>, level: Level, tokens: &[&str]) -> Result<Flow, Ha
     options.extend(NAVIGATION);
     let word = match menu::pick(first, &options) {
         Pick::One(w) => w,
-        Pick::Unknown => {
-            let place = level.map_or(String::new(), |c| format!(" in {}", c.name));
-            ctx.term.say(&format!(
-                "ERROR: unknown command '{}'{place}; type ? for the list",
-                appliance::os::shown(first)
-            ))?;
-            return Ok(Flow::Stay);
-        }
-        Pick::Ambiguous(options) => {
-            ctx.term.say(&format!(
-                "ERROR: '{}' is ambiguous: {}",
-                appliance::os::shown(first),
-                options.join(", ")
-            ))?;
-            return Ok(Flow::Stay);
-        }
+        Pick::Unknown => return Request::Unknown(first),
+        Pick::Ambiguous(options) => return Request::Ambiguous(first, options),
     };
     match (word, level) {
-        ("exit" | "quit", _) => return Ok(Flow::Exit),
-        ("up", None) => {
-            ctx.term.say("ERROR: already at the top menu")?;
-            return Ok(Flow::Stay);
-        }
-        ("up", Some(_)) => return Ok(Flow::Up),
+        ("exit" | "quit", _) => return Request::Exit,
+        ("up", None) => return Request::AtTop,
+        ("up", Some(_)) => return Request::Up,
         _ => {}
     }
     match level {
         None => {
             let Some(cat) = CATEGORIES.iter().find(|c| c.name == word) else {
-                return Ok(Flow::Stay);
+                return Request::Nothing;
             };
             if help {
-                help_for(ctx, Some(cat), &tokens[1..])?;
-                Ok(Flow::Stay)
+                Request::Help(Some(cat), &tokens[1..])
             } else if tokens.len() == 1 {
-                Ok(Flow::Enter(cat))
+                Request::Enter(cat)
             } else {
-                run_command(ctx, cat, &tokens[1..])?;
-                Ok(Flow::Stay)
+                Request::Run(cat, &tokens[1..])
             }
         }
         Some(cat) => {
             if help {
-                help_for(ctx, level, tokens)?;
+                Request::Help(level, tokens)
             } else {
-                run_command(ctx, cat, tokens)?;
+                Request::Run(cat, tokens)
             }
-            Ok(Flow::Stay)
         }
     }
+}
+
+fn dispatch(ctx: &mut Ctx<'_>, level: Level, tokens: &[&str]) -> Result<Flow, Hangup> {
+    match resolve(level, tokens) {
+        Request::Help(at, words) => help_for(ctx, at, words)?,
+        Request::Unknown(first) => {
+            let place = level.map_or(String::new(), |c| format!(" in {}", c.name));
+            ctx.term.say(&format!(
+                "ERROR: unknown command '{}'{place}; type ? for the list",
+                appliance::os::shown(first)
+            ))?;
+        }
+        Request::Ambiguous(first, options) => {
+            ctx.term.say(&format!(
+                "ERROR: '{}' is ambiguous: {}",
+                appliance::os::shown(first),
+                options.join(", ")
+            ))?;
+        }
+        Request::Exit => return Ok(Flow::Exit),
+        Request::AtTop => ctx.term.say("ERROR: already at the top menu")?,
+        Request::Up => return Ok(Flow::Up),
+        Request::Enter(cat) => return Ok(Flow::Enter(cat)),
+        Request::Run(cat, words) => run_command(ctx, cat, words)?,
+        Request::Nothing => {}
+    }
+    Ok(Flow::Stay)
 }
 
 fn help_for(ctx: &mut Ctx<'_>, level: Level, words: &[&str]) -> Result<(), Hangup> {
@@ -454,4 +506,41 @@ fn run_command(ctx: &mut Ctx<'_>, cat: &Category, tokens: &[&str]) -> Result<(),
 /// Errors end in one line.
 fn one_line(s: &str) -> String {
     s.lines().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(line: &str) -> Vec<&str> {
+        match split_line(line) {
+            Typed::Words(w) => w,
+            other => panic!("{line:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn lines_resolve_as_the_menu_reads_them() {
+        assert_eq!(split_line("  \t "), Typed::Blank);
+        assert_eq!(split_line(&"x".repeat(MAX_LINE + 1)), Typed::TooLong);
+        let w = words("net ip route show");
+        assert!(
+            matches!(resolve(None, &w), Request::Run(c, rest) if c.name == "network" && rest.len() == 3)
+        );
+        let w = words("net");
+        assert!(matches!(resolve(None, &w), Request::Enter(c) if c.name == "network"));
+        let w = words("up");
+        assert!(matches!(resolve(None, &w), Request::AtTop));
+        assert!(matches!(resolve(Some(&CATEGORIES[0]), &w), Request::Up));
+        let w = words("net ?");
+        assert!(
+            matches!(resolve(None, &w), Request::Help(Some(c), rest) if c.name == "network" && rest.is_empty())
+        );
+        let w = words("?");
+        assert!(matches!(resolve(None, &w), Request::Help(None, [])));
+        let w = words("nonsense 1");
+        assert!(matches!(resolve(None, &w), Request::Unknown("nonsense")));
+        let w = words("QUIT");
+        assert!(matches!(resolve(Some(&CATEGORIES[1]), &w), Request::Exit));
+    }
 }

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use appliance::pki::CaKind;
-use appliance::secret::SecretString;
 use appliance::store::{Registration, SECRET_REFUSAL};
 use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -55,30 +54,18 @@ async fn ca(State(e): State<Enrol>) -> ApiResult<Response> {
     Ok(Json(json!({ "ca_certificate": ca.cert_pem, "fingerprint": fp })).into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RegisterReq {
-    host_name: String,
-    domain: String,
-    shared_secret: SecretString,
-    csr: String,
-}
-
+/// The body is an `appliance::store::Registration` (its JSON shape is
+/// defined there, next to its rules, and fuzzed as `agent_json`).
 async fn register(
     State(e): State<Enrol>,
     Extension(peer): Extension<Peer>,
-    ApiJson(req): ApiJson<RegisterReq>,
+    ApiJson(reg): ApiJson<Registration>,
 ) -> ApiResult<Response> {
-    let reg = Registration {
-        host_name: req.host_name.clone(),
-        domain: req.domain.clone(),
-        shared_secret: req.shared_secret,
-        csr_pem: req.csr,
-    };
+    let (host_name, domain) = (reg.host_name.clone(), reg.domain.clone());
     let kind = e.kind;
     let source = peer.addr.ip().to_string();
     // Refused before the store is asked, whatever the secret: no oracle.
-    let attempt = match e.guard.admit(peer.addr.ip(), &req.domain) {
+    let attempt = match e.guard.admit(peer.addr.ip(), &domain) {
         Ok(attempt) => attempt,
         Err(wait) => return Ok(too_many(wait)),
     };
@@ -95,8 +82,8 @@ async fn register(
         "certificate": certificate,
         "ca_certificate": ca_certificate,
         "key_port": e.key_port,
-        "host_name": req.host_name,
-        "domain": req.domain,
+        "host_name": host_name,
+        "domain": domain,
     }))
     .into_response())
 }

@@ -13,7 +13,7 @@ use appliance::secret::{SecretBytes, SecretString};
 use appliance::store::{
     AdminUpdate, AuditQuery, LicenceView, NewAdmin, NewDomain, NewKey, NewSecret, PreferencesUpdate,
 };
-use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::middleware::{self, Next};
@@ -236,7 +236,12 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v1/preferences",
             get(get_prefs).patch(update_prefs).put(update_prefs),
         )
-        .route("/api/v1/licence", get(get_licence).put(install_licence))
+        .route(
+            "/api/v1/licence",
+            get(get_licence)
+                .put(install_licence)
+                .layer(DefaultBodyLimit::max(LICENCE_BODY_MAX)),
+        )
         // §14 Email Notification is a System page: usable without a licence.
         .route("/api/v1/email/smtp", get(get_smtp).put(set_smtp))
         .route("/api/v1/email/test", post(send_test_mail))
@@ -397,11 +402,23 @@ struct LicenceInstall {
     licence: String,
 }
 
+/// Largest body of `PUT /api/v1/licence` (and of the console's licence
+/// form): a licence file is a few KB of terms and a signature, so 64 KiB
+/// leaves room for long names and later terms, while anything larger is
+/// refused before it is buffered.
+pub const LICENCE_BODY_MAX: usize = 64 * 1024;
+
+/// Only a System Administrator with write access installs a licence (§10);
+/// that is checked from the headers before the body is read, and the body
+/// is read up to [`LICENCE_BODY_MAX`] (issue 12, item 9).
 async fn install_licence(
     State(st): St,
     Authed(actor): Authed,
-    ApiJson(req): ApiJson<LicenceInstall>,
+    body: Request,
 ) -> ApiResult<Response> {
+    actor.require_system(Access::Write)?;
+    let req: LicenceInstall =
+        crate::json::limited(body, LICENCE_BODY_MAX, "a licence upload").await?;
     let view = st
         .store(move |s| s.install_licence(&actor, &req.licence))
         .await?;

@@ -1,27 +1,16 @@
-//! The one reader of JSON request bodies (admin API and agent enrolment).
-//!
-//! serde alone is looser than the API document: it reads a struct from a
-//! JSON array (`[null, null]`), and `null` for an `Option` field as if the
-//! field were left out. So a body is read in three steps:
-//!
-//! 1. `Content-Type: application/json` is required (415 otherwise);
-//! 2. the bytes are parsed to a [`serde_json::Value`]; the body must be an
-//!    object, and no field anywhere may be `null` — no request field of the
-//!    API takes `null`: a field left out means "the default" or "unchanged";
-//! 3. the value is deserialized through `serde_path_to_error`, so serde's
-//!    refusal (wrong type, unknown field with `deny_unknown_fields`, missing
-//!    field) becomes a 400 naming the field by its path, e.g.
-//!    `schedule.time: must be a string, not integer 7`.
-//!
-//! Nested request objects use [`object`] (`deserialize_with`) so they too
-//! refuse an array in place of an object.
+//! The JSON request bodies of the admin API and the agent enrolment:
+//! `Content-Type: application/json` is required (415 otherwise), then the
+//! bytes are read by `appliance::json_body` (an object, no `null`, serde's
+//! refusals naming the field by its path), whose [`BodyError`] is a 400.
+//! The reader lives in the appliance library so the fuzz target
+//! `agent_json` runs the very code this service runs.
 
+use appliance::json_body::BodyError;
+pub use appliance::json_body::object;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
-use serde::Deserialize;
-use serde::de::{DeserializeOwned, Deserializer, Error as _};
-use serde_json::Value;
+use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
@@ -34,6 +23,16 @@ fn refused(status: StatusCode, field: impl Into<String>, rule: &str) -> ApiError
         status,
         message: format!("{field}: {rule}"),
         field,
+    }
+}
+
+impl From<BodyError> for ApiError {
+    fn from(e: BodyError) -> Self {
+        ApiError::BodyRejected {
+            status: StatusCode::BAD_REQUEST,
+            field: e.field,
+            message: e.message,
+        }
     }
 }
 
@@ -66,246 +65,59 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
-/// Reads a request body that must be a JSON object of `T`'s fields.
-pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-        refused(
-            StatusCode::BAD_REQUEST,
-            "body",
-            &format!("must be a JSON object ({e})"),
-        )
-    })?;
-    from_value(value)
-}
-
-/// Reads a parsed body: an object, without `null`, of `T`'s fields.
-pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
-    if !value.is_object() {
+/// A JSON body of at most `max` bytes, for an upload whose sender's right
+/// to send it is checked before this is called (issue 12, item 9): a
+/// `Content-Length` over `max` is refused with 413 before a byte of the
+/// body is read, and a body that grows past `max` is refused when it does,
+/// never buffered whole. `what` names the upload in the refusal.
+pub async fn limited<T: DeserializeOwned>(
+    req: Request,
+    max: usize,
+    what: &str,
+) -> Result<T, ApiError> {
+    if !is_json(&req) {
         return Err(refused(
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "body",
-            &format!("must be a JSON object, not {}", kind(&value)),
+            "must be sent with Content-Type: application/json",
         ));
     }
-    if let Some(path) = null_at(&value, String::new()) {
-        return Err(refused(StatusCode::BAD_REQUEST, path, NULL_RULE));
+    let too_large = || {
+        refused(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body",
+            &format!(
+                "{what} is at most {max} bytes ({} KiB); this one is larger",
+                max / 1024
+            ),
+        )
+    };
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
     }
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let (field, rule) = describe(&path, &e.into_inner().to_string());
-        refused(StatusCode::BAD_REQUEST, field, &rule)
-    })
-}
-
-const NULL_RULE: &str = "must not be null (leave the field out instead)";
-
-/// `deserialize_with` for a nested request object (`Option<T>` field with
-/// `#[serde(default)]`): an array in its place is refused, and an error
-/// inside it names the inner field (`schedule.time`).
-pub fn object<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: DeserializeOwned,
-{
-    let value = Value::deserialize(d)?;
-    if !value.is_object() {
-        return Err(D::Error::custom(format!(
-            "{NESTED}must be a JSON object, not {}",
-            kind(&value)
-        )));
-    }
-    serde_path_to_error::deserialize(value)
-        .map(Some)
+    let bytes = axum::body::to_bytes(req.into_body(), max)
+        .await
         .map_err(|e| {
-            let path = e.path().to_string();
-            let (field, rule) = describe(&path, &e.into_inner().to_string());
-            let field = if field == "body" {
-                String::new()
+            let e = e.into_inner();
+            if e.is::<http_body_util::LengthLimitError>() {
+                too_large()
             } else {
-                field
-            };
-            D::Error::custom(format!("{NESTED}{field}\u{1f}{rule}"))
-        })
+                refused(
+                    StatusCode::BAD_REQUEST,
+                    "body",
+                    &format!("could not be read ({e})"),
+                )
+            }
+        })?;
+    from_slice(&bytes)
 }
 
-/// Marks a message from [`object`]: the inner field, U+001F, the rule (or
-/// only the rule for the object itself). serde's own messages never start
-/// with it.
-const NESTED: &str = "\u{1e}";
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// The path of the first `null` in `v`, e.g. `schedule.weekday`, `acl[1]`.
-fn null_at(v: &Value, path: String) -> Option<String> {
-    match v {
-        Value::Null => Some(if path.is_empty() { "body".into() } else { path }),
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .find_map(|(i, item)| null_at(item, format!("{path}[{i}]"))),
-        Value::Object(map) => map.iter().find_map(|(k, item)| {
-            let p = if path.is_empty() {
-                k.clone()
-            } else {
-                format!("{path}.{k}")
-            };
-            null_at(item, p)
-        }),
-        _ => None,
-    }
-}
-
-fn join(path: &str, field: &str) -> String {
-    match (path, field) {
-        (".", "") | ("", "") => "body".into(),
-        (".", f) | ("", f) => f.into(),
-        (p, "") => p.into(),
-        (p, f) => format!("{p}.{f}"),
-    }
-}
-
-/// The text between the first pair of backquotes.
-fn quoted(msg: &str) -> Option<&str> {
-    let start = msg.find('`')? + 1;
-    let len = msg[start..].find('`')?;
-    Some(&msg[start..start + len])
-}
-
-/// serde's expectation in the words of the API document.
-fn expected(what: &str) -> String {
-    let what = what.trim();
-    let integer = ["i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64"];
-    if integer.contains(&what) {
-        "an integer".into()
-    } else if what == "a sequence" {
-        "an array".into()
-    } else if what.starts_with("struct ") || what == "a map" {
-        "a JSON object".into()
-    } else {
-        what.into()
-    }
-}
-
-/// (field, rule) of a serde error at `path` (serde_path_to_error's form:
-/// `.` for the body itself, `schedule.time`, `acl[1]`).
-fn describe(path: &str, msg: &str) -> (String, String) {
-    if let Some(nested) = msg.strip_prefix(NESTED) {
-        return match nested.split_once('\u{1f}') {
-            Some((inner, rule)) => (join(path, inner), rule.into()),
-            None => (join(path, ""), nested.into()),
-        };
-    }
-    if msg.starts_with("missing field")
-        && let Some(f) = quoted(msg)
-    {
-        return (join(path, f), "is required".into());
-    }
-    if msg.starts_with("unknown field") {
-        let expected = msg
-            .split_once(", expected ")
-            .map(|(_, e)| format!(" (expected {e})"))
-            .unwrap_or_default();
-        // serde_path_to_error's path already ends with the unknown field.
-        return (
-            join(path, ""),
-            format!("is not a field of this request{expected}"),
-        );
-    }
-    let wrong = msg
-        .strip_prefix("invalid type: ")
-        .or_else(|| msg.strip_prefix("invalid value: "));
-    if let Some(rest) = wrong
-        // serde_json appends " at line L column C" to some messages.
-        && let Some((got, want)) = rest
-            .split(" at line ")
-            .next()
-            .unwrap_or(rest)
-            .rsplit_once(", expected ")
-    {
-        return (
-            join(path, ""),
-            format!("must be {}, not {got}", expected(want)),
-        );
-    }
-    (join(path, ""), msg.to_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[derive(Deserialize, Debug)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    struct Inner {
-        time: String,
-    }
-
-    #[derive(Deserialize, Debug)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    struct Outer {
-        n: Option<i64>,
-        #[serde(default, deserialize_with = "object")]
-        inner: Option<Inner>,
-        list: Option<Vec<String>>,
-    }
-
-    fn refusal(v: Value) -> String {
-        match from_value::<Outer>(v) {
-            Ok(o) => panic!("accepted: {o:?}"),
-            Err(ApiError::BodyRejected { message, .. }) => message,
-            Err(other) => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn wrong_shapes_name_the_field() {
-        assert_eq!(
-            refusal(json!([null, null])),
-            "body: must be a JSON object, not an array"
-        );
-        assert_eq!(refusal(json!({"n": null})), format!("n: {NULL_RULE}"));
-        assert_eq!(
-            refusal(json!({"list": ["a", null]})),
-            format!("list[1]: {NULL_RULE}")
-        );
-        assert_eq!(
-            refusal(json!({"n": "1"})),
-            "n: must be an integer, not string \"1\""
-        );
-        assert_eq!(
-            refusal(json!({"n": 1.5})),
-            "n: must be an integer, not floating point `1.5`"
-        );
-        assert!(refusal(json!({"m": 1})).starts_with("m: is not a field of this request"));
-        assert_eq!(
-            refusal(json!({"inner": ["01:00"]})),
-            "inner: must be a JSON object, not an array"
-        );
-        assert_eq!(refusal(json!({"inner": {}})), "inner.time: is required");
-        assert_eq!(
-            refusal(json!({"inner": {"time": 7}})),
-            "inner.time: must be a string, not integer `7`"
-        );
-        assert!(
-            refusal(json!({"inner": {"time": "x", "y": 1}})).starts_with("inner.y: is not a field")
-        );
-        assert_eq!(
-            refusal(json!({"list": "a"})),
-            "list: must be an array, not string \"a\""
-        );
-        let ok: Outer = from_value(json!({"n": 3, "inner": {"time": "01:00"}})).expect("valid");
-        assert_eq!(ok.n, Some(3));
-    }
+/// Reads a request body that must be a JSON object of `T`'s fields.
+pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    Ok(appliance::json_body::from_slice(bytes)?)
 }

@@ -250,7 +250,7 @@ pub const OPERATIONS: &[(&str, &str, &str, &str, Option<&str>)] = &[
     (
         "put",
         "/api/v1/licence",
-        "Install a vendor-signed licence file, replacing the installed one; refused when its limits are below what is in use",
+        "Install a vendor-signed licence file, replacing the installed one; refused when its limits are below what is in use. The body is at most 64 KiB (413 otherwise, before it is read), and only a System Administrator with write access may send it (403 before the body is read)",
         "System Administrator",
         Some("LicenceInstall"),
     ),

@@ -1,35 +1,39 @@
 //! A bounded random test of the decoder under `cargo test` (the fuzz
-//! target in `fuzz/` runs longer from `cargo xtask test`): the seeds of the
-//! fuzzer (requests as net-snmp sends them) decode and are answered, and
-//! tens of thousands of mutated and random messages, deep nesting and huge
-//! length fields never panic, never produce an answer over the message
-//! size, and never make the agent answer what it could not decode.
+//! target `snmp_decode` in the top-level `fuzz/` runs longer from
+//! `cargo xtask test`): the seeds of the fuzzer (requests as net-snmp
+//! sends them) decode and are answered, and tens of thousands of mutated
+//! and random messages, deep nesting and huge length fields never panic,
+//! never produce an answer over the message size, and never make the agent
+//! answer what it could not decode.
 
 use custos_snmpd::agent::{self, Values};
 use custos_snmpd::mib::{Mib, Object};
 use custos_snmpd::wire::{self, MAX_MESSAGE, Operation, Refusal, Value, Version};
 
 const SEEDS: [(&str, &[u8]); 6] = [
-    ("get-v1", include_bytes!("../fuzz/seeds/decode/get-v1.ber")),
+    (
+        "get-v1",
+        include_bytes!("../../../fuzz/seeds/snmp_decode/get-v1.ber"),
+    ),
     (
         "get-v2c",
-        include_bytes!("../fuzz/seeds/decode/get-v2c.ber"),
+        include_bytes!("../../../fuzz/seeds/snmp_decode/get-v2c.ber"),
     ),
     (
         "getnext-v1",
-        include_bytes!("../fuzz/seeds/decode/getnext-v1.ber"),
+        include_bytes!("../../../fuzz/seeds/snmp_decode/getnext-v1.ber"),
     ),
     (
         "getnext-v2c",
-        include_bytes!("../fuzz/seeds/decode/getnext-v2c.ber"),
+        include_bytes!("../../../fuzz/seeds/snmp_decode/getnext-v2c.ber"),
     ),
     (
         "getbulk-v2c",
-        include_bytes!("../fuzz/seeds/decode/getbulk-v2c.ber"),
+        include_bytes!("../../../fuzz/seeds/snmp_decode/getbulk-v2c.ber"),
     ),
     (
         "set-v2c",
-        include_bytes!("../fuzz/seeds/decode/set-v2c.ber"),
+        include_bytes!("../../../fuzz/seeds/snmp_decode/set-v2c.ber"),
     ),
 ];
 

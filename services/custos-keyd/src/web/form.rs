@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::header;
+use axum::http::{StatusCode, header};
 
 use super::session::csrf_matches;
 use super::{Ctx, WebError, WebResult};
@@ -209,18 +209,19 @@ pub async fn read_body(req: Request) -> WebResult<(axum::http::request::Parts, F
         let mut mp = axum::extract::Multipart::from_request(req, &())
             .await
             .map_err(|e| WebError::BadRequest(format!("form: {}", e.body_text())))?;
+        // Over the route's body limit (a licence form's, say) is a 413.
+        let refused = |e: axum::extract::multipart::MultipartError| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                WebError::TooLarge("form: larger than this page accepts".into())
+            } else {
+                WebError::BadRequest(format!("form: {}", e.body_text()))
+            }
+        };
         let mut pairs = Vec::new();
         let mut size = 0usize;
-        while let Some(field) = mp
-            .next_field()
-            .await
-            .map_err(|e| WebError::BadRequest(format!("form: {}", e.body_text())))?
-        {
+        while let Some(field) = mp.next_field().await.map_err(refused)? {
             let name = field.name().unwrap_or("").to_owned();
-            let bytes = field
-                .bytes()
-                .await
-                .map_err(|e| WebError::BadRequest(format!("form: {}", e.body_text())))?;
+            let bytes = field.bytes().await.map_err(refused)?;
             size += bytes.len();
             if size > MAX_FORM {
                 return Err(WebError::BadRequest(
@@ -234,9 +235,13 @@ pub async fn read_body(req: Request) -> WebResult<(axum::http::request::Parts, F
         }
         Form::from_pairs(pairs)
     } else {
-        let bytes = Bytes::from_request(req, &())
-            .await
-            .map_err(|e| WebError::BadRequest(format!("form: {}", e.body_text())))?;
+        let bytes = Bytes::from_request(req, &()).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                WebError::TooLarge("form: larger than this page accepts".into())
+            } else {
+                WebError::BadRequest(format!("form: {}", e.body_text()))
+            }
+        })?;
         if bytes.len() > MAX_FORM {
             return Err(WebError::BadRequest(
                 "form: larger than the console accepts (256 KiB)".into(),

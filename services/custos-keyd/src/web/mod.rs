@@ -67,8 +67,10 @@ pub enum WebError {
     LicenceRequired,
     /// A POST without this session's CSRF token.
     Csrf,
-    /// A request the console cannot read (body too large, not a form).
+    /// A request the console cannot read (not a form).
     BadRequest(String),
+    /// A body over the limit of its page: 413.
+    TooLarge(String),
     Internal(String),
     /// Too many sign-in attempts: 429 with `Retry-After` (seconds).
     Busy(u64),
@@ -125,6 +127,7 @@ impl IntoResponse for WebError {
                 "This form did not carry the security token of your session (CSRF protection). Reload the page and submit it again.".into(),
             ),
             WebError::BadRequest(m) => (StatusCode::BAD_REQUEST, "Request refused", m),
+            WebError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "Upload too large", m),
             WebError::Internal(detail) => {
                 tracing::error!(error = %detail, "web request failed");
                 (
@@ -454,9 +457,17 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/system/preferences",
             get(system::preferences_page).post(system::update_preferences),
         )
+        .route("/system/license", get(system::licence_page))
         .route(
             "/system/license",
-            get(system::licence_page).post(system::upload_licence),
+            post(system::upload_licence)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    crate::api::LICENCE_BODY_MAX,
+                ))
+                .route_layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    system::licence_upload_first,
+                )),
         )
         .route(
             "/system/snmp",

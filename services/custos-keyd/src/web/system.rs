@@ -4,13 +4,18 @@
 
 use appliance::model::SecurityMode;
 use appliance::store::PreferencesUpdate;
-use axum::http::StatusCode;
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 
 use super::form::{Errors, Form, Posted};
 use super::layout::{self, Input, field, general_errors, select, textarea};
-use super::{Ctx, Page, WebResult};
+use super::{Ctx, Page, WebError, WebResult};
+use crate::state::AppState;
 
 pub(super) fn submenu(current: &str) -> Markup {
     layout::submenu(&[
@@ -167,6 +172,47 @@ pub async fn licence_page(ctx: Ctx) -> WebResult<Response> {
     Ok(licence_form(&ctx, &Form::default(), &Errors::none())
         .await?
         .into_response())
+}
+
+/// Before the licence form's body is read (issue 12, item 9): the session
+/// must be a System Administrator's with write access, the only one who may
+/// install a licence (§10), and the announced size at most
+/// [`crate::api::LICENCE_BODY_MAX`] (the route's body limit refuses a body
+/// that grows past it while it is read).
+pub async fn licence_upload_first(
+    State(st): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let ctx = match Ctx::from_request_parts(&mut parts, &st).await {
+        Ok(ctx) => ctx,
+        Err(e) => return e.into_response(),
+    };
+    if let Err(e) = ctx.require(Page::System) {
+        return e.into_response();
+    }
+    if !ctx.can_write() {
+        return WebError::Forbidden(format!(
+            "{} is read-only: only a System Administrator with write access may install a licence",
+            ctx.actor.login
+        ))
+        .into_response();
+    }
+    let max = crate::api::LICENCE_BODY_MAX;
+    let announced = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > max as u64) {
+        return WebError::TooLarge(format!(
+            "A licence upload is at most {max} bytes ({} KiB); this one is larger. Choose the licence file the vendor sent.",
+            max / 1024
+        ))
+        .into_response();
+    }
+    next.run(Request::from_parts(parts, body)).await
 }
 
 /// The upload form is multipart (a file); `Posted` reads it and checks its
