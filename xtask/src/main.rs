@@ -492,7 +492,10 @@ fn test(args: &[String]) -> Result<ExitCode> {
 
     // cargo test's stdout is passed through line by line and its result lines
     // are added up for the summary.
-    eprintln!("$ {cargo} test --workspace --no-fail-fast {}", args.join(" "));
+    eprintln!(
+        "$ {cargo} test --workspace --no-fail-fast {}",
+        args.join(" ")
+    );
     // A test that cannot run here records itself in this folder
     // (`tests::skip`); it is counted as skipped, not passed.
     let skipped_dir = target_dir(&root).join("skipped-tests");
