@@ -958,15 +958,21 @@ pub fn fetch_key(app: &Appliance, dir: &Path, name: &str, version: Option<u32>) 
     )
 }
 
-/// A console session cookie for `login` (sign-in form with its CSRF
-/// cookie), and the `Set-Cookie` line that carried it.
-pub fn console_sign_in(app: &Appliance, login: &str, pw: &str) -> (String, String) {
+/// An HTTPS client for the web console's port that trusts the appliance's
+/// CA and does not follow redirects (the tests look at where they go).
+pub fn console_client(app: &Appliance) -> reqwest::blocking::Client {
     let ca = reqwest::Certificate::from_pem(app.ca_pem("enrol").as_bytes()).expect("CA");
-    let c = reqwest::blocking::Client::builder()
+    reqwest::blocking::Client::builder()
         .tls_certs_only([ca])
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .expect("client");
+        .expect("client")
+}
+
+/// A console session cookie for `login` (sign-in form with its CSRF
+/// cookie), and the `Set-Cookie` line that carried it.
+pub fn console_sign_in(app: &Appliance, login: &str, pw: &str) -> (String, String) {
+    let c = console_client(app);
     let base = app.url("web");
     let r = c.get(format!("{base}/login")).send().expect("login page");
     let set = r

@@ -413,12 +413,7 @@ fn every_unit_is_bounded_and_sshd_refuses_forwarding() {
 /// The status of a console page opened with the session cookie, with
 /// where a redirect goes.
 fn console_status(app: &Appliance, cookie: &str) -> (u16, String) {
-    let ca = reqwest::Certificate::from_pem(app.ca_pem("enrol").as_bytes()).expect("CA");
-    let c = reqwest::blocking::Client::builder()
-        .tls_certs_only([ca])
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
+    let c = console_client(app);
     let r = c
         .get(format!("{}/dashboard", app.url("web")))
         .header("Cookie", format!("__Host-custos_session={cookie}"))

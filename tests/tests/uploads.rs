@@ -115,19 +115,24 @@ fn announce(
     )
 }
 
-#[test]
-fn a_restore_upload_is_refused_before_its_body_is_read() {
-    let app = Appliance::start();
-    let s = recommended_setup(&app);
+/// A read-only System Administrator `sysro` (password `Matrix!Pw1`),
+/// signed in over the API.
+fn read_only_sysadmin(app: &Appliance, s: &Setup) -> Api {
     s.admin
         .post(
             "/api/v1/administrators",
             json!({"login": "sysro", "password": "Tmp!Passw0rd", "user_type": "system", "read_only": true}),
         )
         .expect(201);
-    let ro = app
-        .api()
-        .login_changing("sysro", "Tmp!Passw0rd", "Matrix!Pw1");
+    app.api()
+        .login_changing("sysro", "Tmp!Passw0rd", "Matrix!Pw1")
+}
+
+#[test]
+fn a_restore_upload_is_refused_before_its_body_is_read() {
+    let app = Appliance::start();
+    let s = recommended_setup(&app);
+    let ro = read_only_sysadmin(&app, &s);
     let before = store_snapshot(app.data_dir());
     let path = "/api/v1/backups/restore";
     // A read-only System Administrator and a Domain Administrator: 403 at
@@ -153,15 +158,7 @@ const FIFTY_MB: u64 = 50 * 1024 * 1024;
 fn a_licence_upload_is_refused_before_its_body_is_read() {
     let app = Appliance::start();
     let s = recommended_setup(&app);
-    s.admin
-        .post(
-            "/api/v1/administrators",
-            json!({"login": "sysro", "password": "Tmp!Passw0rd", "user_type": "system", "read_only": true}),
-        )
-        .expect(201);
-    let ro = app
-        .api()
-        .login_changing("sysro", "Tmp!Passw0rd", "Matrix!Pw1");
+    let ro = read_only_sysadmin(&app, &s);
     let before = s.sys.get("/api/v1/licence").ok();
     let snapshot = store_snapshot(app.data_dir());
     let first = br#"{"licence": "-----BEGIN"#;
@@ -250,14 +247,7 @@ fn an_oversize_licence_is_refused_naming_the_limit() {
 fn the_console_licence_form_is_refused_before_its_body_is_read() {
     let app = Appliance::start();
     let s = recommended_setup(&app);
-    s.admin
-        .post(
-            "/api/v1/administrators",
-            json!({"login": "sysro", "password": "Tmp!Passw0rd", "user_type": "system", "read_only": true}),
-        )
-        .expect(201);
-    app.api()
-        .login_changing("sysro", "Tmp!Passw0rd", "Matrix!Pw1");
+    read_only_sysadmin(&app, &s);
     let (ro, _) = console_sign_in(&app, "sysro", "Matrix!Pw1");
     let (sys, _) = console_sign_in(&app, "SystemAdministrator", SYS_PW);
     let before = s.sys.get("/api/v1/licence").ok();

@@ -5,8 +5,8 @@
 
 use tests::browser::Browser;
 use tests::{
-    ADMIN_PW, Appliance, DOM_PW, DOMAIN, SEC_PW, SHARED_SECRET, SYS_PW, dev_licence, fetch_key,
-    register_host,
+    ADMIN_PW, Appliance, DOM_PW, DOMAIN, SEC_PW, SHARED_SECRET, SYS_PW, console_client,
+    dev_licence, fetch_key, register_host,
 };
 
 const SECURITY_ROLES: [&str; 5] = ["audit", "key", "policy", "host", "challenge_response"];
@@ -76,12 +76,7 @@ fn switch_to(b: &Browser, domain: &str) {
 /// A request made outside the browser with a console session's cookie, as a
 /// forged form would be; redirects are not followed.
 fn console_post(app: &Appliance, cookie: &str, path: &str, form: &[(&str, &str)]) -> (u16, String) {
-    let ca = reqwest::Certificate::from_pem(app.ca_pem("enrol").as_bytes()).expect("CA");
-    let client = reqwest::blocking::Client::builder()
-        .tls_certs_only([ca])
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
+    let client = console_client(app);
     let body = form
         .iter()
         .map(|(k, v)| format!("{k}={}", v.replace(' ', "+")))
@@ -99,12 +94,7 @@ fn console_post(app: &Appliance, cookie: &str, path: &str, form: &[(&str, &str)]
 }
 
 fn console_get(app: &Appliance, cookie: &str, path: &str) -> (u16, String, String) {
-    let ca = reqwest::Certificate::from_pem(app.ca_pem("enrol").as_bytes()).expect("CA");
-    let client = reqwest::blocking::Client::builder()
-        .tls_certs_only([ca])
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
+    let client = console_client(app);
     let resp = client
         .get(format!("{}{path}", app.url("web")))
         .header("Cookie", format!("__Host-custos_session={cookie}"))
