@@ -433,9 +433,8 @@ fn backup_now_pushes_to_a_real_sshd_and_a_changed_host_key_is_refused() {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs();
-    // backupd reads a changed schedule within its two-second poll: a
-    // minute that starts sooner than that would already be past when it
-    // does, and the run would be tomorrow's. Leave a margin.
+    // The minute is chosen before the PUT arrives and backupd reads it:
+    // leave a margin so the chosen minute has not begun by then.
     let ahead = if now % 60 > 45 { 2 } else { 1 };
     let next_minute = (now / 60 + ahead) % (24 * 60);
     let hhmm = format!("{:02}:{:02}", next_minute / 60, next_minute % 60);

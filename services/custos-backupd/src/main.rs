@@ -50,11 +50,28 @@ struct Job {
     attempt: u32,
 }
 
-/// The schedule as last seen, and when it runs next.
+/// How far back a changed schedule is planned from at most (see
+/// [`plan_from`]).
+const CHANGE_LOOKBACK: time::Duration = time::Duration::seconds(10);
+
+/// The schedule as last seen, when it runs next, and when keyd was last
+/// asked.
 #[derive(Debug, Default)]
 struct Next {
     seen: Option<(Schedule, ScpTarget)>,
     at: Option<OffsetDateTime>,
+    polled: Option<OffsetDateTime>,
+}
+
+/// The instant a schedule seen changed at `now` is planned from: the
+/// previous poll, since the change was made after it. A schedule set at
+/// 14:29:59 for 14:30 and read at 14:30:01 then runs at once, not
+/// tomorrow; a run that already happened this minute is not repeated (its
+/// poll was at or after the minute). Never more than [`CHANGE_LOOKBACK`]
+/// back: after keyd was away the previous poll may be old. At start there
+/// is no previous poll: from now.
+fn plan_from(polled: Option<OffsetDateTime>, now: OffsetDateTime) -> OffsetDateTime {
+    polled.map_or(now, |p| p.clamp(now - CHANGE_LOOKBACK, now))
 }
 
 struct Daemon {
@@ -136,7 +153,7 @@ impl Daemon {
         let now = OffsetDateTime::now_utc();
         let current = settings.schedule.zip(settings.target.clone());
         if current != next.seen {
-            next.at = settings.next_run(now);
+            next.at = settings.next_run(plan_from(next.polled, now));
             match (&current, next.at) {
                 (Some((s, t)), Some(at)) => {
                     tracing::info!(schedule = %s.describe(), target = %t, next = %appliance::model::fmt_time(at), "backup schedule")
@@ -145,6 +162,7 @@ impl Daemon {
             }
             next.seen = current;
         }
+        next.polled = Some(now);
         if settings.target.is_none() && retry.take().is_some() {
             tracing::info!("the target was removed: the pending retry is dropped");
         }
@@ -357,5 +375,53 @@ fn main() -> std::process::ExitCode {
             eprintln!("custos-backupd: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use appliance::store::{Frequency, TimeOfDay};
+    use time::macros::datetime;
+
+    fn daily(hour: i64, minute: i64) -> Schedule {
+        let time = TimeOfDay::new("time", hour, minute).expect("a time of day");
+        Schedule::new(Frequency::Daily, time, None).expect("a daily schedule")
+    }
+
+    #[test]
+    fn a_schedule_set_just_before_its_minute_runs_today() {
+        let s = daily(14, 30);
+        let polled = datetime!(2026-12-05 14:29:59.5 UTC);
+        let now = datetime!(2026-12-05 14:30:01.5 UTC);
+        let at = s.next_after(plan_from(Some(polled), now));
+        assert_eq!(at, datetime!(2026-12-05 14:30 UTC));
+        assert!(now >= at, "due at once");
+    }
+
+    #[test]
+    fn a_run_made_this_minute_is_not_repeated_by_a_change() {
+        // The 14:30 run was started by the poll at 14:30:00.2; the target
+        // changed at 14:30:03.
+        let s = daily(14, 30);
+        let polled = datetime!(2026-12-05 14:30:00.2 UTC);
+        let now = datetime!(2026-12-05 14:30:04 UTC);
+        assert_eq!(
+            s.next_after(plan_from(Some(polled), now)),
+            datetime!(2026-12-06 14:30 UTC)
+        );
+    }
+
+    #[test]
+    fn after_keyd_was_away_a_change_looks_back_only_a_few_seconds() {
+        let s = daily(14, 30);
+        let polled = datetime!(2026-12-05 14:20 UTC);
+        let now = datetime!(2026-12-05 14:35 UTC);
+        assert_eq!(plan_from(Some(polled), now), now - CHANGE_LOOKBACK);
+        assert_eq!(
+            s.next_after(plan_from(Some(polled), now)),
+            datetime!(2026-12-06 14:30 UTC)
+        );
+        assert_eq!(plan_from(None, now), now, "at start: from now");
     }
 }
