@@ -193,6 +193,16 @@ pub(super) fn same_origin(parts: &axum::http::request::Parts) -> bool {
 }
 
 /// Reads a form body (URL-encoded or multipart).
+/// A form body axum could not read: over the route's body limit (a licence
+/// form's, say) is a 413, anything else a 400.
+fn unreadable(status: StatusCode, text: String) -> WebError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        WebError::TooLarge("form: larger than this page accepts".into())
+    } else {
+        WebError::BadRequest(format!("form: {text}"))
+    }
+}
+
 pub async fn read_body(req: Request) -> WebResult<(axum::http::request::Parts, Form)> {
     let (parts, body) = req.into_parts();
     if !same_origin(&parts) {
@@ -209,14 +219,8 @@ pub async fn read_body(req: Request) -> WebResult<(axum::http::request::Parts, F
         let mut mp = axum::extract::Multipart::from_request(req, &())
             .await
             .map_err(|e| WebError::BadRequest(format!("form: {}", e.body_text())))?;
-        // Over the route's body limit (a licence form's, say) is a 413.
-        let refused = |e: axum::extract::multipart::MultipartError| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                WebError::TooLarge("form: larger than this page accepts".into())
-            } else {
-                WebError::BadRequest(format!("form: {}", e.body_text()))
-            }
-        };
+        let refused =
+            |e: axum::extract::multipart::MultipartError| unreadable(e.status(), e.body_text());
         let mut pairs = Vec::new();
         let mut size = 0usize;
         while let Some(field) = mp.next_field().await.map_err(refused)? {
@@ -235,13 +239,9 @@ pub async fn read_body(req: Request) -> WebResult<(axum::http::request::Parts, F
         }
         Form::from_pairs(pairs)
     } else {
-        let bytes = Bytes::from_request(req, &()).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                WebError::TooLarge("form: larger than this page accepts".into())
-            } else {
-                WebError::BadRequest(format!("form: {}", e.body_text()))
-            }
-        })?;
+        let bytes = Bytes::from_request(req, &())
+            .await
+            .map_err(|e| unreadable(e.status(), e.body_text()))?;
         if bytes.len() > MAX_FORM {
             return Err(WebError::BadRequest(
                 "form: larger than the console accepts (256 KiB)".into(),
