@@ -30,7 +30,7 @@ pub enum Error {
     Licence(String),
 
     #[error("store: {0}")]
-    Store(#[from] rusqlite::Error),
+    Store(#[from] crate::store::db::DbError),
     #[error("crypto: {0}")]
     Crypto(&'static str),
     #[error("certificate: {0}")]

@@ -18,6 +18,8 @@ pub mod local;
 pub mod model;
 pub mod os;
 pub mod password;
+#[cfg(any(test, feature = "test-harness"))]
+pub mod pg_harness;
 pub mod pki;
 pub mod secret;
 pub mod store;

@@ -63,6 +63,9 @@ const TEST_DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("testssl", "testssl.sh"),
     // The UEFI smoke test gives the VM a TPM 2.0 to seal the master key to.
     ("swtpm", "swtpm"),
+    // The store's PostgreSQL backend (HA): the tests start servers of
+    // their own from Debian's binaries.
+    ("/usr/lib/postgresql/15/bin/initdb", "postgresql-15"),
 ];
 
 #[derive(Debug, Parser)]
@@ -529,6 +532,12 @@ fn test(args: &[String]) -> Result<ExitCode> {
     }
     drop(out);
     let mut status = child.wait().context("waiting for cargo test")?;
+    // The same store tests again on the PostgreSQL backend.
+    if status.success() {
+        let (ran, second) = run_on_postgresql(&cargo, &root, &skipped_dir)?;
+        totals.add(ran);
+        status = second;
+    }
     // The schemathesis run against the API document is `#[ignore]`d (a plain
     // `cargo test` has no schemathesis and reports it skipped); here it runs.
     // Its count moves from skipped to passed or failed.
@@ -765,6 +774,43 @@ fn ensure_schemathesis(sh: &Shell, root: &Path) -> Result<PathBuf> {
 
 /// Runs the `#[ignore]`d schemathesis test with the installed `st`:
 /// its counts and cargo's status.
+/// The second pass: the store's tests (the appliance library's) and the
+/// end-to-end suites that exercise the store, with the store on a
+/// PostgreSQL server of the tests' own (`CUSTOS_TEST_STORE=postgresql`).
+fn run_on_postgresql(cargo: &str, root: &Path, skipped: &Path) -> Result<(TestCounts, ExitStatus)> {
+    let mut counts = TestCounts::default();
+    let mut status = None;
+    for args in POSTGRESQL_PASS {
+        eprintln!(
+            "$ CUSTOS_TEST_STORE=postgresql {cargo} test {}",
+            args.join(" ")
+        );
+        let output = Command::new(cargo)
+            .current_dir(root)
+            .env("CUSTOS_TEST_STORE", "postgresql")
+            .env("CUSTOS_SKIPPED_DIR", skipped)
+            .arg("test")
+            .args(*args)
+            .stderr(Stdio::inherit())
+            .output()
+            .context("running the PostgreSQL pass")?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        for line in stdout.lines() {
+            if let Some(c) = TestCounts::parse(line) {
+                counts.add(c);
+            }
+        }
+        print!("{stdout}");
+        if !output.status.success() || status.is_none() {
+            status = Some(output.status);
+        }
+    }
+    Ok((counts, status.context("the PostgreSQL pass ran nothing")?))
+}
+
+/// What the PostgreSQL pass runs (`cargo test` arguments).
+const POSTGRESQL_PASS: &[&[&str]] = &[&["-p", "appliance", "--lib"]];
+
 fn run_schemathesis(cargo: &str, root: &Path, st: &Path) -> Result<(TestCounts, ExitStatus)> {
     eprintln!("$ {cargo} test -p tests --test api_contract -- --ignored schemathesis");
     let output = Command::new(cargo)

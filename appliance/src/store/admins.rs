@@ -1,6 +1,6 @@
 //! Administrators (§4 Administrators, §6 passwords and lock-out).
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use crate::store::db::{OptionalExtension, Tx, params};
 use serde::Serialize;
 use time::Duration;
 
@@ -60,15 +60,17 @@ pub struct LoginOutcome {
     pub previous_login: Option<String>,
 }
 
-pub(super) fn ensure_builtin_admin(tx: &Transaction<'_>) -> Result<()> {
+pub(super) fn ensure_builtin_admin(tx: &Tx<'_>) -> Result<()> {
     let exists: bool = tx.query_row(
         "SELECT EXISTS(SELECT 1 FROM administrators WHERE login = ?1)",
         [BUILTIN_ADMIN],
         |r| r.get(0),
     )?;
-    let any: bool = tx.query_row("SELECT EXISTS(SELECT 1 FROM administrators)", [], |r| {
-        r.get(0)
-    })?;
+    let any: bool = tx.query_row(
+        "SELECT EXISTS(SELECT 1 FROM administrators)",
+        params![],
+        |r| r.get(0),
+    )?;
     if !exists && !any {
         tx.execute(
             "INSERT INTO administrators(login, description, user_type, password_hash, must_change_password, created_at)
@@ -95,7 +97,7 @@ fn check_rsa_user_id(v: &Option<String>) -> Result<()> {
     Ok(())
 }
 
-fn admin_view(tx: &Transaction<'_>, id: i64) -> Result<AdminView> {
+fn admin_view(tx: &Tx<'_>, id: i64) -> Result<AdminView> {
     let mut v = tx.query_row(
         "SELECT a.login, a.description, a.rsa_user_id, a.user_type, a.read_only, d.name,
                 a.must_change_password, a.locked_until, a.last_login, a.created_at
@@ -128,7 +130,7 @@ fn admin_view(tx: &Transaction<'_>, id: i64) -> Result<AdminView> {
     )?;
     v.0.domains = stmt
         .query_map([id], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::store::db::DbResult<_>>()?;
     Ok(v.0)
 }
 
@@ -146,7 +148,7 @@ const DA_SEES: &str = "a.id = ?1
 
 /// An administrator as a Domain Administrator sees them: memberships of
 /// other domains left out (their own all shown).
-fn domain_admins_view(tx: &Transaction<'_>, actor: &Actor, id: i64) -> Result<AdminView> {
+fn domain_admins_view(tx: &Tx<'_>, actor: &Actor, id: i64) -> Result<AdminView> {
     let mut v = admin_view(tx, id)?;
     if id != actor.id {
         let mine: Vec<String> = tx
@@ -154,13 +156,13 @@ fn domain_admins_view(tx: &Transaction<'_>, actor: &Actor, id: i64) -> Result<Ad
                 "SELECT d.name FROM domain_members m JOIN domains d ON d.id = m.domain_id WHERE m.admin_id = ?1 AND m.enabled = 1",
             )?
             .query_map([actor.id], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<crate::store::db::DbResult<_>>()?;
         v.domains.retain(|d| mine.contains(d));
     }
     Ok(v)
 }
 
-pub(super) fn admin_id(tx: &Transaction<'_>, login: &str) -> Result<i64> {
+pub(super) fn admin_id(tx: &Tx<'_>, login: &str) -> Result<i64> {
     tx.query_row(
         "SELECT id FROM administrators WHERE login = ?1",
         [login],
@@ -392,8 +394,8 @@ impl Store {
             if actor.user_type == UserType::System {
                 let ids: Vec<i64> = tx
                     .prepare("SELECT id FROM administrators ORDER BY login")?
-                    .query_map([], |r| r.get(0))?
-                    .collect::<rusqlite::Result<_>>()?;
+                    .query_map(crate::store::db::params![], |r| r.get(0))?
+                    .collect::<crate::store::db::DbResult<_>>()?;
                 return ids.into_iter().map(|id| admin_view(tx, id)).collect();
             }
             let ids: Vec<i64> = tx
@@ -401,7 +403,7 @@ impl Store {
                     "SELECT a.id FROM administrators a WHERE {DA_SEES} ORDER BY a.login"
                 ))?
                 .query_map([actor.id], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
+                .collect::<crate::store::db::DbResult<_>>()?;
             ids.into_iter()
                 .map(|id| domain_admins_view(tx, actor, id))
                 .collect()
@@ -462,12 +464,12 @@ impl Store {
                 Some(d) => Some(super::domain_id(tx, d).map_err(|_| Error::invalid("restrict_to_domain", "names no existing domain"))?),
                 None => None,
             };
-            tx.execute(
+            let id: i64 = tx.query_row(
                 "INSERT INTO administrators(login, description, rsa_user_id, user_type, read_only, restrict_to_domain, password_hash, must_change_password, created_at)
-                 VALUES (?1,?2,?3,?4,?5,?6,?7,1,?8)",
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,1,?8) RETURNING id",
                 params![new.login, new.description, new.rsa_user_id, new.user_type.as_str(), new.read_only, restrict, hash, fmt_time(now())],
+                |r| r.get(0),
             )?;
-            let id = tx.last_insert_rowid();
             audit_actor(tx, actor, Severity::Info, None, &format!(
                 "added administrator {} ({}{})", new.login, new.user_type.title(), if new.read_only { ", read-only" } else { "" }))?;
             admin_view(tx, id)

@@ -1,6 +1,6 @@
 //! The audit log (§4 Log and Reports, §16): who, when, what, from where, how severe.
 
-use rusqlite::types::Value;
+use crate::store::db::{Value, params};
 use serde::Serialize;
 
 use super::{Store, audit_actor};
@@ -99,14 +99,14 @@ impl Store {
             }
             let filter = if clauses.is_empty() { String::new() } else { format!("WHERE {}", clauses.join(" AND ")) };
             let from = "FROM audit a LEFT JOIN domains d ON d.id = a.domain_id";
-            let total: i64 = tx.query_row(&format!("SELECT COUNT(*) {from} {filter}"), rusqlite::params_from_iter(args.iter()), |r| r.get(0))?;
+            let total: i64 = tx.query_row(&format!("SELECT COUNT(*) {from} {filter}"), crate::store::db::params_from_iter(args.iter()), |r| r.get(0))?;
             let mut page_args = args.clone();
-            page_args.push(Value::Integer(limit));
-            page_args.push(Value::Integer(offset));
+            page_args.push(Value::Int(limit));
+            page_args.push(Value::Int(offset));
             let mut stmt = tx.prepare(&format!(
                 "SELECT a.id, a.at, a.who, a.source, a.via, a.severity, d.name, a.what {from} {filter} ORDER BY a.id DESC LIMIT ? OFFSET ?"))?;
             let entries = stmt
-                .query_map(rusqlite::params_from_iter(page_args.iter()), |r| {
+                .query_map(crate::store::db::params_from_iter(page_args.iter()), |r| {
                     Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?,
                         r.get::<_, String>(4)?, r.get::<_, String>(5)?, r.get::<_, Option<String>>(6)?, r.get::<_, String>(7)?))
                 })?
@@ -266,7 +266,7 @@ impl Store {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn log_refusal(
         &self,
-        tx: &rusqlite::Transaction<'_>,
+        tx: &crate::store::db::Tx<'_>,
         kind: RefusalKind,
         who: &str,
         source: &str,
@@ -438,7 +438,7 @@ impl Store {
             return Ok(0);
         }
         let rows: Vec<ArchivedRow> = self.read(|tx| {
-            let count: i64 = tx.query_row("SELECT COUNT(*) FROM audit", [], |r| r.get(0))?;
+            let count: i64 = tx.query_row("SELECT COUNT(*) FROM audit", params![], |r| r.get(0))?;
             let excess = (count - max_rows.max(0)).clamp(0, ARCHIVE_BATCH);
             if excess == 0 {
                 return Ok(vec![]);
@@ -459,7 +459,7 @@ impl Store {
                         what: r.get(7)?,
                     })
                 })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+                .collect::<crate::store::db::DbResult<Vec<_>>>()?;
             Ok(rows)
         })?;
         let (Some(first), Some(last)) = (rows.first().map(|r| r.id), rows.last().map(|r| r.id))
@@ -502,7 +502,7 @@ impl Store {
         self.write(|tx| {
             tx.execute(
                 "DELETE FROM audit WHERE id BETWEEN ?1 AND ?2",
-                rusqlite::params![first, last],
+                crate::store::db::params![first, last],
             )?;
             Ok(())
         })?;
@@ -535,7 +535,7 @@ mod tests {
             Ok(tx
                 .prepare("SELECT what FROM audit WHERE instr(what, ?1) > 0 ORDER BY id")?
                 .query_map([text], |r| r.get(0))?
-                .collect::<rusqlite::Result<Vec<String>>>()?)
+                .collect::<crate::store::db::DbResult<Vec<String>>>()?)
         })
         .expect("rows")
     }
@@ -633,8 +633,8 @@ mod tests {
             s.read(|tx| {
                 Ok(tx
                     .prepare("SELECT id FROM audit ORDER BY id")?
-                    .query_map([], |r| r.get(0))?
-                    .collect::<rusqlite::Result<Vec<i64>>>()?)
+                    .query_map(crate::store::db::params![], |r| r.get(0))?
+                    .collect::<crate::store::db::DbResult<Vec<i64>>>()?)
             })
             .expect("ids")
         };

@@ -19,10 +19,10 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 
+use crate::store::db::Value as SqlValue;
+use crate::store::db::{OptionalExtension, Tx, params};
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use base64::Engine;
-use rusqlite::types::{Value as SqlValue, ValueRef};
-use rusqlite::{OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -63,6 +63,17 @@ const TABLES: &[&str] = &[
     "registration_secrets",
     "hosts",
 ];
+
+/// The key of each table of [`TABLES`], the order its rows are written in.
+fn primary_key(table: &str) -> &'static str {
+    match table {
+        "preferences" | "system_identities" => "name",
+        "domain_members" => "domain_id, admin_id",
+        "key_versions" => "key_id, version",
+        "registration_secrets" => "domain_id",
+        _ => "id",
+    }
+}
 
 /// The sealed column of a table and the context it is sealed under, from
 /// the row's other columns.
@@ -341,11 +352,11 @@ fn share_context(login: &str) -> String {
 
 const KEY_CONTEXT: &str = "wrapper_key:1";
 
-fn wrapper_status(tx: &Transaction<'_>) -> Result<WrapperStatus> {
+fn wrapper_status(tx: &Tx<'_>) -> Result<WrapperStatus> {
     let row = tx
         .query_row(
             "SELECT key_id, origin, created_at, minimum_custodians, total_custodians, exported_at FROM wrapper_key WHERE id = 1",
-            [],
+            params![],
             |r| {
                 Ok((
                     r.get::<_, String>(0)?,
@@ -360,8 +371,10 @@ fn wrapper_status(tx: &Transaction<'_>) -> Result<WrapperStatus> {
         .optional()?;
     let held = tx
         .prepare("SELECT login, collected_at IS NOT NULL FROM wrapper_shares ORDER BY number")?
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?)))?
-        .collect::<rusqlite::Result<Vec<(String, bool)>>>()?;
+        .query_map(crate::store::db::params![], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?))
+        })?
+        .collect::<crate::store::db::DbResult<Vec<(String, bool)>>>()?;
     let custodians = held.iter().map(|(l, _)| l.clone()).collect();
     let collected = held
         .into_iter()
@@ -397,20 +410,22 @@ fn wrapper_status(tx: &Transaction<'_>) -> Result<WrapperStatus> {
 }
 
 impl Store {
-    fn wrapper_key(&self, tx: &Transaction<'_>) -> Result<Option<WrapperKey>> {
+    fn wrapper_key(&self, tx: &Tx<'_>) -> Result<Option<WrapperKey>> {
         let sealed: Option<Vec<u8>> = tx
-            .query_row("SELECT key_sealed FROM wrapper_key WHERE id = 1", [], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT key_sealed FROM wrapper_key WHERE id = 1",
+                params![],
+                |r| r.get(0),
+            )
             .optional()?;
         sealed
             .map(|s| WrapperKey::from_bytes(self.master.open(KEY_CONTEXT, &s)?))
             .transpose()
     }
 
-    fn put_wrapper_key(&self, tx: &Transaction<'_>, key: &WrapperKey, origin: &str) -> Result<()> {
+    fn put_wrapper_key(&self, tx: &Tx<'_>, key: &WrapperKey, origin: &str) -> Result<()> {
         let sealed = self.master.seal(KEY_CONTEXT, key.expose())?;
-        tx.execute("DELETE FROM wrapper_shares", [])?;
+        tx.execute("DELETE FROM wrapper_shares", params![])?;
         tx.execute(
             "INSERT INTO wrapper_key(id, key_sealed, key_id, origin, created_at) VALUES (1, ?1, ?2, ?3, ?4)
              ON CONFLICT(id) DO UPDATE SET key_sealed = excluded.key_sealed, key_id = excluded.key_id,
@@ -426,7 +441,7 @@ impl Store {
     /// shares in the same request, so that no single administrator can hand
     /// the key to themselves. Before the first export (the installation
     /// ceremony) none are needed.
-    fn require_quorum(&self, tx: &Transaction<'_>, quorum: &[SecretString]) -> Result<()> {
+    fn require_quorum(&self, tx: &Tx<'_>, quorum: &[SecretString]) -> Result<()> {
         // A pasted share is the text of a share, whether or not a quorum
         // is needed now: an empty one is a mistake to report, not ignore.
         if let Some(i) = quorum.iter().position(|s| s.expose().trim().is_empty()) {
@@ -560,7 +575,7 @@ impl Store {
                 }
             }
             let shares = key.split(m8, n8)?;
-            tx.execute("DELETE FROM wrapper_shares", [])?;
+            tx.execute("DELETE FROM wrapper_shares", params![])?;
             for (i, (login, share)) in custodians.iter().zip(shares.iter()).enumerate() {
                 let sealed = self.master.seal(&share_context(login), share.expose().as_bytes())?;
                 tx.execute(
@@ -606,7 +621,7 @@ impl Store {
         })
     }
 
-    fn my_sealed_share(tx: &Transaction<'_>, actor: &Actor) -> Result<Vec<u8>> {
+    fn my_sealed_share(tx: &Tx<'_>, actor: &Actor) -> Result<Vec<u8>> {
         let row: Option<(Option<Vec<u8>>, Option<String>)> = tx
             .query_row(
                 "SELECT share_sealed, collected_at FROM wrapper_shares WHERE login = ?1",
@@ -751,8 +766,8 @@ impl Store {
                     format!("type the id of the current wrapper key ({current}) to discard it"),
                 ));
             }
-            tx.execute("DELETE FROM wrapper_shares", [])?;
-            tx.execute("DELETE FROM wrapper_key", [])?;
+            tx.execute("DELETE FROM wrapper_shares", params![])?;
+            tx.execute("DELETE FROM wrapper_key", params![])?;
             audit_actor(
                 tx,
                 &actor,
@@ -831,12 +846,8 @@ impl Store {
         {
             let file = std::io::BufWriter::new(tmp.file()?);
             let mut w = ChunkWriter::new(file, data_key.expose(), aad)?;
-            let mut conn = rusqlite::Connection::open_with_flags(
-                self.dir.join(super::DB_FILE),
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-            )?;
-            conn.busy_timeout(std::time::Duration::from_secs(10))?;
-            let snap = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
+            let mut conn = self.reader()?;
+            let snap = conn.begin(crate::store::db::Mode::Read)?;
             for table in TABLES {
                 self.dump_table(&snap, table, &mut w).map_err(|e| match e {
                     Error::Io { source, .. } => io(source),
@@ -876,32 +887,33 @@ impl Store {
         })
     }
 
-    fn dump_table(&self, tx: &Transaction<'_>, table: &str, w: &mut dyn Write) -> Result<()> {
+    fn dump_table(&self, tx: &Tx<'_>, table: &str, w: &mut dyn Write) -> Result<()> {
         let io = |e: std::io::Error| Error::Io {
             path: self.dir.join(super::DB_FILE),
             source: e,
         };
-        let mut stmt = tx.prepare(&format!("SELECT * FROM {table}"))?;
-        let cols: Vec<String> = stmt.column_names().map(str::to_owned).collect();
+        // Rows in key order, so a backup reads the same from either engine.
+        let sql = format!("SELECT * FROM {table}");
+        let cols = tx.column_names(&sql)?;
+        let sql = format!("{sql} ORDER BY {}", primary_key(table));
         let sealed = sealed_column(table).and_then(|c| cols.iter().position(|x| x == c));
         serde_json::to_writer(&mut *w, &json!({ "t": table, "c": cols }))
             .map_err(|e| io(e.into()))?;
         w.write_all(b"\n").map_err(io)?;
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
+        tx.for_each(&sql, params![], |r| -> Result<()> {
             let mut vals = Vec::with_capacity(cols.len());
             let mut sealed_bytes: Option<Vec<u8>> = None;
-            for i in 0..cols.len() {
-                vals.push(match r.get_ref(i)? {
-                    ValueRef::Null => Value::Null,
-                    ValueRef::Integer(v) => json!(v),
-                    ValueRef::Real(v) => json!(v),
-                    ValueRef::Text(t) => Value::String(String::from_utf8_lossy(t).into_owned()),
-                    ValueRef::Blob(b) if Some(i) == sealed => {
-                        sealed_bytes = Some(b.to_vec());
+            for (i, v) in r.into_values().into_iter().enumerate() {
+                vals.push(match v {
+                    SqlValue::Null => Value::Null,
+                    SqlValue::Int(v) => json!(v),
+                    SqlValue::Real(v) => json!(v),
+                    SqlValue::Text(t) => Value::String(t),
+                    SqlValue::Blob(b) if Some(i) == sealed => {
+                        sealed_bytes = Some(b);
                         Value::Null
                     }
-                    ValueRef::Blob(b) => json!({ "b": B64.encode(b) }),
+                    SqlValue::Blob(b) => json!({ "b": B64.encode(b) }),
                 });
             }
             if let (Some(i), Some(bytes)) = (sealed, sealed_bytes) {
@@ -911,8 +923,8 @@ impl Store {
             }
             serde_json::to_writer(&mut *w, &json!({ "r": vals })).map_err(|e| io(e.into()))?;
             w.write_all(b"\n").map_err(io)?;
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Restore (§12): replaces the configuration with a backup's, with or
@@ -1021,20 +1033,20 @@ impl Store {
 
     fn apply_payload(
         &self,
-        tx: &Transaction<'_>,
+        tx: &Tx<'_>,
         mut lines: impl BufRead,
         include_users: bool,
         manifest: &Manifest,
     ) -> Result<RestoreReport> {
-        tx.execute_batch("PRAGMA defer_foreign_keys = ON")?;
+        tx.defer_foreign_keys(true)?;
         // Administrators kept (without users): their restriction to a
         // domain is put back by the domain's name.
         let kept_restrictions: Vec<(i64, String)> = if include_users {
             Vec::new()
         } else {
             tx.prepare("SELECT a.id, d.name FROM administrators a JOIN domains d ON d.id = a.restrict_to_domain")?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<_>>()?
+                .query_map(crate::store::db::params![], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<crate::store::db::DbResult<_>>()?
         };
         // Site settings that hang off a domain (per-domain email groups and
         // their sent-notice ledger) are not in a backup, but deleting the
@@ -1065,12 +1077,12 @@ impl Store {
             deletes.insert(5, "administrators");
         }
         for t in deletes {
-            tx.execute(&format!("DELETE FROM {t}"), [])?;
+            tx.execute(&format!("DELETE FROM {t}"), params![])?;
         }
         let current_admins: HashMap<String, i64> = tx
             .prepare("SELECT login, id FROM administrators")?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
+            .query_map(crate::store::db::params![], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<crate::store::db::DbResult<_>>()?;
         let mut backup_admins: HashMap<i64, String> = HashMap::new();
         let mut table = String::new();
         let mut cols: Vec<String> = Vec::new();
@@ -1181,7 +1193,7 @@ impl Store {
                 });
             }
             tx.prepare_cached(&insert_sql)?
-                .execute(rusqlite::params_from_iter(params.iter()))
+                .execute(crate::store::db::params_from_iter(params.iter()))
                 .map_err(|e| corrupt(&format!("{table}: {e}")))?;
             rows += 1;
             if table == "key_versions" {
@@ -1211,7 +1223,7 @@ impl Store {
                     })
                     .optional()?;
                 if let Some(id) = id {
-                    row[di] = SqlValue::Integer(id);
+                    row[di] = SqlValue::Int(id);
                     put_back.push(row);
                 }
             }
@@ -1238,7 +1250,7 @@ impl Store {
             // backup does not have holds none any more.
             tx.execute(
                 "DELETE FROM wrapper_shares WHERE login NOT IN (SELECT login FROM administrators)",
-                [],
+                params![],
             )?;
         }
         for (id, domain) in kept_restrictions {
@@ -1247,7 +1259,19 @@ impl Store {
                 params![id, domain],
             )?;
         }
-        tx.execute_batch("PRAGMA defer_foreign_keys = OFF")
+        // PostgreSQL's identity sequences follow the ids just written, as
+        // SQLite's AUTOINCREMENT does by itself.
+        for t in [
+            "domains",
+            "administrators",
+            "agent_keys",
+            "hosts",
+            "email_groups",
+            "email_outbox",
+        ] {
+            tx.advance_identity(t)?;
+        }
+        tx.defer_foreign_keys(false)
             .map_err(|e| corrupt(&format!("references: {e}")))?;
         Ok(RestoreReport {
             file_host: manifest.host_name.clone(),
@@ -1264,34 +1288,24 @@ impl Store {
 /// names.
 type Rows = (Vec<String>, Vec<Vec<SqlValue>>);
 
-fn saved_rows(tx: &Transaction<'_>, table: &str, sql: &str) -> Result<Option<Rows>> {
-    let exists: bool = tx.query_row(
-        "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
-        [table],
-        |r| r.get(0),
-    )?;
-    if !exists {
+fn saved_rows(tx: &Tx<'_>, table: &str, sql: &str) -> Result<Option<Rows>> {
+    if !tx.table_exists(table)? {
         return Ok(None);
     }
     let mut stmt = tx.prepare(sql)?;
-    let cols: Vec<String> = stmt.column_names().map(str::to_owned).collect();
+    let cols: Vec<String> = stmt.column_names()?;
     let n = cols.len();
     let rows = stmt
-        .query_map([], |r| {
+        .query_map(crate::store::db::params![], |r| {
             (0..n)
                 .map(|i| r.get::<_, SqlValue>(i))
-                .collect::<rusqlite::Result<Vec<_>>>()
+                .collect::<crate::store::db::DbResult<Vec<_>>>()
         })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::store::db::DbResult<Vec<_>>>()?;
     Ok(Some((cols, rows)))
 }
 
-fn insert_rows(
-    tx: &Transaction<'_>,
-    table: &str,
-    cols: &[String],
-    rows: &[Vec<SqlValue>],
-) -> Result<()> {
+fn insert_rows(tx: &Tx<'_>, table: &str, cols: &[String], rows: &[Vec<SqlValue>]) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -1302,7 +1316,7 @@ fn insert_rows(
     );
     let mut stmt = tx.prepare(&sql)?;
     for r in rows {
-        stmt.execute(rusqlite::params_from_iter(r.iter()))?;
+        stmt.execute(crate::store::db::params_from_iter(r.iter()))?;
     }
     Ok(())
 }
@@ -1325,9 +1339,9 @@ fn col_str(cols: &[String], vals: &[Value], name: &str) -> Result<String> {
 fn to_sql(v: &Value) -> Result<SqlValue> {
     Ok(match v {
         Value::Null => SqlValue::Null,
-        Value::Bool(b) => SqlValue::Integer(i64::from(*b)),
+        Value::Bool(b) => SqlValue::Int(i64::from(*b)),
         Value::Number(n) => match n.as_i64() {
-            Some(i) => SqlValue::Integer(i),
+            Some(i) => SqlValue::Int(i),
             None => SqlValue::Real(
                 n.as_f64()
                     .ok_or_else(|| corrupt("a number is out of range"))?,
@@ -1827,7 +1841,11 @@ mod tests {
         assert!(e.to_string().contains("at least 2 different shares"), "{e}");
         b.import_wrapper_key(&sys_b, &shares, &[]).expect("import");
         let before = b
-            .read(|tx| Ok(tx.query_row("SELECT COUNT(*) FROM audit", [], |r| r.get::<_, i64>(0))?))
+            .read(|tx| {
+                Ok(tx.query_row("SELECT COUNT(*) FROM audit", params![], |r| {
+                    r.get::<_, i64>(0)
+                })?)
+            })
             .expect("count");
         // Damaged and truncated files change nothing.
         let mut flipped = file.clone();
@@ -1904,7 +1922,11 @@ mod tests {
         }
         assert_eq!(b.list_domains(&sys_b).expect("domains").len(), 0);
         let after = b
-            .read(|tx| Ok(tx.query_row("SELECT COUNT(*) FROM audit", [], |r| r.get::<_, i64>(0))?))
+            .read(|tx| {
+                Ok(tx.query_row("SELECT COUNT(*) FROM audit", params![], |r| {
+                    r.get::<_, i64>(0)
+                })?)
+            })
             .expect("count");
         assert_eq!(before, after);
 
@@ -1923,5 +1945,91 @@ mod tests {
             .collect();
         assert_eq!(la, lb);
         assert!(b.licence_unchecked().expect("licence").is_some());
+    }
+
+    /// A backup made on one engine restores onto the other, both ways: the
+    /// same key material served, the same administrators, and new ids
+    /// after the restored ones.
+    #[test]
+    fn a_backup_restores_across_engines() {
+        use crate::store::keys::tests::{key_admin, new_key};
+        use crate::store::{Backend, NewDomain};
+        let server = match crate::pg_harness::shared() {
+            Ok(s) => s,
+            Err(why) => {
+                crate::pg_harness::skip("store::backup::a_backup_restores_across_engines", &why);
+                return;
+            }
+        };
+        let on = |postgres: bool| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let backend = if postgres {
+                Backend::Postgres(server.fresh_database().expect("database"))
+            } else {
+                Backend::Sqlite
+            };
+            let s = Store::open_with(dir.path(), backend).expect("open");
+            (dir, s)
+        };
+        for (from_pg, to_pg) in [(false, true), (true, false)] {
+            let (_d1, a) = on(from_pg);
+            let sa = key_admin(&a);
+            a.create_key(&sa, "D", new_key("recorder", false, None))
+                .expect("key");
+            a.rotate_key(&sa, "D", "recorder").expect("rotate");
+            let sys = system_actor(&a);
+            a.create_wrapper_key(&sys, false, &[]).expect("wrapper");
+            let mut file = Vec::new();
+            a.write_backup(&sys, "a.example.com", &mut file)
+                .expect("backup");
+
+            let (_d2, b) = on(to_pg);
+            let sys_b = system_actor(&b);
+            // The same wrapper key, as the custodians would bring it.
+            let key = a.read(|tx| a.wrapper_key(tx)).expect("read").expect("key");
+            b.write(|tx| b.put_wrapper_key(tx, &key, "imported"))
+                .expect("import");
+            let report = b
+                .restore_backup(&sys_b, &mut file.as_slice(), true)
+                .expect("restore");
+            assert_eq!(report.key_versions, 2, "{from_pg} → {to_pg}");
+            for v in [1, 2] {
+                assert_eq!(material(&a, "recorder", v), material(&b, "recorder", v));
+            }
+            let names = |s: &Store| -> Vec<String> {
+                s.list_admins(&system_actor(s))
+                    .expect("admins")
+                    .into_iter()
+                    .map(|x| x.login)
+                    .collect()
+            };
+            assert_eq!(names(&a), names(&b));
+            // Ids go on after the restored ones on the new engine too.
+            let sys_b = system_actor(&b);
+            b.create_domain(
+                &sys_b,
+                NewDomain {
+                    name: "After".into(),
+                    kind: crate::model::DomainKind::Global,
+                    organization: String::new(),
+                    description: String::new(),
+                    help_desk_information: None,
+                    domain_administrator: None,
+                },
+            )
+            .expect("a domain after the restore");
+            let ids = |s: &Store| -> Vec<i64> {
+                s.read(|tx| {
+                    Ok(tx
+                        .prepare("SELECT id FROM domains ORDER BY id")?
+                        .query_map(params![], |r| r.get(0))?
+                        .collect::<crate::store::db::DbResult<Vec<i64>>>()?)
+                })
+                .expect("ids")
+            };
+            let (ia, ib) = (ids(&a), ids(&b));
+            assert_eq!(ib[..ia.len()], ia[..]);
+            assert!(ib[ia.len()] > ia[ia.len() - 1]);
+        }
     }
 }

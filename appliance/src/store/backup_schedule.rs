@@ -29,8 +29,8 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use crate::store::db::{OptionalExtension, Tx, params};
 use base64::Engine;
-use rusqlite::{OptionalExtension, Transaction, params};
 use time::{Duration, OffsetDateTime, Weekday};
 
 use super::{CliSession, Store, audit, audit_actor, now};
@@ -687,7 +687,7 @@ pub fn public_key_fingerprint(public_key: &str) -> Option<String> {
 const COLUMNS: &str = "frequency, time_utc, weekday, target_host, target_port, target_directory, target_user, \
      host_key_fingerprint, host_key_pinned_at, now_requested_at, updated_at";
 
-fn load(tx: &Transaction<'_>) -> Result<AutomaticBackup> {
+fn load(tx: &Tx<'_>) -> Result<AutomaticBackup> {
     type Row = (
         Option<String>,
         Option<String>,
@@ -703,7 +703,7 @@ fn load(tx: &Transaction<'_>) -> Result<AutomaticBackup> {
     );
     let row: Row = tx.query_row(
         &format!("SELECT {COLUMNS} FROM backup_automatic WHERE id = 1"),
-        [],
+        params![],
         |r| {
             Ok((
                 r.get(0)?,
@@ -762,7 +762,7 @@ fn load(tx: &Transaction<'_>) -> Result<AutomaticBackup> {
     })
 }
 
-fn save_schedule(tx: &Transaction<'_>, s: Option<&Schedule>) -> Result<()> {
+fn save_schedule(tx: &Tx<'_>, s: Option<&Schedule>) -> Result<()> {
     tx.execute(
         "UPDATE backup_automatic SET frequency = ?1, time_utc = ?2, weekday = ?3, updated_at = ?4 WHERE id = 1",
         params![
@@ -775,7 +775,7 @@ fn save_schedule(tx: &Transaction<'_>, s: Option<&Schedule>) -> Result<()> {
     Ok(())
 }
 
-fn save_target(tx: &Transaction<'_>, t: Option<&ScpTarget>) -> Result<()> {
+fn save_target(tx: &Tx<'_>, t: Option<&ScpTarget>) -> Result<()> {
     tx.execute(
         "UPDATE backup_automatic SET target_host = ?1, target_port = ?2, target_directory = ?3, target_user = ?4, updated_at = ?5 WHERE id = 1",
         params![
@@ -789,17 +789,17 @@ fn save_target(tx: &Transaction<'_>, t: Option<&ScpTarget>) -> Result<()> {
     Ok(())
 }
 
-fn unpin(tx: &Transaction<'_>) -> Result<()> {
+fn unpin(tx: &Tx<'_>) -> Result<()> {
     tx.execute(
         "UPDATE backup_automatic SET host_key_fingerprint = NULL, host_key_pinned_at = NULL WHERE id = 1",
-        [],
+        params![],
     )?;
     Ok(())
 }
 
 /// Applies `up` inside the caller's transaction; returns what changed, for
 /// the audit entry (empty when nothing did).
-fn apply_update(tx: &Transaction<'_>, up: &AutomaticBackupUpdate) -> Result<Vec<String>> {
+fn apply_update(tx: &Tx<'_>, up: &AutomaticBackupUpdate) -> Result<Vec<String>> {
     let before = load(tx)?;
     let mut changed = vec![];
     if let Some(s) = &up.schedule
@@ -842,7 +842,9 @@ fn apply_update(tx: &Transaction<'_>, up: &AutomaticBackupUpdate) -> Result<Vec<
     Ok(changed)
 }
 
-fn history_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(BackupHistoryRaw, Option<String>)> {
+fn history_row(
+    r: &crate::store::db::Row,
+) -> crate::store::db::DbResult<(BackupHistoryRaw, Option<String>)> {
     Ok((
         BackupHistoryRaw {
             at: r.get(0)?,
@@ -869,7 +871,7 @@ struct BackupHistoryRaw {
     retry_in_secs: Option<i64>,
 }
 
-fn load_history(tx: &Transaction<'_>, limit: i64) -> Result<Vec<BackupHistoryEntry>> {
+fn load_history(tx: &Tx<'_>, limit: i64) -> Result<Vec<BackupHistoryEntry>> {
     let mut stmt = tx.prepare_cached(
         "SELECT at, kind, attempt, target, file_name, bytes, result, error, retry_in_secs
          FROM backup_history ORDER BY id DESC LIMIT ?1",
@@ -893,7 +895,7 @@ fn load_history(tx: &Transaction<'_>, limit: i64) -> Result<Vec<BackupHistoryEnt
     Ok(out)
 }
 
-fn backupd_audit(tx: &Transaction<'_>, severity: Severity, what: &str) -> Result<()> {
+fn backupd_audit(tx: &Tx<'_>, severity: Severity, what: &str) -> Result<()> {
     audit(
         tx,
         BACKUPD_LOGIN,
@@ -1137,7 +1139,7 @@ impl Store {
             Ok(tx
                 .query_row(
                     "SELECT public_key, private_key_sealed FROM backup_ssh_key WHERE id = 1",
-                    [],
+                    params![],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()?)
@@ -1159,7 +1161,7 @@ impl Store {
         let pending: Option<String> = self.read(|tx| {
             Ok(tx.query_row(
                 "SELECT now_requested_at FROM backup_automatic WHERE id = 1",
-                [],
+                params![],
                 |r| r.get(0),
             )?)
         })?;
@@ -1169,12 +1171,12 @@ impl Store {
         self.write(|tx| {
             let at: Option<String> = tx.query_row(
                 "SELECT now_requested_at FROM backup_automatic WHERE id = 1",
-                [],
+                params![],
                 |r| r.get(0),
             )?;
             tx.execute(
                 "UPDATE backup_automatic SET now_requested_at = NULL, now_requested_by = NULL WHERE id = 1",
-                [],
+                params![],
             )?;
             Ok(at)
         })
@@ -1678,7 +1680,7 @@ mod tests {
 
     #[test]
     fn the_private_key_is_sealed_and_the_cli_audits_as_cliadmin() {
-        let (dir, s) = store();
+        let (_dir, s) = store();
         let session = test_session();
         let key = s
             .backup_ssh_key_unchecked("custos.example.com")
@@ -1688,9 +1690,7 @@ mod tests {
                 .expose()
                 .starts_with("-----BEGIN PRIVATE KEY-----")
         );
-        let db = std::fs::read(dir.path().join(crate::store::DB_FILE)).expect("db");
-        let wal = std::fs::read(dir.path().join("custos.db-wal")).unwrap_or_default();
-        for bytes in [&db, &wal] {
+        for bytes in crate::store::test_support::stored_bytes(&s) {
             assert!(
                 !bytes.windows(11).any(|w| w == b"PRIVATE KEY"),
                 "private key in clear on disk"

@@ -9,7 +9,7 @@
 //! is not locked, has accepted the agreement and has changed its first
 //! password; every CLI change takes one.
 
-use rusqlite::{Transaction, params};
+use crate::store::db::{Tx, params};
 use time::{Duration, OffsetDateTime};
 
 use super::{Preferences, PreferencesUpdate, Store, audit, now, opt_time};
@@ -71,7 +71,7 @@ impl CliSession {
     }
 }
 
-pub(super) fn ensure_cli_account(tx: &Transaction<'_>) -> Result<()> {
+pub(super) fn ensure_cli_account(tx: &Tx<'_>) -> Result<()> {
     let exists: bool = tx.query_row(
         "SELECT EXISTS(SELECT 1 FROM cli_account WHERE login = ?1)",
         [CLI_LOGIN],
@@ -91,7 +91,7 @@ struct Row {
     hash: String,
 }
 
-fn load(tx: &Transaction<'_>) -> Result<Row> {
+fn load(tx: &Tx<'_>) -> Result<Row> {
     let (hash, accepted, must_change, locked_until, last_login) = tx.query_row(
         "SELECT password_hash, agreement_accepted_at, must_change_password, locked_until, last_login
          FROM cli_account WHERE login = ?1",
@@ -118,21 +118,18 @@ fn load(tx: &Transaction<'_>) -> Result<Row> {
     })
 }
 
-pub(super) fn cli_audit(
-    tx: &Transaction<'_>,
-    source: &str,
-    severity: Severity,
-    what: &str,
-) -> Result<()> {
+pub(super) fn cli_audit(tx: &Tx<'_>, source: &str, severity: Severity, what: &str) -> Result<()> {
     audit(tx, CLI_LOGIN, source, VIA, severity, None, what)
 }
 
 const SECTIONS: [&str; 4] = ["host_name", "eth0", "dns", "ntp"];
 
-fn load_os(tx: &Transaction<'_>) -> Result<OsSettings> {
+fn load_os(tx: &Tx<'_>) -> Result<OsSettings> {
     let mut s = OsSettings::default();
     let mut stmt = tx.prepare_cached("SELECT name, value FROM os_settings")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let rows = stmt.query_map(crate::store::db::params![], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?;
     let malformed = |_| Error::Crypto("a stored operating-system setting is malformed");
     for row in rows {
         let (name, value) = row?;
@@ -149,7 +146,7 @@ fn load_os(tx: &Transaction<'_>) -> Result<OsSettings> {
     Ok(s)
 }
 
-fn save_os(tx: &Transaction<'_>, before: &OsSettings, after: &OsSettings) -> Result<()> {
+fn save_os(tx: &Tx<'_>, before: &OsSettings, after: &OsSettings) -> Result<()> {
     let json = |r: serde_json::Result<String>| {
         r.map_err(|_| Error::Crypto("an operating-system setting cannot be stored"))
     };
@@ -496,8 +493,8 @@ mod tests {
                     "SELECT host_name, registration_allowed, cert_fingerprint FROM hosts ORDER BY host_name",
                 )?;
                 let rows = stmt
-                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                    .query_map(crate::store::db::params![], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<crate::store::db::DbResult<Vec<_>>>()?;
                 Ok(rows)
             })
             .expect("hosts");

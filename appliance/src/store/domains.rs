@@ -1,6 +1,6 @@
 //! Domains and their administrators (§4 Domains, Administrators → Domain).
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use crate::store::db::{OptionalExtension, Tx, params};
 use serde::Serialize;
 
 use super::admins::admin_id;
@@ -42,7 +42,7 @@ pub struct MemberView {
     pub enabled: bool,
 }
 
-fn domain_view(tx: &Transaction<'_>, id: i64) -> Result<DomainView> {
+fn domain_view(tx: &Tx<'_>, id: i64) -> Result<DomainView> {
     let (name, kind, organization, description, help, created_at): (String, String, String, String, String, String) =
         tx.query_row(
             "SELECT name, kind, organization, description, help_desk_information, created_at FROM domains WHERE id = ?1",
@@ -55,7 +55,7 @@ fn domain_view(tx: &Transaction<'_>, id: i64) -> Result<DomainView> {
              WHERE m.domain_id = ?1 AND a.user_type = 'domain' ORDER BY a.login",
         )?
         .query_map([id], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::store::db::DbResult<_>>()?;
     Ok(DomainView {
         name,
         kind: DomainKind::parse(&kind)?,
@@ -69,7 +69,7 @@ fn domain_view(tx: &Transaction<'_>, id: i64) -> Result<DomainView> {
 
 /// Adds `admin` to domain `did`, enforcing the global/restricted rule and a
 /// Domain Administrator's "Restrict to Domain".
-fn add_member_row(tx: &Transaction<'_>, did: i64, login: &str, roles: &[Role]) -> Result<UserType> {
+fn add_member_row(tx: &Tx<'_>, did: i64, login: &str, roles: &[Role]) -> Result<UserType> {
     let (aid, t, restrict): (i64, String, Option<i64>) = tx
         .query_row(
             "SELECT id, user_type, restrict_to_domain FROM administrators WHERE login = ?1",
@@ -142,7 +142,7 @@ fn add_member_row(tx: &Transaction<'_>, did: i64, login: &str, roles: &[Role]) -
     Ok(user_type)
 }
 
-fn has_domain_admin(tx: &Transaction<'_>, did: i64) -> Result<bool> {
+fn has_domain_admin(tx: &Tx<'_>, did: i64) -> Result<bool> {
     Ok(tx.query_row(
         "SELECT EXISTS(SELECT 1 FROM domain_members m JOIN administrators a ON a.id = m.admin_id
          WHERE m.domain_id = ?1 AND a.user_type = 'domain')",
@@ -156,14 +156,14 @@ impl Store {
         actor.require_signed_in(Access::Read)?;
         self.read(|tx| {
             let sql = if actor.user_type == UserType::System {
-                "SELECT id FROM domains WHERE ?1 IS NOT NULL ORDER BY name"
+                "SELECT id FROM domains WHERE CAST(?1 AS BIGINT) IS NOT NULL ORDER BY name"
             } else {
                 "SELECT d.id FROM domains d JOIN domain_members m ON m.domain_id = d.id WHERE m.admin_id = ?1 ORDER BY d.name"
             };
             let ids: Vec<i64> = tx
                 .prepare(sql)?
                 .query_map([actor.id], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
+                .collect::<crate::store::db::DbResult<_>>()?;
             ids.into_iter().map(|id| domain_view(tx, id)).collect()
         })
     }
@@ -191,11 +191,11 @@ impl Store {
                 return Err(Error::conflict("name", "a domain with this name already exists"));
             }
             super::licence::check_new_domain(tx)?;
-            tx.execute(
-                "INSERT INTO domains(name, kind, organization, description, help_desk_information, created_at) VALUES (?1,?2,?3,?4,?5,?6)",
+            let did: i64 = tx.query_row(
+                "INSERT INTO domains(name, kind, organization, description, help_desk_information, created_at) VALUES (?1,?2,?3,?4,?5,?6) RETURNING id",
                 params![new.name, new.kind.as_str(), new.organization, new.description, help, fmt_time(now())],
+                |r| r.get(0),
             )?;
-            let did = tx.last_insert_rowid();
             audit_actor(tx, actor, Severity::Info, Some(did), &format!("added {} domain {}", new.kind.as_str(), new.name))?;
             if let Some(da) = &new.domain_administrator {
                 let t = add_member_row(tx, did, da, &[]).map_err(|e| match e {
@@ -362,6 +362,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::super::{DB_FILE, MIGRATIONS, Store};
+    use crate::store::db::params;
     use rusqlite::Connection;
 
     /// Migration 8 on a populated version-7 store: rows, ids and references
@@ -395,12 +396,14 @@ mod tests {
         s.read(|tx| {
             let kv: i64 = tx.query_row(
                 "SELECT COUNT(*) FROM key_versions WHERE key_id = 5",
-                [],
+                params![],
                 |r| r.get(0),
             )?;
             assert_eq!(kv, 1, "a key's versions survive the rebuild");
             let share: Option<Vec<u8>> =
-                tx.query_row("SELECT share_sealed FROM wrapper_shares", [], |r| r.get(0))?;
+                tx.query_row("SELECT share_sealed FROM wrapper_shares", params![], |r| {
+                    r.get(0)
+                })?;
             assert!(share.is_some());
             Ok(())
         })
@@ -416,13 +419,13 @@ mod tests {
             let ids: (i64, i64, i64) = tx.query_row(
                 "SELECT (SELECT id FROM domains WHERE name = 'E'), (SELECT id FROM agent_keys WHERE name = 'k2'),
                         (SELECT id FROM hosts WHERE host_name = 'h2')",
-                [],
+                params![],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )?;
             assert_eq!(ids, (10, 6, 8));
             // Foreign keys are on again and still cascade.
-            tx.execute("DELETE FROM domains WHERE id = 3", [])?;
-            let left: i64 = tx.query_row("SELECT COUNT(*) FROM key_versions", [], |r| r.get(0))?;
+            tx.execute("DELETE FROM domains WHERE id = 3", params![])?;
+            let left: i64 = tx.query_row("SELECT COUNT(*) FROM key_versions", params![], |r| r.get(0))?;
             assert_eq!(left, 0);
             Ok(())
         })

@@ -11,7 +11,7 @@
 //! [`NOTIFYD_VIA`]) never become notices, so a delivery failure cannot mail
 //! about itself.
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use crate::store::db::{OptionalExtension, Tx, params};
 use serde::Serialize;
 use time::{Duration, OffsetDateTime};
 
@@ -341,11 +341,11 @@ type SmtpRow = (
     String,
 );
 
-fn smtp_row(tx: &Transaction<'_>) -> Result<Option<SmtpRow>> {
+fn smtp_row(tx: &Tx<'_>) -> Result<Option<SmtpRow>> {
     Ok(tx
         .query_row(
             "SELECT host, port, security, username, password_sealed, sender, ca_certificate, updated_at FROM email_smtp WHERE id = 1",
-            [],
+            params![],
             |r| {
                 Ok((
                     r.get(0)?,
@@ -441,10 +441,10 @@ const GROUP_SELECT: &str = "SELECT g.name, g.recipients, g.subject, g.kind, g.th
             AND o.last_error IS NOT NULL ORDER BY o.id DESC LIMIT 1)
     FROM email_groups g LEFT JOIN domains d ON d.id = g.domain_id";
 
-fn group_views(tx: &Transaction<'_>, name: Option<&str>) -> Result<Vec<EmailGroupView>> {
+fn group_views(tx: &Tx<'_>, name: Option<&str>) -> Result<Vec<EmailGroupView>> {
     let sql = match name {
         Some(_) => format!("{GROUP_SELECT} WHERE g.name = ?1"),
-        None => format!("{GROUP_SELECT} WHERE ?1 IS NULL ORDER BY g.name"),
+        None => format!("{GROUP_SELECT} WHERE CAST(?1 AS TEXT) IS NULL ORDER BY g.name"),
     };
     let mut stmt = tx.prepare_cached(&sql)?;
     let rows = stmt.query_map([name], |r| {
@@ -492,14 +492,14 @@ fn group_views(tx: &Transaction<'_>, name: Option<&str>) -> Result<Vec<EmailGrou
     .collect()
 }
 
-fn group_view(tx: &Transaction<'_>, name: &str) -> Result<EmailGroupView> {
+fn group_view(tx: &Tx<'_>, name: &str) -> Result<EmailGroupView> {
     group_views(tx, Some(name))?
         .pop()
         .ok_or_else(|| Error::not_found("notification group", name))
 }
 
 /// A domain named in a form or body: refused as a field when it does not exist.
-fn domain_field(tx: &Transaction<'_>, name: &str) -> Result<i64> {
+fn domain_field(tx: &Tx<'_>, name: &str) -> Result<i64> {
     domain_id(tx, name).map_err(|e| match e {
         Error::NotFound { .. } => Error::invalid("domain", format!("no domain is named {name}")),
         other => other,
@@ -618,11 +618,11 @@ impl Rule {
     }
 }
 
-fn enabled_rules(tx: &Transaction<'_>) -> Result<Vec<Rule>> {
+fn enabled_rules(tx: &Tx<'_>) -> Result<Vec<Rule>> {
     let mut stmt = tx.prepare_cached(
         "SELECT id, kind, domain_id, threshold, message_contains FROM email_groups WHERE enabled = 1 ORDER BY id",
     )?;
-    let rows = stmt.query_map([], |r| {
+    let rows = stmt.query_map(crate::store::db::params![], |r| {
         Ok((
             r.get::<_, i64>(0)?,
             r.get::<_, String>(1)?,
@@ -654,15 +654,15 @@ struct Pending {
     body: String,
 }
 
-fn enqueue(tx: &Transaction<'_>, rule: &Rule, p: &Pending, now: OffsetDateTime) -> Result<usize> {
+fn enqueue(tx: &Tx<'_>, rule: &Rule, p: &Pending, now: OffsetDateTime) -> Result<usize> {
     Ok(tx.execute(
-        "INSERT OR IGNORE INTO email_outbox(group_id, notice, summary, body, created_at, next_attempt_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+        "INSERT INTO email_outbox(group_id, notice, summary, body, created_at, next_attempt_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT DO NOTHING",
         params![rule.id, p.key, p.summary, p.body, fmt_time(now)],
     )?)
 }
 
-fn progress(tx: &Transaction<'_>, name: &str) -> Result<Option<String>> {
+fn progress(tx: &Tx<'_>, name: &str) -> Result<Option<String>> {
     Ok(tx
         .query_row(
             "SELECT value FROM email_progress WHERE name = ?1",
@@ -672,7 +672,7 @@ fn progress(tx: &Transaction<'_>, name: &str) -> Result<Option<String>> {
         .optional()?)
 }
 
-fn set_progress(tx: &Transaction<'_>, name: &str, value: &str) -> Result<()> {
+fn set_progress(tx: &Tx<'_>, name: &str, value: &str) -> Result<()> {
     tx.execute(
         "INSERT INTO email_progress(name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
         params![name, value],
@@ -1091,7 +1091,7 @@ impl Store {
     /// how many entries were read.
     pub fn notify_queue_log(&self, now: OffsetDateTime, limit: i64) -> Result<usize> {
         self.write(|tx| {
-            let last: i64 = tx.query_row("SELECT COALESCE(MAX(id), 0) FROM audit", [], |r| r.get(0))?;
+            let last: i64 = tx.query_row("SELECT COALESCE(MAX(id), 0) FROM audit", params![], |r| r.get(0))?;
             let cursor = match progress(tx, "audit_cursor")? {
                 None => {
                     set_progress(tx, "audit_cursor", &last.to_string())?;
@@ -1128,7 +1128,7 @@ impl Store {
                         r.get::<_, String>(8)?,
                     ))
                 })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+                .collect::<crate::store::db::DbResult<Vec<_>>>()?;
             let mut read = 0;
             let mut new_cursor = cursor;
             for (id, at, who, source, via, severity, did, domain, what) in entries {
@@ -1178,26 +1178,26 @@ impl Store {
                      FROM key_versions v JOIN agent_keys k ON k.id = v.key_id JOIN domains d ON d.id = k.domain_id
                      WHERE v.expires_at IS NOT NULL ORDER BY d.name, k.name, v.version",
                 )?
-                .query_map([], |r| {
+                .query_map(crate::store::db::params![], |r| {
                     Ok((
                         (r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?),
                         (r.get::<_, String>(4)?, r.get::<_, i64>(5)?, r.get::<_, String>(6)?, r.get::<_, bool>(7)?, r.get::<_, i64>(8)?),
                     ))
                 })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+                .collect::<crate::store::db::DbResult<Vec<_>>>()?;
             let identities = tx
                 .prepare("SELECT name, cert_pem FROM system_identities ORDER BY name")?
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+                .query_map(crate::store::db::params![], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+                .collect::<crate::store::db::DbResult<Vec<_>>>()?;
             let hosts = tx
                 .prepare(
                     "SELECT h.host_name, h.domain_id, d.name, h.certificate FROM hosts h JOIN domains d ON d.id = h.domain_id
                      WHERE h.certificate IS NOT NULL ORDER BY d.name, h.host_name",
                 )?
-                .query_map([], |r| {
+                .query_map(crate::store::db::params![], |r| {
                     Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
                 })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+                .collect::<crate::store::db::DbResult<Vec<_>>>()?;
             Ok((rules, keys, identities, hosts))
         })?;
 
@@ -1475,8 +1475,8 @@ mod tests {
         s.read(|tx| {
             Ok(tx
                 .prepare("SELECT g.name, o.notice FROM email_outbox o JOIN email_groups g ON g.id = o.group_id ORDER BY o.id")?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<_>>()?)
+                .query_map(crate::store::db::params![], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<crate::store::db::DbResult<_>>()?)
         })
         .expect("outbox")
     }
@@ -1711,7 +1711,11 @@ mod tests {
             s.create_email_group(&sys, g).expect("group");
         }
         let before = s
-            .read(|tx| Ok(tx.query_row("SELECT MAX(id) FROM audit", [], |r| r.get::<_, i64>(0))?))
+            .read(|tx| {
+                Ok(tx.query_row("SELECT MAX(id) FROM audit", params![], |r| {
+                    r.get::<_, i64>(0)
+                })?)
+            })
             .expect("max");
         event(
             &s,

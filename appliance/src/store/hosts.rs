@@ -1,7 +1,7 @@
 //! Registration shared secrets, protected hosts, host registration and key
 //! release (§8, and the key path of §7).
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use crate::store::db::{OptionalExtension, Tx, params};
 use serde::Serialize;
 use time::{Duration, OffsetDateTime};
 
@@ -119,7 +119,7 @@ fn generate_secret() -> SecretString {
     }
 }
 
-fn host_view(tx: &Transaction<'_>, hid: i64) -> Result<HostView> {
+fn host_view(tx: &Tx<'_>, hid: i64) -> Result<HostView> {
     Ok(tx.query_row(
         "SELECT d.name, h.host_name, h.registration_allowed, h.cert_fingerprint, h.registered_at, h.last_contact, h.created_at
          FROM hosts h JOIN domains d ON d.id = h.domain_id WHERE h.id = ?1",
@@ -141,7 +141,7 @@ fn host_view(tx: &Transaction<'_>, hid: i64) -> Result<HostView> {
 }
 
 /// Whether the host holds a certificate, i.e. already uses a Key agent licence.
-fn is_registered(tx: &Transaction<'_>, did: i64, host_name: &str) -> Result<bool> {
+fn is_registered(tx: &Tx<'_>, did: i64, host_name: &str) -> Result<bool> {
     Ok(tx
         .query_row(
             "SELECT cert_fingerprint IS NOT NULL FROM hosts WHERE domain_id = ?1 AND host_name = ?2",
@@ -152,7 +152,7 @@ fn is_registered(tx: &Transaction<'_>, did: i64, host_name: &str) -> Result<bool
         .unwrap_or(false))
 }
 
-fn host_id(tx: &Transaction<'_>, did: i64, host_name: &str) -> Result<i64> {
+fn host_id(tx: &Tx<'_>, did: i64, host_name: &str) -> Result<i64> {
     tx.query_row(
         "SELECT id FROM hosts WHERE domain_id = ?1 AND host_name = ?2",
         params![did, host_name],
@@ -163,13 +163,7 @@ fn host_id(tx: &Transaction<'_>, did: i64, host_name: &str) -> Result<i64> {
 }
 
 impl Store {
-    fn secret_view(
-        &self,
-        tx: &Transaction<'_>,
-        did: i64,
-        domain: &str,
-        show: bool,
-    ) -> Result<SecretView> {
+    fn secret_view(&self, tx: &Tx<'_>, did: i64, domain: &str, show: bool) -> Result<SecretView> {
         let row: Option<(Vec<u8>, String, String, bool, bool, String)> = tx
             .query_row(
                 "SELECT secret_sealed, creation_method, valid_until, require_hosts_first_added, expired, created_at
@@ -311,7 +305,7 @@ impl Store {
             let ids: Vec<i64> = tx
                 .prepare("SELECT id FROM hosts WHERE domain_id = ?1 ORDER BY host_name")?
                 .query_map([did], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
+                .collect::<crate::store::db::DbResult<_>>()?;
             ids.into_iter().map(|id| host_view(tx, id)).collect()
         })
     }
@@ -340,11 +334,11 @@ impl Store {
             if tx.query_row("SELECT EXISTS(SELECT 1 FROM hosts WHERE domain_id = ?1 AND host_name = ?2)", params![did, host_name], |r| r.get::<_, bool>(0))? {
                 return Err(Error::conflict("host_name", "a host with this name already exists in the domain"));
             }
-            tx.execute(
-                "INSERT INTO hosts(domain_id, host_name, registration_allowed, created_at) VALUES (?1,?2,?3,?4)",
+            let hid: i64 = tx.query_row(
+                "INSERT INTO hosts(domain_id, host_name, registration_allowed, created_at) VALUES (?1,?2,?3,?4) RETURNING id",
                 params![did, host_name, registration_allowed, fmt_time(now())],
+                |r| r.get(0),
             )?;
-            let hid = tx.last_insert_rowid();
             audit_actor(tx, actor, Severity::Info, Some(did), &format!("added host {host_name} to domain {domain}"))?;
             host_view(tx, hid)
         })
@@ -412,7 +406,7 @@ impl Store {
         req.check()?;
         let ca = self.identity(crate::store::system::ca_name(kind))?;
         let who = format!("host:{}", sanitize(&req.host_name));
-        let refusal_entry = |tx: &Transaction<'_>, why: &str| {
+        let refusal_entry = |tx: &Tx<'_>, why: &str| {
             let did = domain_id(tx, &req.domain).ok();
             self.log_refusal(
                 tx,

@@ -1,6 +1,6 @@
 //! Agent keys, their versions and rotation (§7).
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use crate::store::db::{OptionalExtension, Tx, params};
 use serde::Serialize;
 use time::{Duration, OffsetDateTime};
 
@@ -74,7 +74,7 @@ pub(super) fn version_context(key_id: i64, version: i64) -> String {
     format!("key_versions:{key_id}:{version}")
 }
 
-pub(super) fn key_id(tx: &Transaction<'_>, did: i64, name: &str) -> Result<i64> {
+pub(super) fn key_id(tx: &Tx<'_>, did: i64, name: &str) -> Result<i64> {
     tx.query_row(
         "SELECT id FROM agent_keys WHERE domain_id = ?1 AND name = ?2",
         params![did, name],
@@ -84,7 +84,7 @@ pub(super) fn key_id(tx: &Transaction<'_>, did: i64, name: &str) -> Result<i64> 
     .ok_or_else(|| Error::not_found("key", name))
 }
 
-pub(super) fn current_version(tx: &Transaction<'_>, kid: i64) -> Result<i64> {
+pub(super) fn current_version(tx: &Tx<'_>, kid: i64) -> Result<i64> {
     Ok(tx.query_row(
         "SELECT MAX(version) FROM key_versions WHERE key_id = ?1",
         [kid],
@@ -92,7 +92,7 @@ pub(super) fn current_version(tx: &Transaction<'_>, kid: i64) -> Result<i64> {
     )?)
 }
 
-fn key_view(tx: &Transaction<'_>, kid: i64, global_refresh: i64) -> Result<KeyView> {
+fn key_view(tx: &Tx<'_>, kid: i64, global_refresh: i64) -> Result<KeyView> {
     let t = now();
     let mut view = tx.query_row(
         "SELECT d.name, k.name, k.description, k.template, k.algorithm, k.key_type, k.unique_to_host, k.creation_method,
@@ -154,7 +154,7 @@ impl Store {
     /// Inserts version `version` of key `kid` with fresh (or given) material.
     fn insert_version(
         &self,
-        tx: &Transaction<'_>,
+        tx: &Tx<'_>,
         kid: i64,
         version: i64,
         alg: Algorithm,
@@ -187,7 +187,7 @@ impl Store {
             let ids: Vec<i64> = tx
                 .prepare("SELECT id FROM agent_keys WHERE domain_id = ?1 ORDER BY name")?
                 .query_map([did], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
+                .collect::<crate::store::db::DbResult<_>>()?;
             ids.into_iter().map(|id| key_view(tx, id, global)).collect()
         })
     }
@@ -268,15 +268,15 @@ impl Store {
             if exists {
                 return Err(Error::conflict("name", "a key with this name already exists in the domain"));
             }
-            tx.execute(
+            let kid: i64 = tx.query_row(
                 "INSERT INTO agent_keys(domain_id, name, description, template, algorithm, key_type, unique_to_host, creation_method,
                   refresh_period, automatic_rotation, life_span_days, expiration_date, created_at)
-                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)",
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13) RETURNING id",
                 params![did, new.name, new.description, template, new.algorithm.as_str(), new.key_type.as_str(), new.unique_to_host,
                     new.key_creation_method.as_str(), new.key_refresh_period, new.automatic_key_rotation, new.key_version_life_span,
                     new.expiration_date.map(fmt_time), fmt_time(t)],
+                |r| r.get(0),
             )?;
-            let kid = tx.last_insert_rowid();
             self.insert_version(tx, kid, 1, new.algorithm, new.key_material.as_ref(), first_expiry)?;
             audit_actor(tx, actor, Severity::Info, Some(did), &format!(
                 "added {} key {} in domain {domain} ({})", new.algorithm.as_str(), new.name,
@@ -361,7 +361,7 @@ impl Store {
     /// Opens the material of one key version.
     pub(super) fn open_version(
         &self,
-        tx: &Transaction<'_>,
+        tx: &Tx<'_>,
         kid: i64,
         version: i64,
     ) -> Result<Option<(SecretBytes, String, Option<String>)>> {
@@ -510,7 +510,7 @@ pub(crate) mod tests {
 
     #[test]
     fn manual_material_is_kept_exactly_and_sealed() {
-        let (dir, s) = store();
+        let (_dir, s) = store();
         let sa = key_admin(&s);
         let mut k = new_key("imported", false, None);
         k.key_creation_method = CreationMethod::Manual;
@@ -525,12 +525,8 @@ pub(crate) mod tests {
             Ok(())
         })
         .expect("read");
-        drop(s);
-        // The material is not in the database file in clear.
-        let db = std::fs::read(dir.path().join(crate::store::DB_FILE)).expect("db");
-        let wal = std::fs::read(dir.path().join(format!("{}-wal", crate::store::DB_FILE)))
-            .unwrap_or_default();
-        for bytes in [db, wal] {
+        // The material is not in the database's files in clear.
+        for bytes in crate::store::test_support::stored_bytes(&s) {
             assert!(
                 !bytes.windows(32).any(|w| w == [0x5a; 32]),
                 "key material found in clear on disk"

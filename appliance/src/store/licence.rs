@@ -6,7 +6,7 @@
 //! inside the transactions that would break them: `register_host` (Key
 //! agents) and `create_domain` (domains).
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use crate::store::db::{OptionalExtension, Tx, params};
 use serde::Serialize;
 
 use super::{Store, audit_actor, now};
@@ -30,15 +30,15 @@ pub struct LicenceView {
 }
 
 /// The installed terms, if a licence is installed and its signature holds.
-pub(super) fn installed_terms(tx: &Transaction<'_>) -> Result<Option<LicenceTerms>> {
+pub(super) fn installed_terms(tx: &Tx<'_>) -> Result<Option<LicenceTerms>> {
     Ok(installed(tx)?.map(|(terms, ..)| terms))
 }
 
-fn installed(tx: &Transaction<'_>) -> Result<Option<(LicenceTerms, String, String)>> {
+fn installed(tx: &Tx<'_>) -> Result<Option<(LicenceTerms, String, String)>> {
     let row: Option<(String, String, String)> = tx
         .query_row(
             "SELECT text, installed_at, installed_by FROM licence WHERE id = 1",
-            [],
+            params![],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?;
@@ -55,19 +55,19 @@ fn installed(tx: &Transaction<'_>) -> Result<Option<(LicenceTerms, String, Strin
     }
 }
 
-fn registered_hosts(tx: &Transaction<'_>) -> Result<i64> {
+fn registered_hosts(tx: &Tx<'_>) -> Result<i64> {
     Ok(tx.query_row(
         "SELECT COUNT(*) FROM hosts WHERE cert_fingerprint IS NOT NULL",
-        [],
+        params![],
         |r| r.get(0),
     )?)
 }
 
-fn domains(tx: &Transaction<'_>) -> Result<i64> {
-    Ok(tx.query_row("SELECT COUNT(*) FROM domains", [], |r| r.get(0))?)
+fn domains(tx: &Tx<'_>) -> Result<i64> {
+    Ok(tx.query_row("SELECT COUNT(*) FROM domains", params![], |r| r.get(0))?)
 }
 
-fn view(tx: &Transaction<'_>) -> Result<Option<LicenceView>> {
+fn view(tx: &Tx<'_>) -> Result<Option<LicenceView>> {
     let Some((terms, installed_at, installed_by)) = installed(tx)? else {
         return Ok(None);
     };
@@ -84,10 +84,7 @@ fn view(tx: &Transaction<'_>) -> Result<Option<LicenceView>> {
 
 /// Why the licence does not allow a Key agent registration, if it does not.
 /// `new_agent`: the host is not registered yet, so it takes a licence.
-pub(super) fn registration_refusal(
-    tx: &Transaction<'_>,
-    new_agent: bool,
-) -> Result<Option<String>> {
+pub(super) fn registration_refusal(tx: &Tx<'_>, new_agent: bool) -> Result<Option<String>> {
     let Some(terms) = installed_terms(tx)? else {
         return Ok(Some(format!(
             "no licence is installed on the appliance ({NOT_FOUND})"
@@ -119,7 +116,7 @@ pub(super) fn registration_refusal(
 }
 
 /// Refuses a new domain beyond the licence's limit.
-pub(super) fn check_new_domain(tx: &Transaction<'_>) -> Result<()> {
+pub(super) fn check_new_domain(tx: &Tx<'_>) -> Result<()> {
     let Some(terms) = installed_terms(tx)? else {
         return Err(Error::Licence(format!(
             "no licence is installed on the appliance ({NOT_FOUND}): domains cannot be added"
@@ -399,7 +396,7 @@ pub(crate) mod tests {
         );
         // Re-registering the registered host takes no second licence.
         s.write(|tx| {
-            tx.execute("UPDATE hosts SET registration_allowed = 1", [])?;
+            tx.execute("UPDATE hosts SET registration_allowed = 1", params![])?;
             Ok(())
         })
         .expect("allow again");
@@ -436,7 +433,7 @@ pub(crate) mod tests {
         ));
         // No licence at all (a store from before licences).
         s.write(|tx| {
-            tx.execute("DELETE FROM licence", [])?;
+            tx.execute("DELETE FROM licence", params![])?;
             Ok(())
         })
         .expect("remove");
@@ -452,7 +449,10 @@ pub(crate) mod tests {
         let (_d, s) = store();
         install_test_licence(&s);
         s.write(|tx| {
-            tx.execute("UPDATE licence SET text = replace(text, 'e', 'f')", [])?;
+            tx.execute(
+                "UPDATE licence SET text = replace(text, 'e', 'f')",
+                params![],
+            )?;
             Ok(())
         })
         .expect("tamper");

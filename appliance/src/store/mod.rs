@@ -10,6 +10,7 @@ mod audit;
 mod backup;
 mod backup_schedule;
 mod cli;
+pub mod db;
 mod domains;
 mod email;
 mod hosts;
@@ -22,7 +23,7 @@ mod system;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use db::{Conn, Mode, OptionalExtension, Tx, params};
 use time::OffsetDateTime;
 
 use crate::access::{Actor, Membership};
@@ -72,7 +73,61 @@ pub mod limits {
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "custos.db";
 
+/// The file in the data directory that names the store's engine: absent,
+/// the SQLite database `custos.db` beside it; `postgresql <conninfo>` (one
+/// line, libpq's key=value form), that PostgreSQL database. Every program
+/// that opens the store (keyd, the CLI) reads it, so moving a store to
+/// PostgreSQL moves all of them.
+pub const BACKEND_FILE: &str = "store.backend";
+
+/// Which engine holds the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    /// libpq connection parameters, e.g. `host=/run/postgresql dbname=custos`.
+    Postgres(String),
+}
+
+impl Backend {
+    /// The engine named in `dir`'s [`BACKEND_FILE`].
+    pub fn of(dir: &Path) -> Result<Backend> {
+        let path = dir.join(BACKEND_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Backend::parse(text.trim()).map_err(|rule| Error::Io {
+                path,
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, rule),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Backend::Sqlite),
+            Err(source) => Err(Error::Io { path, source }),
+        }
+    }
+
+    fn parse(text: &str) -> std::result::Result<Backend, String> {
+        match text.split_once(char::is_whitespace) {
+            _ if text == "sqlite" => Ok(Backend::Sqlite),
+            Some(("postgresql", conninfo)) if !conninfo.trim().is_empty() => {
+                Ok(Backend::Postgres(conninfo.trim().to_owned()))
+            }
+            _ => Err("must be `sqlite` or `postgresql <connection parameters>`".into()),
+        }
+    }
+
+    /// Names this engine in `dir` for every later opening, atomically.
+    pub fn record(&self, dir: &Path) -> Result<()> {
+        let text = match self {
+            Backend::Sqlite => "sqlite\n".to_owned(),
+            Backend::Postgres(c) => format!("postgresql {c}\n"),
+        };
+        write_atomic(&dir.join(BACKEND_FILE), text.as_bytes())
+    }
+}
+
 /// The migrations, in order; the schema version is their count.
+///
+/// A PostgreSQL store starts at [`PG_BASELINE`]: the schema those
+/// migrations build, in PostgreSQL's words (`pg_schema.sql`); every later
+/// migration exists in both dialects, `PG_MIGRATIONS[i]` beside
+/// `MIGRATIONS[PG_BASELINE + i]`.
 const MIGRATIONS: &[&str] = &[
     include_str!("schema_v1.sql"),
     include_str!("schema_v2.sql"),
@@ -84,8 +139,14 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v8.sql"),
 ];
 
+/// The schema version `pg_schema.sql` creates.
+const PG_BASELINE: i64 = 8;
+const PG_SCHEMA: &str = include_str!("pg_schema.sql");
+const PG_MIGRATIONS: &[&str] = &[];
+
 pub struct Store {
-    conn: Mutex<Connection>,
+    conn: Mutex<Conn>,
+    backend: Backend,
     master: MasterKey,
     dir: PathBuf,
     release_audit: Mutex<std::collections::HashMap<(i64, i64, i64), OffsetDateTime>>,
@@ -103,26 +164,26 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`, with its master key.
+    /// Opens (or creates) the store in `dir`, with its master key, on the
+    /// engine `dir` names (see [`BACKEND_FILE`]).
     pub fn open(dir: &Path) -> Result<Store> {
+        let backend = Backend::of(dir)?;
+        Store::open_with(dir, backend)
+    }
+
+    /// Opens (or creates) the store in `dir` on `backend`. The data
+    /// directory keeps the master key and the audit archive on either.
+    pub fn open_with(dir: &Path, backend: Backend) -> Result<Store> {
         let io = |source| Error::Io {
             path: dir.to_path_buf(),
             source,
         };
         std::fs::create_dir_all(dir).map_err(io)?;
         let master = MasterKey::load_or_create(dir)?;
-        let mut conn = Connection::open(dir.join(DB_FILE))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        // Migrations run with foreign keys off (a table rebuild must not
-        // cascade; the bundled SQLite turns them on by default) and check
-        // them before each commit.
-        conn.pragma_update(None, "foreign_keys", "OFF")?;
-        migrate(&mut conn)?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let conn = connect(dir, &backend)?;
         let store = Store {
             conn: Mutex::new(conn),
+            backend,
             master,
             dir: dir.to_path_buf(),
             release_audit: Mutex::new(Default::default()),
@@ -138,27 +199,38 @@ impl Store {
         &self.dir
     }
 
+    /// The engine this store is on.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
     /// How the master key is kept at rest (sealed to a TPM, or on disk).
     pub fn master_key_protection(&self) -> crate::crypto::KeyProtection {
         self.master.protection()
     }
 
     /// Runs `f` in one immediate transaction; commits when it returns Ok.
-    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+    fn write<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.conn.lock().expect("store mutex poisoned");
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = conn.begin(Mode::Write)?;
         let out = f(&tx)?;
         tx.commit()?;
         Ok(out)
     }
 
     /// Runs `f` in a read transaction (a consistent snapshot).
-    fn read<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+    fn read<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.conn.lock().expect("store mutex poisoned");
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
+        let tx = conn.begin(Mode::Read)?;
         let out = f(&tx)?;
         tx.finish()?;
         Ok(out)
+    }
+
+    /// A second connection to the same database, for a long read (a backup)
+    /// that must not hold the store's own connection.
+    fn reader(&self) -> Result<Conn> {
+        connect(&self.dir, &self.backend)
     }
 
     fn ensure_defaults(&self) -> Result<()> {
@@ -208,14 +280,77 @@ fn give_away(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     std::os::unix::fs::lchown(path, Some(uid), Some(gid))
 }
 
-/// Brings the schema up to date. Each step reads the version inside an
-/// immediate (write-locked) transaction, so daemons opening a fresh store
-/// at the same moment migrate it once between them.
-fn migrate(conn: &mut Connection) -> Result<()> {
+/// Replaces `path` with `data` so that a crash leaves the old or the new
+/// file, never part of one: a private temporary file beside it, flushed,
+/// renamed over it, the directory flushed.
+fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
+    f.write_all(data).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    if let Some(parent) = path.parent() {
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+    }
+    Ok(())
+}
+
+/// One connection to the store's database, its schema brought up to date.
+fn connect(dir: &Path, backend: &Backend) -> Result<Conn> {
+    match backend {
+        Backend::Sqlite => {
+            let conn = rusqlite::Connection::open(dir.join(DB_FILE)).map_err(db::DbError::from)?;
+            let setup = || -> rusqlite::Result<()> {
+                conn.pragma_update(None, "journal_mode", "WAL")?;
+                conn.pragma_update(None, "synchronous", "FULL")?;
+                conn.busy_timeout(std::time::Duration::from_secs(10))?;
+                // Migrations run with foreign keys off (a table rebuild must
+                // not cascade; the bundled SQLite turns them on by default)
+                // and check them before each commit.
+                conn.pragma_update(None, "foreign_keys", "OFF")
+            };
+            setup().map_err(db::DbError::from)?;
+            let mut conn = Conn::Lite(conn);
+            migrate(&mut conn)?;
+            if let Conn::Lite(c) = &conn {
+                c.pragma_update(None, "foreign_keys", "ON")
+                    .map_err(db::DbError::from)?;
+            }
+            Ok(conn)
+        }
+        Backend::Postgres(conninfo) => {
+            let mut conn = Conn::Pg(Box::new(db::PgConn::connect(conninfo)?));
+            migrate(&mut conn)?;
+            Ok(conn)
+        }
+    }
+}
+
+/// Brings the schema up to date. Each step reads the version inside a
+/// write-locked transaction, so daemons opening a fresh store at the same
+/// moment migrate it once between them.
+fn migrate(conn: &mut Conn) -> Result<()> {
+    if conn.is_postgres() {
+        return migrate_pg(conn);
+    }
     let supported = MIGRATIONS.len() as i64;
     loop {
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let tx = conn.begin(Mode::Write)?;
+        let version: i64 = tx.query_row("PRAGMA user_version", params![], |r| r.get(0))?;
         if version > supported {
             return Err(Error::SchemaTooNew {
                 found: version,
@@ -227,7 +362,7 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         }
         tx.execute_batch(MIGRATIONS[version as usize])?;
         let broken: Option<String> = tx
-            .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+            .query_row("PRAGMA foreign_key_check", params![], |r| r.get(0))
             .optional()?;
         if let Some(table) = broken {
             return Err(Error::conflict(
@@ -238,9 +373,57 @@ fn migrate(conn: &mut Connection) -> Result<()> {
                 ),
             ));
         }
-        tx.pragma_update(None, "user_version", version + 1)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", version + 1))?;
         tx.commit()?;
         tracing::info!(version = version + 1, "store migrated");
+    }
+}
+
+/// PostgreSQL's migrations: the baseline schema on an empty database, then
+/// the later steps, each in one write-locked transaction (PostgreSQL's DDL
+/// is transactional) that records its version in `schema_version`.
+fn migrate_pg(conn: &mut Conn) -> Result<()> {
+    let supported = MIGRATIONS.len() as i64;
+    loop {
+        let tx = conn.begin(Mode::Write)?;
+        let exists: bool = tx.query_row(
+            "SELECT to_regclass('schema_version') IS NOT NULL",
+            params![],
+            |r| r.get(0),
+        )?;
+        let version: i64 = if exists {
+            tx.query_row("SELECT version FROM schema_version", params![], |r| {
+                r.get(0)
+            })?
+        } else {
+            0
+        };
+        if version > supported {
+            return Err(Error::SchemaTooNew {
+                found: version,
+                supported,
+            });
+        }
+        if version == supported {
+            return Ok(());
+        }
+        let next = if version == 0 {
+            tx.execute_batch(PG_SCHEMA)?;
+            PG_BASELINE
+        } else {
+            let step = usize::try_from(version - PG_BASELINE).unwrap_or(usize::MAX);
+            let sql = PG_MIGRATIONS.get(step).ok_or_else(|| {
+                Error::conflict(
+                    "store",
+                    format!("no PostgreSQL migration from version {version}"),
+                )
+            })?;
+            tx.execute_batch(sql)?;
+            version + 1
+        };
+        tx.execute("UPDATE schema_version SET version = ?1", params![next])?;
+        tx.commit()?;
+        tracing::info!(version = next, engine = "postgresql", "store migrated");
     }
 }
 
@@ -250,7 +433,7 @@ pub(crate) fn now() -> OffsetDateTime {
 
 /// Writes one audit entry inside the caller's transaction.
 pub(crate) fn audit(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     who: &str,
     source: &str,
     via: &str,
@@ -266,7 +449,7 @@ pub(crate) fn audit(
 }
 
 pub(crate) fn audit_actor(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     actor: &Actor,
     severity: Severity,
     domain_id: Option<i64>,
@@ -284,7 +467,7 @@ pub(crate) fn audit_actor(
 }
 
 /// A domain's id by name, or NotFound.
-pub(crate) fn domain_id(tx: &Transaction<'_>, name: &str) -> Result<i64> {
+pub(crate) fn domain_id(tx: &Tx<'_>, name: &str) -> Result<i64> {
     tx.query_row("SELECT id FROM domains WHERE name = ?1", [name], |r| {
         r.get(0)
     })
@@ -293,11 +476,7 @@ pub(crate) fn domain_id(tx: &Transaction<'_>, name: &str) -> Result<i64> {
 }
 
 /// The actor's membership of a domain, if any.
-pub(crate) fn membership(
-    tx: &Transaction<'_>,
-    admin_id: i64,
-    domain_id: i64,
-) -> Result<Option<Membership>> {
+pub(crate) fn membership(tx: &Tx<'_>, admin_id: i64, domain_id: i64) -> Result<Option<Membership>> {
     Ok(tx
         .query_row(
             "SELECT roles, enabled FROM domain_members WHERE admin_id = ?1 AND domain_id = ?2",
@@ -315,7 +494,7 @@ pub(crate) fn membership(
 /// Looks a domain up for an actor, hiding its existence from administrators
 /// who do not belong to it (they get "does not exist", not "forbidden").
 pub(crate) fn domain_for(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     actor: &Actor,
     name: &str,
 ) -> Result<(i64, Option<Membership>)> {
@@ -346,7 +525,7 @@ impl Store {
                     "SELECT a.login FROM domain_members m JOIN administrators a ON a.id = m.admin_id WHERE m.domain_id = ?1",
                 )?
                 .query_map([did], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?)
+                .collect::<db::DbResult<_>>()?)
         })
     }
 }
@@ -360,10 +539,63 @@ pub(crate) mod test_support {
     use super::*;
     use crate::model::UserType;
 
+    /// A new, empty store on the engine the run asks for (see
+    /// `pg_harness::wants_postgres`).
     pub fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let s = Store::open(dir.path()).expect("open");
+        let s = Store::open_with(dir.path(), backend()).expect("open");
         (dir, s)
+    }
+
+    /// A new, empty database on the engine the run asks for.
+    pub fn backend() -> Backend {
+        if crate::pg_harness::wants_postgres() {
+            let server = crate::pg_harness::shared().expect("the test PostgreSQL server");
+            Backend::Postgres(server.fresh_database().expect("a test database"))
+        } else {
+            Backend::Sqlite
+        }
+    }
+
+    /// The bytes of every file the store's database keeps on disk (SQLite:
+    /// the database and its write-ahead log; PostgreSQL: the database's
+    /// own directory and the write-ahead log, after a checkpoint put every
+    /// page on disk), for tests that look for a secret in clear.
+    pub fn stored_bytes(s: &Store) -> Vec<Vec<u8>> {
+        let mut files = vec![];
+        match s.backend() {
+            Backend::Sqlite => {
+                for name in [DB_FILE.to_owned(), format!("{DB_FILE}-wal")] {
+                    files.push(s.dir().join(name));
+                }
+            }
+            Backend::Postgres(_) => {
+                let mut conn = s.conn.lock().expect("conn");
+                let Conn::Pg(pg) = &mut *conn else {
+                    unreachable!("a PostgreSQL store has a PostgreSQL connection")
+                };
+                let c = pg.client();
+                c.batch_execute("CHECKPOINT").expect("checkpoint");
+                let oid: u32 = c
+                    .query_one(
+                        "SELECT oid FROM pg_database WHERE datname = current_database()",
+                        &[],
+                    )
+                    .expect("oid")
+                    .get(0);
+                let data = crate::pg_harness::shared().expect("server").data_dir();
+                for dir in [data.join("base").join(oid.to_string()), data.join("pg_wal")] {
+                    for e in std::fs::read_dir(&dir).expect("data directory").flatten() {
+                        files.push(e.path());
+                    }
+                }
+            }
+        }
+        files
+            .iter()
+            .filter(|p| p.is_file())
+            .map(|p| std::fs::read(p).expect("a database file"))
+            .collect()
     }
 
     pub fn system_actor(s: &Store) -> Actor {

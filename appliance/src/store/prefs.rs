@@ -1,7 +1,7 @@
 //! General Preferences (§4 System → General Preferences) and appliance
 //! settings kept with them (security mode, lock-out).
 
-use rusqlite::{Transaction, params};
+use crate::store::db::{Tx, params};
 use serde::Serialize;
 
 use super::{Store, audit_actor};
@@ -59,10 +59,12 @@ fn range(field: &'static str, v: i64, lo: i64, hi: i64, unit: &str) -> Result<()
     Ok(())
 }
 
-fn load(tx: &Transaction<'_>) -> Result<Preferences> {
+fn load(tx: &Tx<'_>) -> Result<Preferences> {
     let mut p = Preferences::default();
     let mut stmt = tx.prepare_cached("SELECT name, value FROM preferences")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let rows = stmt.query_map(crate::store::db::params![], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?;
     for row in rows {
         let (name, value) = row?;
         let int = || {

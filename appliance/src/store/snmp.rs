@@ -8,7 +8,7 @@
 
 use std::net::Ipv4Addr;
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use crate::store::db::{OptionalExtension, Tx, params};
 use serde::Serialize;
 
 use super::system::ca_name;
@@ -214,16 +214,16 @@ struct Row {
     acl: Vec<String>,
 }
 
-fn load(tx: &Transaction<'_>) -> Result<Row> {
+fn load(tx: &Tx<'_>) -> Result<Row> {
     let (enabled, community_sealed, sys_contact, sys_location) = tx.query_row(
         "SELECT enabled, community_sealed, sys_contact, sys_location FROM snmp_settings WHERE id = 1",
-        [],
+        params![],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
     )?;
     let acl = tx
         .prepare_cached("SELECT entry FROM snmp_acl ORDER BY id")?
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<Vec<String>>>()?;
+        .query_map(crate::store::db::params![], |r| r.get(0))?
+        .collect::<crate::store::db::DbResult<Vec<String>>>()?;
     Ok(Row {
         enabled,
         community_sealed,
@@ -245,7 +245,7 @@ fn view(row: &Row) -> SnmpSettings {
 
 /// Adds `entries` (already parsed and not yet listed) to the access list,
 /// with one audit note each (§13: adding an entry is logged).
-fn add_entries(tx: &Transaction<'_>, actor: &Actor, entries: &[AclEntry]) -> Result<Vec<String>> {
+fn add_entries(tx: &Tx<'_>, actor: &Actor, entries: &[AclEntry]) -> Result<Vec<String>> {
     let mut notes = vec![];
     for e in entries {
         tx.execute(
@@ -257,7 +257,7 @@ fn add_entries(tx: &Transaction<'_>, actor: &Actor, entries: &[AclEntry]) -> Res
     Ok(notes)
 }
 
-fn remove_entries(tx: &Transaction<'_>, entries: &[String]) -> Result<Vec<String>> {
+fn remove_entries(tx: &Tx<'_>, entries: &[String]) -> Result<Vec<String>> {
     let mut notes = vec![];
     for e in entries {
         tx.execute("DELETE FROM snmp_acl WHERE entry = ?1", [e])?;
@@ -266,7 +266,7 @@ fn remove_entries(tx: &Transaction<'_>, entries: &[String]) -> Result<Vec<String
     Ok(notes)
 }
 
-fn audit_changes(tx: &Transaction<'_>, actor: &Actor, notes: &[String]) -> Result<()> {
+fn audit_changes(tx: &Tx<'_>, actor: &Actor, notes: &[String]) -> Result<()> {
     if notes.is_empty() {
         return Ok(());
     }
@@ -826,8 +826,9 @@ mod tests {
         assert_eq!(agent.community.expose(), "N0t-Public");
         assert_eq!(agent.acl.len(), 2);
         // The community is sealed: its text is nowhere in the database.
-        let raw = std::fs::read(s.dir().join(crate::store::DB_FILE)).expect("db");
-        assert!(!raw.windows(10).any(|w| w == b"N0t-Public"));
+        for raw in crate::store::test_support::stored_bytes(&s) {
+            assert!(!raw.windows(10).any(|w| w == b"N0t-Public"));
+        }
 
         let log = s
             .audit_log(&sys, &crate::store::AuditQuery::default())

@@ -1,7 +1,7 @@
 //! The appliance's own certificate authorities and server certificates,
 //! created at first start and kept sealed in the store.
 
-use rusqlite::{OptionalExtension, params};
+use crate::store::db::{OptionalExtension, params};
 
 use super::cli::cli_audit;
 use super::{CliSession, Store, audit, now};
@@ -145,7 +145,7 @@ impl Store {
             let hosts = tx.execute(
                 "UPDATE hosts SET registration_allowed = 1, certificate = NULL, cert_fingerprint = NULL, registered_at = NULL
                  WHERE cert_fingerprint IS NOT NULL",
-                [],
+                params![],
             )? as i64;
             cli_audit(
                 tx,

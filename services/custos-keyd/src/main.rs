@@ -100,7 +100,8 @@ async fn run(cfg: Config, bulk: tokio::runtime::Handle) -> anyhow::Result<Stoppe
     let identities = tokio::task::spawn_blocking(move || s2.ensure_identities(&host, &names))
         .await?
         .context("creating or loading the certificate authorities")?;
-    let prefs = store.preferences_unchecked()?;
+    let s2 = store.clone();
+    let prefs = tokio::task::spawn_blocking(move || s2.preferences_unchecked()).await??;
     let mode = prefs.security_mode;
     // One back-off for both enrolment ports.
     let enrol_guard = enrol_guard::EnrolGuard::new(cfg.enrol_guard.clone());
@@ -294,7 +295,9 @@ async fn run(cfg: Config, bulk: tokio::runtime::Handle) -> anyhow::Result<Stoppe
         &bulk,
     );
 
-    let admin = store.actor("admin", "console", "system").ok();
+    let s2 = store.clone();
+    let admin =
+        tokio::task::spawn_blocking(move || s2.actor("admin", "console", "system").ok()).await?;
     let mut out = std::io::stdout().lock();
     out.write_all(ready.as_bytes())?;
     writeln!(
