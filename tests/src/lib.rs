@@ -63,6 +63,76 @@ pub fn skip(test: &str, why: &str) {
     }
 }
 
+/// A new appliance's data directory, on the store engine this run tests:
+/// with `CUSTOS_TEST_STORE=postgresql` (the second pass of `cargo xtask
+/// test`), a fresh database on the tests' own PostgreSQL server, named in
+/// the directory's `store.backend` as the appliance names its own.
+pub fn data_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    if appliance::pg_harness::wants_postgres() {
+        let server = appliance::pg_harness::shared().expect("the tests' PostgreSQL server");
+        let conninfo = server.fresh_database().expect("a test database");
+        appliance::store::Backend::Postgres(conninfo)
+            .record(dir.path())
+            .expect("store.backend");
+    }
+    dir
+}
+
+/// The database of the store in a data directory, on whichever engine it
+/// is, for a test that looks at rows or stages one as the appliance's own
+/// programs would write it. Each call is a transaction of its own.
+pub struct StoreDb(std::cell::RefCell<appliance::store::db::Conn>);
+
+pub use appliance::store::db::{Row as StoreRow, params as store_params};
+
+impl StoreDb {
+    pub fn open(data: &Path) -> StoreDb {
+        StoreDb(std::cell::RefCell::new(
+            appliance::store::open_database(data).expect("open the store's database"),
+        ))
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.0.borrow().is_postgres()
+    }
+
+    pub fn query_row<T>(
+        &self,
+        sql: &str,
+        p: impl appliance::store::db::Params,
+        f: impl FnOnce(&StoreRow) -> appliance::store::db::DbResult<T>,
+    ) -> appliance::store::db::DbResult<T> {
+        self.0.borrow_mut().query_row(sql, p, f)
+    }
+
+    /// Every row of a query.
+    pub fn rows(&self, sql: &str, p: impl appliance::store::db::Params) -> Vec<StoreRow> {
+        self.0.borrow_mut().query_all(sql, p).expect(sql).1
+    }
+
+    pub fn execute(
+        &self,
+        sql: &str,
+        p: impl appliance::store::db::Params,
+    ) -> appliance::store::db::DbResult<usize> {
+        self.0.borrow_mut().execute(sql, p)
+    }
+
+    pub fn execute_batch(&self, sql: &str) -> appliance::store::db::DbResult<()> {
+        self.0.borrow_mut().execute_batch(sql)
+    }
+
+    /// The current time as the store writes it (RFC 3339, seconds, UTC).
+    pub fn now_sql(&self) -> &'static str {
+        if self.is_postgres() {
+            "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+        } else {
+            "strftime('%Y-%m-%dT%H:%M:%SZ', 'now')"
+        }
+    }
+}
+
 /// A running key service on its own data directory.
 pub struct Appliance {
     pub data: tempfile::TempDir,
@@ -90,7 +160,7 @@ impl Appliance {
     }
 
     pub fn start_with(extra: &[&str]) -> Appliance {
-        let data = tempfile::tempdir().expect("tempdir");
+        let data = data_dir();
         let mut a = Appliance {
             data,
             child: None,
@@ -288,14 +358,9 @@ impl Appliance {
     /// `learn_ca_fingerprints` read from the API.
     pub fn ca_fingerprint(&self, enrol: &str) -> String {
         let ec = enrol == "enrol-ec";
-        let db = self.data.path().join("custos.db");
-        if db.exists() {
-            let conn = rusqlite::Connection::open_with_flags(
-                &db,
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-            )
-            .expect("open store read-only");
-            let pem: String = conn
+        let data = self.data.path();
+        if data.join("custos.db").exists() || data.join(appliance::store::BACKEND_FILE).exists() {
+            let pem: String = StoreDb::open(data)
                 .query_row(
                     "SELECT cert_pem FROM system_identities WHERE name = ?1",
                     [if ec { "ca_ec" } else { "ca_rsa" }],
@@ -649,32 +714,22 @@ impl Api {
 /// Every row of every table but the audit log of the store in `data`, as
 /// text (sealed values as their ciphertext, which changes when they do).
 pub fn store_snapshot(data: &Path) -> String {
-    let conn = rusqlite::Connection::open_with_flags(
-        data.join("custos.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .expect("open store read-only");
-    let tables: Vec<String> = conn
-        .prepare(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name != 'audit' ORDER BY name",
-        )
-        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-        .expect("tables");
+    let db = StoreDb::open(data);
+    let sql = if db.is_postgres() {
+        "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' AND tablename NOT IN ('audit', 'schema_version') ORDER BY 1"
+    } else {
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name != 'audit' ORDER BY name"
+    };
+    let tables: Vec<String> = db
+        .rows(sql, store_params![])
+        .iter()
+        .map(|r| r.get(0).expect("a table name"))
+        .collect();
     let mut out = String::new();
     for t in tables {
-        let mut stmt = conn
-            .prepare(&format!("SELECT * FROM {t} ORDER BY 1, 2"))
-            .expect("select");
-        let n = stmt.column_count();
-        let rows = stmt
-            .query_map([], |r| {
-                (0..n)
-                    .map(|i| r.get_ref(i).map(|v| format!("{v:?}")))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .expect("rows");
-        for row in rows {
-            out.push_str(&format!("{t}: {}\n", row.expect("row").join(" | ")));
+        for row in db.rows(&format!("SELECT * FROM {t} ORDER BY 1, 2"), store_params![]) {
+            let vals: Vec<String> = row.into_values().iter().map(|v| format!("{v:?}")).collect();
+            out.push_str(&format!("{t}: {}\n", vals.join(" | ")));
         }
     }
     out

@@ -256,11 +256,7 @@ fn parallel_guesses_lock_once_and_every_refusal_looks_the_same() {
     assert!(locked.1.contains("bad_credentials"), "{}", locked.1);
 
     // Exactly one lock-out; the guesses past the limit were not counted.
-    let db = rusqlite::Connection::open_with_flags(
-        app.data_dir().join("custos.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .expect("store");
+    let db = tests::StoreDb::open(app.data_dir());
     let count = |what: &str| -> i64 {
         db.query_row(
             "SELECT COUNT(*) FROM audit WHERE who = 'admin' AND what LIKE ?1",

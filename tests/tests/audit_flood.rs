@@ -134,11 +134,13 @@ fn key_release_survives_a_failed_bookkeeping_write() {
     .ok();
     // The audit table refuses every insert from now on, as a full disk
     // would refuse the write.
-    let db = rusqlite::Connection::open(app.data_dir().join("custos.db")).expect("db");
-    db.busy_timeout(Duration::from_secs(10)).expect("timeout");
-    db.execute_batch(
-        "CREATE TRIGGER test_refuse_audit BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'audit refused'); END;",
-    )
+    let db = tests::StoreDb::open(app.data_dir());
+    db.execute_batch(if db.is_postgres() {
+        "CREATE FUNCTION test_refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit refused'; END $$;
+         CREATE TRIGGER test_refuse_audit BEFORE INSERT ON audit FOR EACH ROW EXECUTE FUNCTION test_refuse_audit();"
+    } else {
+        "CREATE TRIGGER test_refuse_audit BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'audit refused'); END;"
+    })
     .expect("trigger");
     drop(db);
     let (v1, n) = fetch_key(&app, host_dir.path(), "recorder", None);

@@ -70,7 +70,7 @@ impl Cli {
     }
 
     fn start() -> Cli {
-        Cli::spawn(tempdir(), tempdir())
+        Cli::spawn(tests::data_dir(), tempdir())
     }
 
     /// A new session on the same data directory and root.
@@ -175,22 +175,19 @@ impl Cli {
             .collect()
     }
 
-    fn db(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open_with_flags(
-            self.data.path().join("custos.db"),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .expect("open the store")
+    fn db(&self) -> tests::StoreDb {
+        tests::StoreDb::open(self.data.path())
     }
 
     fn audit(&self) -> Vec<(String, String, String, String)> {
-        let db = self.db();
-        let mut stmt = db
-            .prepare("SELECT who, source, via, what FROM audit ORDER BY id")
-            .expect("select");
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-            .expect("rows")
-            .collect::<Result<_, _>>()
+        self.db()
+            .rows(
+                "SELECT who, source, via, what FROM audit ORDER BY id",
+                tests::store_params![],
+            )
+            .iter()
+            .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .collect::<Result<_, appliance::store::db::DbError>>()
             .expect("audit")
     }
 
@@ -873,7 +870,7 @@ fn system_commands_host_name_restart_security_mode_and_ca() {
         .db()
         .query_row(
             "SELECT value FROM preferences WHERE name = 'security_mode'",
-            [],
+            tests::store_params![],
             |r| r.get(0),
         )
         .expect("stored mode");
@@ -881,12 +878,13 @@ fn system_commands_host_name_restart_security_mode_and_ca() {
 
     // security genca: a bad field aborts with nothing changed.
     let identities = |c: &Cli| -> Vec<String> {
-        let db = c.db();
-        let mut stmt = db
-            .prepare("SELECT name || ' ' || cert_pem FROM system_identities ORDER BY name")
-            .expect("select");
-        stmt.query_map([], |r| r.get(0))
-            .expect("rows")
+        c.db()
+            .rows(
+                "SELECT name || ' ' || cert_pem FROM system_identities ORDER BY name",
+                tests::store_params![],
+            )
+            .iter()
+            .map(|r| r.get(0))
             .collect::<Result<_, _>>()
             .expect("identities")
     };
@@ -1089,7 +1087,7 @@ fn system_backup_commands_configure_the_automatic_backup() {
         c.db()
             .query_row(
                 "SELECT frequency, time_utc, weekday FROM backup_automatic",
-                [],
+                tests::store_params![],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .expect("settings")
@@ -1157,13 +1155,11 @@ fn system_backup_commands_configure_the_automatic_backup() {
     assert_eq!(last_line(&out), "SUCCESS: backup history: 0 entries");
 
     // A pinned key (as custos-backupd pins it) is forgotten only on "yes".
-    rusqlite::Connection::open(c.data.path().join("custos.db"))
-        .and_then(|db| {
-            db.execute(
-                "UPDATE backup_automatic SET host_key_fingerprint = 'SHA256:pinned-by-test'",
-                [],
-            )
-        })
+    tests::StoreDb::open(c.data.path())
+        .execute(
+            "UPDATE backup_automatic SET host_key_fingerprint = 'SHA256:pinned-by-test'",
+            tests::store_params![],
+        )
         .expect("pin");
     let out = c.confirm("backup hostkey forget", "no");
     assert!(out.contains("SHA256:pinned-by-test"), "{out}");
@@ -1249,7 +1245,7 @@ fn hostile_input_does_not_crash_it() {
 
 #[test]
 fn without_a_terminal_it_reads_plain_lines_and_survives_a_closed_output() {
-    let data = tempdir();
+    let data = tests::data_dir();
     let root = tempdir();
     let run = |input: &[u8], close_stdout: bool| {
         let mut child = Command::new(tests::bin("custos-cli"))
@@ -1394,7 +1390,7 @@ fn a_wrapper_key_without_a_quorum_is_discarded_from_the_cli() {
         .db()
         .query_row(
             "SELECT severity FROM audit WHERE what LIKE 'discarded wrapper key%'",
-            [],
+            tests::store_params![],
             |r| r.get(0),
         )
         .expect("severity");
@@ -1417,10 +1413,10 @@ fn unlock_admin_ends_the_web_administrators_lock_out() {
     let mut c = Cli::logged_in();
     // The lock-out that failed web sign-ins leave (as the store writes it).
     {
-        let db = rusqlite::Connection::open(c.data.path().join("custos.db")).expect("open");
+        let db = tests::StoreDb::open(c.data.path());
         db.execute(
             "UPDATE administrators SET locked_until = '2999-01-01T00:00:00Z', failed_logins = 0 WHERE login = 'admin'",
-            [],
+            tests::store_params![],
         )
         .expect("lock admin");
     }
@@ -1435,7 +1431,7 @@ fn unlock_admin_ends_the_web_administrators_lock_out() {
         c.db()
             .query_row(
                 "SELECT locked_until FROM administrators WHERE login = 'admin'",
-                [],
+                tests::store_params![],
                 |r| r.get(0),
             )
             .expect("admin")

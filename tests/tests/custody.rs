@@ -427,12 +427,9 @@ fn domain_administrators_see_only_their_domains() {
 }
 
 fn id_of(app: &Appliance, sql: &str) -> i64 {
-    let conn = rusqlite::Connection::open_with_flags(
-        app.data_dir().join("custos.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .expect("open store read-only");
-    conn.query_row(sql, [], |r| r.get(0)).expect(sql)
+    tests::StoreDb::open(app.data_dir())
+        .query_row(sql, tests::store_params![], |r| r.get(0))
+        .expect(sql)
 }
 
 #[test]

@@ -287,36 +287,35 @@ fn free_port() -> u16 {
 }
 
 /// A writable connection to the appliance's store.
-fn db(app: &Appliance) -> rusqlite::Connection {
-    let c = rusqlite::Connection::open(app.data_dir().join("custos.db")).expect("store");
-    c.busy_timeout(Duration::from_secs(10)).expect("timeout");
-    c
+fn db(app: &Appliance) -> tests::StoreDb {
+    tests::StoreDb::open(app.data_dir())
 }
 
 /// An audit entry as another daemon writes it (`via` is the daemon).
 fn log_entry(app: &Appliance, severity: &str, domain: Option<&str>, via: &str, what: &str) {
-    db(app)
-        .execute(
+    let db = db(app);
+    db.execute(
+        &format!(
             "INSERT INTO audit(at, who, source, via, severity, domain_id, what)
-             VALUES (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'), ?1, 'appliance', ?1, ?2, (SELECT id FROM domains WHERE name = ?3), ?4)",
-            rusqlite::params![via, severity, domain, what],
-        )
-        .expect("audit entry");
+             VALUES ({}, ?1, 'appliance', ?1, ?2, (SELECT id FROM domains WHERE name = ?3), ?4)",
+            db.now_sql()
+        ),
+        tests::store_params![via, severity, domain, what],
+    )
+    .expect("audit entry");
 }
 
 /// The outbox: (group, notice key, sent, attempts, last error).
 fn outbox(app: &Appliance) -> Vec<(String, String, bool, i64, Option<String>)> {
     db(app)
-        .prepare(
+        .rows(
             "SELECT g.name, o.notice, o.sent_at IS NOT NULL, o.attempts, o.last_error
              FROM email_outbox o JOIN email_groups g ON g.id = o.group_id ORDER BY o.id",
+            tests::store_params![],
         )
-        .and_then(|mut s| {
-            s.query_map([], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-            })?
-            .collect()
-        })
+        .iter()
+        .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .collect::<Result<_, appliance::store::db::DbError>>()
         .expect("outbox")
 }
 
@@ -518,7 +517,7 @@ impl TestClock {
             let scanned: Option<String> = db(app)
                 .query_row(
                     "SELECT value FROM email_progress WHERE name = 'expiry_scan'",
-                    [],
+                    tests::store_params![],
                     |r| r.get(0),
                 )
                 .ok();

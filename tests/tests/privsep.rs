@@ -90,26 +90,31 @@ fn eventually(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
     panic!("timed out waiting until {what}");
 }
 
-fn db(app: &Appliance) -> rusqlite::Connection {
-    let c = rusqlite::Connection::open(app.data_dir().join("custos.db")).expect("store");
-    c.busy_timeout(Duration::from_secs(10)).expect("timeout");
-    c
+fn db(app: &Appliance) -> tests::StoreDb {
+    tests::StoreDb::open(app.data_dir())
 }
 
 /// An ERROR entry as any part of the appliance would write it.
 fn error_entry(app: &Appliance, what: &str) {
-    db(app)
-        .execute(
+    let db = db(app);
+    db.execute(
+        &format!(
             "INSERT INTO audit(at, who, source, via, severity, domain_id, what)
-             VALUES (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'), 'test', 'appliance', 'test', 'ERROR', NULL, ?1)",
-            [what],
-        )
-        .expect("audit entry");
+             VALUES ({}, 'test', 'appliance', 'test', 'ERROR', NULL, ?1)",
+            db.now_sql()
+        ),
+        [what],
+    )
+    .expect("audit entry");
 }
 
 fn outbox_rows(app: &Appliance) -> i64 {
     db(app)
-        .query_row("SELECT COUNT(*) FROM email_outbox", [], |r| r.get(0))
+        .query_row(
+            "SELECT COUNT(*) FROM email_outbox",
+            tests::store_params![],
+            |r| r.get(0),
+        )
         .expect("outbox")
 }
 
@@ -397,7 +402,7 @@ fn the_daemons_keep_working_across_keyd_restarts_in_any_order() {
                 db(&app)
                     .query_row(
                         "SELECT COUNT(*) FROM email_progress WHERE name = 'audit_cursor'",
-                        [],
+                        tests::store_params![],
                         |r| r.get::<_, i64>(0),
                     )
                     .unwrap_or(0)

@@ -808,8 +808,59 @@ fn run_on_postgresql(cargo: &str, root: &Path, skipped: &Path) -> Result<(TestCo
     Ok((counts, status.context("the PostgreSQL pass ran nothing")?))
 }
 
-/// What the PostgreSQL pass runs (`cargo test` arguments).
-const POSTGRESQL_PASS: &[&[&str]] = &[&["-p", "appliance", "--lib"]];
+/// What the PostgreSQL pass runs (`cargo test` arguments): the store's
+/// tests and every end-to-end suite but those that never reach the store
+/// (`smoke`: the images; `tls_scan`: the TLS ports; `tidy`: the sources).
+const POSTGRESQL_PASS: &[&[&str]] = &[
+    &["-p", "appliance", "--lib"],
+    &[
+        "-p",
+        "tests",
+        "--no-fail-fast",
+        "--test",
+        "abuse",
+        "--test",
+        "agent_failover",
+        "--test",
+        "api_contract",
+        "--test",
+        "audit_flood",
+        "--test",
+        "backup",
+        "--test",
+        "backup_push",
+        "--test",
+        "bad_input",
+        "--test",
+        "cli",
+        "--test",
+        "crash_safety",
+        "--test",
+        "custody",
+        "--test",
+        "email",
+        "--test",
+        "enrolment",
+        "--test",
+        "licence",
+        "--test",
+        "permissions",
+        "--test",
+        "privsep",
+        "--test",
+        "recommended_setup",
+        "--test",
+        "snmp",
+        "--test",
+        "suite_b",
+        "--test",
+        "units",
+        "--test",
+        "uploads",
+        "--test",
+        "web_console",
+    ],
+];
 
 fn run_schemathesis(cargo: &str, root: &Path, st: &Path) -> Result<(TestCounts, ExitStatus)> {
     eprintln!("$ {cargo} test -p tests --test api_contract -- --ignored schemathesis");
@@ -1017,6 +1068,31 @@ mod tests {
             })
         );
         assert_eq!(TestCounts::parse("test agent::works ... ok"), None);
+    }
+
+    /// A new end-to-end suite runs on PostgreSQL too unless it is one of
+    /// those that never reach the store.
+    #[test]
+    fn every_end_to_end_suite_that_reaches_the_store_runs_on_postgresql() {
+        let dir = workspace_root().expect("root").join("tests").join("tests");
+        let listed: Vec<&str> = POSTGRESQL_PASS[1]
+            .windows(2)
+            .filter(|w| w[0] == "--test")
+            .map(|w| w[1])
+            .collect();
+        for e in fs::read_dir(&dir).expect("tests/tests") {
+            let path = e.expect("entry").path();
+            let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
+                continue;
+            };
+            if ["smoke", "tls_scan", "tidy"].contains(&name) {
+                continue;
+            }
+            assert!(
+                listed.contains(&name),
+                "tests/tests/{name}.rs is not in POSTGRESQL_PASS"
+            );
+        }
     }
 
     #[test]
