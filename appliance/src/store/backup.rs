@@ -1269,7 +1269,7 @@ impl Store {
             "email_groups",
             "email_outbox",
         ] {
-            tx.advance_identity(t)?;
+            tx.advance_identity(t, 0)?;
         }
         tx.defer_foreign_keys(false)
             .map_err(|e| corrupt(&format!("references: {e}")))?;
@@ -1555,7 +1555,7 @@ impl Drop for TempFile {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::test_support::{store, system_actor};
 
@@ -1692,7 +1692,7 @@ mod tests {
         assert!(e.to_string().contains("was made with wrapper key"), "{e}");
     }
 
-    fn material(s: &Store, key: &str, version: i64) -> Vec<u8> {
+    pub(crate) fn material(s: &Store, key: &str, version: i64) -> Vec<u8> {
         s.read(|tx| {
             let (kid, sealed): (i64, Vec<u8>) = tx.query_row(
                 "SELECT k.id, v.material_sealed FROM key_versions v JOIN agent_keys k ON k.id = v.key_id WHERE k.name = ?1 AND v.version = ?2",

@@ -223,11 +223,12 @@ impl Params for &Vec<Value> {
 }
 
 /// `params![a, b, c]`: each argument through [`ToValue`].
-macro_rules! params {
+#[macro_export]
+macro_rules! store_params {
     () => { [] as [$crate::store::db::Value; 0] };
     ($($p:expr),+ $(,)?) => { [$($crate::store::db::ToValue::to_value(&$p)),+] };
 }
-pub(crate) use params;
+pub use crate::store_params as params;
 
 /// `params_from_iter(values)`: any iterator of values, e.g. a built-up
 /// argument list.
@@ -656,6 +657,44 @@ impl Conn {
     pub fn is_postgres(&self) -> bool {
         matches!(self, Conn::Pg(_))
     }
+
+    /// One statement in a write transaction of its own.
+    pub fn execute(&mut self, sql: &str, p: impl Params) -> DbResult<usize> {
+        let tx = self.begin(Mode::Write)?;
+        let n = tx.execute(sql, p)?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Statements without parameters in a write transaction of their own.
+    pub fn execute_batch(&mut self, sql: &str) -> DbResult<()> {
+        let tx = self.begin(Mode::Write)?;
+        tx.execute_batch(sql)?;
+        tx.commit()
+    }
+
+    /// The first row of a query, in a read transaction of its own.
+    pub fn query_row<T>(
+        &mut self,
+        sql: &str,
+        p: impl Params,
+        f: impl FnOnce(&Row) -> DbResult<T>,
+    ) -> DbResult<T> {
+        let tx = self.begin(Mode::Read)?;
+        let out = tx.query_row(sql, p, f)?;
+        tx.finish()?;
+        Ok(out)
+    }
+
+    /// Every row of a query, with the column names, in a read transaction
+    /// of its own.
+    pub fn query_all(&mut self, sql: &str, p: impl Params) -> DbResult<(Vec<String>, Vec<Row>)> {
+        let tx = self.begin(Mode::Read)?;
+        let cols = tx.column_names(sql)?;
+        let rows = tx.query_all(sql, p)?;
+        tx.finish()?;
+        Ok((cols, rows))
+    }
 }
 
 struct PgTx<'c> {
@@ -852,8 +891,9 @@ impl<'c> Tx<'c> {
     /// After rows were written with explicit ids: the table's next id
     /// follows the highest ever used (PostgreSQL's identity sequence; for
     /// `domains` the ids the audit log names too, as migration 8 does for
-    /// SQLite). SQLite's AUTOINCREMENT does this by itself.
-    pub fn advance_identity(&self, table: &str) -> DbResult<()> {
+    /// SQLite), and at least `floor`. SQLite's AUTOINCREMENT does this by
+    /// itself.
+    pub fn advance_identity(&self, table: &str, floor: i64) -> DbResult<()> {
         if !self.is_postgres() {
             return Ok(());
         }
@@ -865,7 +905,7 @@ impl<'c> Tx<'c> {
         self.query_row(
             &format!(
                 "SELECT setval(pg_get_serial_sequence('{table}', 'id'),
-                    GREATEST(COALESCE((SELECT MAX(id) FROM {table}), 0), COALESCE({also}, 0),
+                    GREATEST(COALESCE((SELECT MAX(id) FROM {table}), 0), COALESCE({also}, 0), {floor},
                              COALESCE(pg_sequence_last_value(pg_get_serial_sequence('{table}', 'id')::regclass), 0), 1))"
             ),
             params![],

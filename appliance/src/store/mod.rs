@@ -16,6 +16,7 @@ mod email;
 mod hosts;
 mod keys;
 mod licence;
+mod moving;
 mod prefs;
 mod snmp;
 mod system;
@@ -53,6 +54,7 @@ pub use email::{
 pub use hosts::{HostView, KeyRelease, NewSecret, Registration, SECRET_REFUSAL, SecretView};
 pub use keys::{KeyVersionView, KeyView, NewKey, Rotated};
 pub use licence::LicenceView;
+pub use moving::MoveReport;
 pub use prefs::{Preferences, PreferencesUpdate};
 pub use snmp::{
     AclEntry, COMMUNITY_DEFAULT, ENTERPRISE_OID, SNMP_OBJECTS, SnmpAgentConfig, SnmpObject,
@@ -146,7 +148,7 @@ const PG_MIGRATIONS: &[&str] = &[];
 
 pub struct Store {
     conn: Mutex<Conn>,
-    backend: Backend,
+    backend: Mutex<Backend>,
     master: MasterKey,
     dir: PathBuf,
     release_audit: Mutex<std::collections::HashMap<(i64, i64, i64), OffsetDateTime>>,
@@ -183,7 +185,7 @@ impl Store {
         let conn = connect(dir, &backend)?;
         let store = Store {
             conn: Mutex::new(conn),
-            backend,
+            backend: Mutex::new(backend),
             master,
             dir: dir.to_path_buf(),
             release_audit: Mutex::new(Default::default()),
@@ -200,8 +202,8 @@ impl Store {
     }
 
     /// The engine this store is on.
-    pub fn backend(&self) -> &Backend {
-        &self.backend
+    pub fn backend(&self) -> Backend {
+        self.backend.lock().expect("backend mutex poisoned").clone()
     }
 
     /// How the master key is kept at rest (sealed to a TPM, or on disk).
@@ -213,6 +215,7 @@ impl Store {
     fn write<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.conn.lock().expect("store mutex poisoned");
         let tx = conn.begin(Mode::Write)?;
+        moving::refuse_if_moved(&tx)?;
         let out = f(&tx)?;
         tx.commit()?;
         Ok(out)
@@ -230,7 +233,7 @@ impl Store {
     /// A second connection to the same database, for a long read (a backup)
     /// that must not hold the store's own connection.
     fn reader(&self) -> Result<Conn> {
-        connect(&self.dir, &self.backend)
+        connect(&self.dir, &self.backend())
     }
 
     fn ensure_defaults(&self) -> Result<()> {
@@ -278,6 +281,13 @@ fn own_like_dir(dir: &Path) -> Result<()> {
 /// any file of the system to that user).
 fn give_away(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+}
+
+/// A raw connection to the database of the store in `dir`, on the engine
+/// `dir` names, its schema brought up to date: for tests that look at or
+/// stage rows as the appliance's programs write them.
+pub fn open_database(dir: &Path) -> Result<Conn> {
+    connect(dir, &Backend::of(dir)?)
 }
 
 /// Replaces `path` with `data` so that a crash leaves the old or the new
@@ -351,6 +361,12 @@ fn migrate(conn: &mut Conn) -> Result<()> {
     loop {
         let tx = conn.begin(Mode::Write)?;
         let version: i64 = tx.query_row("PRAGMA user_version", params![], |r| r.get(0))?;
+        if version >= moving::MOVED {
+            return Err(Error::conflict(
+                "store",
+                "this SQLite store moved to PostgreSQL; open the store its data directory's store.backend names",
+            ));
+        }
         if version > supported {
             return Err(Error::SchemaTooNew {
                 found: version,
@@ -563,7 +579,7 @@ pub(crate) mod test_support {
     /// page on disk), for tests that look for a secret in clear.
     pub fn stored_bytes(s: &Store) -> Vec<Vec<u8>> {
         let mut files = vec![];
-        match s.backend() {
+        match &s.backend() {
             Backend::Sqlite => {
                 for name in [DB_FILE.to_owned(), format!("{DB_FILE}-wal")] {
                     files.push(s.dir().join(name));
@@ -596,6 +612,24 @@ pub(crate) mod test_support {
             .filter(|p| p.is_file())
             .map(|p| std::fs::read(p).expect("a database file"))
             .collect()
+    }
+
+    /// Every row of every table, as text, in key order (a comparison of two
+    /// stores, or of one before and after a change).
+    pub fn rows_of_every_table(s: &Store) -> String {
+        let mut out = String::new();
+        s.read(|tx| {
+            for (table, key) in super::moving::tables() {
+                for r in
+                    tx.query_all(&format!("SELECT * FROM {table} ORDER BY {key}"), params![])?
+                {
+                    out.push_str(&format!("{table}: {:?}\n", r.into_values()));
+                }
+            }
+            Ok(())
+        })
+        .expect("rows");
+        out
     }
 
     pub fn system_actor(s: &Store) -> Actor {
