@@ -28,6 +28,13 @@ pub enum Error {
     /// says which, with the limit.
     #[error("{0}")]
     Licence(String),
+    /// §11: this appliance is a failover; its store is a read-only replica
+    /// of the primary's, and every change is made on the primary.
+    #[error(
+        "this appliance is a failover of {primary} and takes no changes; make them on the primary{}",
+        if primary.is_empty() { String::new() } else { format!(" {primary}") }
+    )]
+    Failover { primary: String },
 
     #[error("store: {0}")]
     Store(#[from] crate::store::db::DbError),

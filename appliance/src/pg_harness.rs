@@ -86,6 +86,45 @@ impl PgServer {
         Ok(server)
     }
 
+    /// A hot standby of `primary`, made as an HA failover's is: a base
+    /// backup over the replication protocol (`pg_basebackup -R`, which
+    /// also writes the standby's `primary_conninfo`), then the server
+    /// started, streaming from the primary.
+    pub fn start_standby_of(primary: &PgServer) -> Result<PgServer, String> {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("custos-pg-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let server = PgServer {
+            dir,
+            bin: primary.bin.clone(),
+            as_postgres: primary.as_postgres,
+        };
+        if server.as_postgres {
+            run(Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(&server.dir))?;
+        }
+        run(server
+            .command("pg_basebackup")
+            .arg("-h")
+            .arg(primary.socket_dir())
+            .args([
+                "-U",
+                "postgres",
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "--no-sync",
+                "-D",
+            ])
+            .arg(server.data_dir()))?;
+        server.launch(&[])?;
+        Ok(server)
+    }
+
     /// A command of the server's binaries, as the cluster's owner.
     pub fn command(&self, tool: &str) -> Command {
         let path = self.bin.join(tool);
@@ -151,6 +190,14 @@ impl PgServer {
                 Err(_) => std::thread::sleep(Duration::from_millis(100)),
             }
         }
+    }
+
+    /// The same database on another server (a standby of this one).
+    pub fn conninfo_on(&self, other: &PgServer, conninfo: &str) -> String {
+        conninfo.replace(
+            &self.dir.display().to_string(),
+            &other.dir.display().to_string(),
+        )
     }
 
     /// libpq connection parameters for database `db` on this server.

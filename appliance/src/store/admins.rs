@@ -252,6 +252,9 @@ impl Store {
             return Err(Error::BadCredentials);
         };
         let ok = password::verify(password.expose(), &hash);
+        if self.is_failover()? {
+            return self.login_on_failover(id, login, ok, source, via);
+        }
         let prefs = self.preferences_unchecked()?;
         self.write(|tx| {
             // The row as it is now, under the write lock: the hash may have
@@ -297,6 +300,40 @@ impl Store {
             audit(tx, login, source, via, Severity::Info, None, "signed in")?;
             Ok(Ok(LoginOutcome { admin_id: id, must_change_password: must_change, previous_login }))
         })?
+    }
+
+    /// Sign-in on an HA failover, whose store is a read-only replica: the
+    /// same checks against the primary's rows (a lock-out made there holds
+    /// here), but nothing can be counted or audited in the store, so the
+    /// outcome goes to the journal, and the per-source throttle of keyd
+    /// (`guard.rs`) is what slows guessing here.
+    fn login_on_failover(
+        &self,
+        id: i64,
+        login: &str,
+        ok: bool,
+        source: &str,
+        via: &str,
+    ) -> Result<LoginOutcome> {
+        let (locked_until, must_change, previous_login) = self.read(|tx| {
+            Ok(tx.query_row(
+                "SELECT locked_until, must_change_password, last_login FROM administrators WHERE id = ?1",
+                [id],
+                |r| Ok((r.get::<_, Option<String>>(0)?, r.get::<_, bool>(1)?, r.get::<_, Option<String>>(2)?)),
+            )?)
+        })?;
+        let locked = opt_time(locked_until)?.is_some_and(|t| t > now());
+        let login = sanitize(login);
+        if locked || !ok {
+            tracing::warn!(login = %login, source, via, locked, "failed login on the failover");
+            return Err(Error::BadCredentials);
+        }
+        tracing::info!(login = %login, source, via, "signed in on the failover");
+        Ok(LoginOutcome {
+            admin_id: id,
+            must_change_password: must_change,
+            previous_login,
+        })
     }
 
     /// Whether the account `login` is locked out now (its sessions end).

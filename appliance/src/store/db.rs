@@ -42,6 +42,9 @@ pub enum DbError {
     },
     #[error("{0}")]
     Unsupported(String),
+    /// A write transaction asked of a PostgreSQL standby (an HA failover).
+    #[error("the database is a read-only standby")]
+    Standby,
 }
 
 /// PostgreSQL's own message (the driver's Display says only "db error").
@@ -68,9 +71,10 @@ impl DbError {
     }
 
     /// PostgreSQL refused a write because the server is a read-only standby
-    /// (SQLSTATE 25006).
+    /// (SQLSTATE 25006, or found so when the transaction began).
     pub fn is_read_only(&self) -> bool {
         match self {
+            DbError::Standby => true,
             DbError::Postgres(e) => e
                 .as_db_error()
                 .is_some_and(|d| d.code() == &postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION),
@@ -645,6 +649,12 @@ impl Conn {
                 }
                 let mut t = b.start()?;
                 if mode == Mode::Write {
+                    // A standby (an HA failover) takes no write: said at
+                    // once, before anything the caller reads or checks.
+                    let standby: bool = t.query_one("SELECT pg_is_in_recovery()", &[])?.get(0);
+                    if standby {
+                        return Err(DbError::Standby);
+                    }
                     t.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
                 }
                 Ok(Tx {

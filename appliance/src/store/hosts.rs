@@ -640,7 +640,10 @@ impl Store {
                 }
                 Ok(())
             });
-            if let Err(e) = written {
+            if let Err(Error::Failover { .. }) = written {
+                // A failover serves keys but records nothing: its store is
+                // the primary's replica. Not an error, and not retried.
+            } else if let Err(e) = written {
                 tracing::error!(
                     error = %e,
                     host = %host_name,

@@ -149,6 +149,8 @@ const PG_MIGRATIONS: &[&str] = &[];
 pub struct Store {
     conn: Mutex<Conn>,
     backend: Mutex<Backend>,
+    /// The primary of this failover, for its refusals (empty: unknown).
+    primary: Mutex<String>,
     master: MasterKey,
     dir: PathBuf,
     release_audit: Mutex<std::collections::HashMap<(i64, i64, i64), OffsetDateTime>>,
@@ -186,13 +188,17 @@ impl Store {
         let store = Store {
             conn: Mutex::new(conn),
             backend: Mutex::new(backend),
+            primary: Mutex::new(String::new()),
             master,
             dir: dir.to_path_buf(),
             release_audit: Mutex::new(Default::default()),
             refusals: Default::default(),
             disk_reserve: audit::DISK_RESERVE_DEFAULT.into(),
         };
-        store.ensure_defaults()?;
+        // A failover's store is the primary's, defaults and all.
+        if !store.is_failover()? {
+            store.ensure_defaults()?;
+        }
         own_like_dir(dir)?;
         Ok(store)
     }
@@ -214,11 +220,38 @@ impl Store {
     /// Runs `f` in one immediate transaction; commits when it returns Ok.
     fn write<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.conn.lock().expect("store mutex poisoned");
-        let tx = conn.begin(Mode::Write)?;
-        moving::refuse_if_moved(&tx)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        Ok(out)
+        let done = (|| {
+            let tx = conn.begin(Mode::Write)?;
+            moving::refuse_if_moved(&tx)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })();
+        match done {
+            Err(Error::Store(e)) if e.is_read_only() => Err(Error::Failover {
+                primary: self.primary_name(),
+            }),
+            other => other,
+        }
+    }
+
+    /// Whether the store is a read-only replica (its PostgreSQL is a
+    /// standby: this appliance is an HA failover).
+    pub fn is_failover(&self) -> Result<bool> {
+        let mut conn = self.conn.lock().expect("store mutex poisoned");
+        if !conn.is_postgres() {
+            return Ok(false);
+        }
+        Ok(conn.query_row("SELECT pg_is_in_recovery()", params![], |r| r.get(0))?)
+    }
+
+    /// The primary a failover's refusals name (set by the HA setup).
+    pub fn set_primary_name(&self, name: &str) {
+        *self.primary.lock().expect("primary mutex poisoned") = name.to_owned();
+    }
+
+    fn primary_name(&self) -> String {
+        self.primary.lock().expect("primary mutex poisoned").clone()
     }
 
     /// Runs `f` in a read transaction (a consistent snapshot).
@@ -344,7 +377,27 @@ fn connect(dir: &Path, backend: &Backend) -> Result<Conn> {
         }
         Backend::Postgres(conninfo) => {
             let mut conn = Conn::Pg(Box::new(db::PgConn::connect(conninfo)?));
-            migrate(&mut conn)?;
+            let standby: bool =
+                conn.query_row("SELECT pg_is_in_recovery()", params![], |r| r.get(0))?;
+            if standby {
+                // A standby replays the primary's schema: this software
+                // must be at the same version, and migrates nothing.
+                let version: i64 =
+                    conn.query_row("SELECT version FROM schema_version", params![], |r| {
+                        r.get(0)
+                    })?;
+                let supported = MIGRATIONS.len() as i64;
+                if version != supported {
+                    return Err(Error::conflict(
+                        "store",
+                        format!(
+                            "the primary's store is at schema version {version} and this software at {supported}: upgrade both to the same release"
+                        ),
+                    ));
+                }
+            } else {
+                migrate(&mut conn)?;
+            }
             Ok(conn)
         }
     }
@@ -664,5 +717,139 @@ mod own_tests {
             uid,
             "the link itself changes owner"
         );
+    }
+}
+
+#[cfg(test)]
+mod replication_tests {
+    use super::test_support::{rows_of_every_table, system_actor};
+    use super::*;
+    use crate::model::DomainKind;
+    use crate::pg_harness::PgServer;
+    use crate::store::backup::tests::material;
+    use crate::store::keys::tests::{key_admin, new_key};
+
+    /// §11 on the engine: a store on a PostgreSQL primary, a failover's
+    /// store on a hot standby made by a base backup and fed by streaming
+    /// replication. The failover serves what the primary wrote within
+    /// seconds, refuses every write naming the primary with nothing
+    /// changed, and takes writes once promoted (`ha convert2primary`).
+    #[test]
+    fn a_standby_serves_the_primarys_keys_refuses_writes_and_takes_them_once_promoted() {
+        let test = "store::replication_tests::a_standby_serves_the_primarys_keys_refuses_writes_and_takes_them_once_promoted";
+        let primary = match PgServer::start(&[]) {
+            Ok(s) => s,
+            Err(why) => {
+                crate::pg_harness::skip(test, &why);
+                return;
+            }
+        };
+        let conninfo = primary.fresh_database().expect("database");
+        let dir_a = tempfile::tempdir().expect("tempdir");
+        let a = Store::open_with(dir_a.path(), Backend::Postgres(conninfo.clone()))
+            .expect("primary store");
+        let sa = key_admin(&a);
+        a.create_key(&sa, "D", new_key("recorder", false, None))
+            .expect("key");
+
+        let standby = PgServer::start_standby_of(&primary).expect("standby");
+        // The group's master key travels to the failover once.
+        let dir_b = tempfile::tempdir().expect("tempdir");
+        std::fs::copy(
+            dir_a.path().join(crate::crypto::MASTER_KEY_FILE),
+            dir_b.path().join(crate::crypto::MASTER_KEY_FILE),
+        )
+        .expect("master key");
+        let b = Store::open_with(
+            dir_b.path(),
+            Backend::Postgres(primary.conninfo_on(&standby, &conninfo)),
+        )
+        .expect("failover store");
+        assert!(b.is_failover().expect("role"));
+        assert!(!a.is_failover().expect("role"));
+        assert_eq!(material(&b, "recorder", 1), material(&a, "recorder", 1));
+
+        // A change on the primary streams over.
+        a.rotate_key(&sa, "D", "recorder").expect("rotate");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let v2 = loop {
+            let found = b.read(|tx| {
+                Ok(
+                    tx.query_row("SELECT COUNT(*) FROM key_versions", params![], |r| {
+                        r.get::<_, i64>(0)
+                    })?,
+                )
+            });
+            if found.expect("read") == 2 {
+                break material(&b, "recorder", 2);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "version 2 never reached the standby"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        assert_eq!(v2, material(&a, "recorder", 2));
+
+        // Writes on the failover are refused, naming the primary, and
+        // change nothing.
+        b.set_primary_name("custos-a.example.com");
+        let before = rows_of_every_table(&b);
+        let sys_b = system_actor(&b);
+        let e = b
+            .create_domain(
+                &sys_b,
+                NewDomain {
+                    name: "Refused".into(),
+                    kind: DomainKind::Global,
+                    organization: String::new(),
+                    description: String::new(),
+                    help_desk_information: None,
+                    domain_administrator: None,
+                },
+            )
+            .expect_err("a write on the failover");
+        assert!(matches!(e, Error::Failover { .. }), "{e:?}");
+        assert!(
+            e.to_string()
+                .contains("make them on the primary custos-a.example.com"),
+            "{e}"
+        );
+        let e = b
+            .rotate_key(&key_actor(&b), "D", "recorder")
+            .expect_err("rotation on the failover");
+        assert!(matches!(e, Error::Failover { .. }), "{e:?}");
+        assert_eq!(rows_of_every_table(&b), before);
+
+        // Administrators sign in to read, against the primary's rows; a
+        // wrong password is refused; neither is written anywhere.
+        let good = crate::secret::SecretString::from("T3st!passw");
+        let bad = crate::secret::SecretString::from("wrong");
+        b.login("sa", &good, "10.0.0.9", "api")
+            .expect("sign-in on the failover");
+        assert!(matches!(
+            b.login("sa", &bad, "10.0.0.9", "api"),
+            Err(Error::BadCredentials)
+        ));
+        assert_eq!(rows_of_every_table(&b), before);
+
+        // Promoted, it takes writes.
+        let mut admin = postgres::Client::connect(&standby.conninfo("postgres"), postgres::NoTls)
+            .expect("standby");
+        admin
+            .batch_execute("SELECT pg_promote(true, 60)")
+            .expect("promote");
+        assert!(!b.is_failover().expect("role"));
+        let rotated = b
+            .rotate_key(&key_actor(&b), "D", "recorder")
+            .expect("rotation once promoted");
+        assert_eq!(rotated.current_version, 3);
+    }
+
+    /// The Security Administrator `key_admin` made, on another store.
+    fn key_actor(s: &Store) -> Actor {
+        let mut a = s.actor("sa", "t", "api").expect("sa");
+        a.must_change_password = false;
+        a
     }
 }

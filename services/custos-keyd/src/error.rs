@@ -83,6 +83,7 @@ impl IntoResponse for ApiError {
                 ),
                 E::Locked => body(StatusCode::FORBIDDEN, "locked", e.to_string(), None),
                 E::Licence(_) => body(StatusCode::FORBIDDEN, "licence", e.to_string(), None),
+                E::Failover { .. } => body(StatusCode::CONFLICT, "failover", e.to_string(), None),
                 E::PasswordChangeRequired => body(
                     StatusCode::FORBIDDEN,
                     "password_change_required",

@@ -152,7 +152,8 @@ impl Errors {
             | E::Forbidden(_)
             | E::Licence(_)
             | E::BadCredentials
-            | E::Locked => out.add("", e.to_string()),
+            | E::Locked
+            | E::Failover { .. } => out.add("", e.to_string()),
             E::PasswordChangeRequired
             | E::Store(_)
             | E::Crypto(_)

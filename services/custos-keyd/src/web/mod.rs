@@ -141,7 +141,7 @@ impl IntoResponse for WebError {
                     (StatusCode::BAD_REQUEST, "Request refused", e.to_string())
                 }
                 E::NotFound { .. } => (StatusCode::NOT_FOUND, "Not found", e.to_string()),
-                E::Forbidden(_) | E::Locked | E::Licence(_) => {
+                E::Forbidden(_) | E::Locked | E::Licence(_) | E::Failover { .. } => {
                     (StatusCode::FORBIDDEN, "Not permitted", e.to_string())
                 }
                 E::BadCredentials => (StatusCode::UNAUTHORIZED, "Sign in", e.to_string()),
