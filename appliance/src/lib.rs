@@ -20,6 +20,7 @@ pub mod os;
 pub mod password;
 #[cfg(any(test, feature = "test-harness"))]
 pub mod pg_harness;
+pub mod pgnode;
 pub mod pki;
 pub mod secret;
 pub mod store;

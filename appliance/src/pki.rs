@@ -206,6 +206,41 @@ pub fn issue_server(ca: &Identity, kind: CaKind, names: &[String]) -> Result<Ide
     })
 }
 
+/// The common name of an HA node's certificate: `custos-ha:` and the
+/// node's host name. A protected host's certificate is named by its host
+/// name, which cannot hold a `:`, so no host can pass for a node.
+pub fn node_common_name(host_name: &str) -> String {
+    format!("custos-ha:{host_name}")
+}
+
+/// Issues an HA node's certificate (§11): server and client
+/// authentication, for the node-to-node control API and PostgreSQL
+/// replication, named [`node_common_name`] with the host name as its DNS
+/// name.
+pub fn issue_node(ca: &Identity, kind: CaKind, host_name: &str) -> Result<Identity> {
+    let key = kind.new_key()?;
+    let mut params = CertificateParams::new(vec![host_name.to_owned()])?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, node_common_name(host_name));
+    params.distinguished_name = dn;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.serial_number = Some(random_serial());
+    params.use_authority_key_identifier_extension = true;
+    validity(&mut params, 825);
+    let cert = params.signed_by(&key, &ca.issuer()?)?;
+    Ok(Identity {
+        cert_pem: cert.pem(),
+        key_pem: SecretString::new(key.serialize_pem()),
+    })
+}
+
 /// Signs a protected host's CSR. The certificate's subject is the host name
 /// the appliance registered (whatever the CSR asked for), for client
 /// authentication only. In Suite B the host key must be ECDSA P-384.

@@ -605,6 +605,8 @@ pub(crate) fn opt_time(s: Option<String>) -> Result<Option<OffsetDateTime>> {
 
 #[cfg(test)]
 pub(crate) mod test_support {
+    pub(crate) use super::backup::tests::material;
+    pub(crate) use super::keys::tests::{key_admin, new_key};
     use super::*;
     use crate::model::UserType;
 
