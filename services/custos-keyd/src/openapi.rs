@@ -683,7 +683,7 @@ fn schemas() -> Value {
             "type": "object",
             "required": ["error", "message"],
             "properties": {
-                "error": {"type": "string", "description": "invalid, not_found, conflict, forbidden, locked, licence, licence_required, bad_credentials, unauthenticated, password_change_required, throttled, smtp, …"},
+                "error": {"type": "string", "description": "invalid, not_found, conflict, forbidden, locked, licence, licence_required, bad_credentials, unauthenticated, password_change_required, throttled, smtp, failover (a change asked of an HA failover: make it on the primary the message names), …"},
                 "message": {"type": "string", "description": "for invalid and conflict: the field, a colon and the rule"},
                 "field": {"type": "string", "description": "the path of the refused field (body for the body itself)"}
             }
@@ -788,7 +788,7 @@ fn refusals(method: &str, path: &str, body: Option<&str>) -> Vec<(&'static str, 
         ));
     }
     if method != "get" && path != "/api/v1/login" && path != "/api/v1/logout" {
-        out.push(("409", "Conflicts with what is stored (a name in use, a limit of the licence, a domain still holding keys)"));
+        out.push(("409", "Conflicts with what is stored (a name in use, a limit of the licence, a domain still holding keys), or the appliance is an HA failover, which takes no changes (`failover`)"));
     }
     if body.is_some() || path == "/api/v1/backups/restore" {
         out.push(("413", "The body is too large"));
