@@ -250,6 +250,45 @@ pub fn sign_host_csr(
     csr_pem: &str,
     host_name: &str,
 ) -> Result<String> {
+    sign_csr(
+        ca,
+        kind,
+        csr_pem,
+        host_name,
+        host_name,
+        &[ExtendedKeyUsagePurpose::ClientAuth],
+    )
+}
+
+/// Signs an HA node's CSR (§11): named [`node_common_name`], for the
+/// control API and replication, as server and client.
+pub fn sign_node_csr(
+    ca: &Identity,
+    kind: CaKind,
+    csr_pem: &str,
+    host_name: &str,
+) -> Result<String> {
+    sign_csr(
+        ca,
+        kind,
+        csr_pem,
+        &node_common_name(host_name),
+        host_name,
+        &[
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
+    )
+}
+
+fn sign_csr(
+    ca: &Identity,
+    kind: CaKind,
+    csr_pem: &str,
+    common_name: &str,
+    dns_name: &str,
+    usages: &[ExtendedKeyUsagePurpose],
+) -> Result<String> {
     let mut csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| {
         Error::invalid(
             "csr",
@@ -277,16 +316,16 @@ pub fn sign_host_csr(
     }
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, host_name);
+    dn.push(DnType::CommonName, common_name);
     params.distinguished_name = dn;
     params.subject_alt_names = vec![rcgen::SanType::DnsName(
-        host_name
+        dns_name
             .to_owned()
             .try_into()
             .map_err(|_| Error::invalid("host_name", "is not a valid DNS name"))?,
     )];
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.extended_key_usages = usages.to_vec();
     params.serial_number = Some(random_serial());
     params.use_authority_key_identifier_extension = true;
     validity(&mut params, 825);

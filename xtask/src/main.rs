@@ -840,6 +840,8 @@ const POSTGRESQL_PASS: &[&[&str]] = &[
         "--test",
         "email",
         "--test",
+        "ha",
+        "--test",
         "enrolment",
         "--test",
         "licence",

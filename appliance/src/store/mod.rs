@@ -13,6 +13,7 @@ mod cli;
 pub mod db;
 mod domains;
 mod email;
+mod ha;
 mod hosts;
 mod keys;
 mod licence;
@@ -51,6 +52,7 @@ pub use email::{
     SMTP_NOT_SET, SecretUpdate, SmtpConfig, SmtpSecurity, SmtpUpdate, SmtpView,
     check_email_address, parse_threshold,
 };
+pub use ha::HaNodeView;
 pub use hosts::{HostView, KeyRelease, NewSecret, Registration, SECRET_REFUSAL, SecretView};
 pub use keys::{KeyVersionView, KeyView, NewKey, Rotated};
 pub use licence::LicenceView;
@@ -139,12 +141,13 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v6.sql"),
     include_str!("schema_v7.sql"),
     include_str!("schema_v8.sql"),
+    include_str!("schema_v9.sql"),
 ];
 
 /// The schema version `pg_schema.sql` creates.
 const PG_BASELINE: i64 = 8;
 const PG_SCHEMA: &str = include_str!("pg_schema.sql");
-const PG_MIGRATIONS: &[&str] = &[];
+const PG_MIGRATIONS: &[&str] = &[include_str!("pg_schema_v9.sql")];
 
 pub struct Store {
     conn: Mutex<Conn>,
@@ -692,6 +695,19 @@ pub(crate) mod test_support {
         a.must_change_password = false;
         assert_eq!(a.user_type, UserType::System);
         a
+    }
+}
+
+#[cfg(test)]
+mod migration_tests {
+    /// A migration added for SQLite has its PostgreSQL twin (and the
+    /// baseline is not moved).
+    #[test]
+    fn every_migration_exists_on_both_engines() {
+        assert_eq!(
+            super::PG_BASELINE as usize + super::PG_MIGRATIONS.len(),
+            super::MIGRATIONS.len()
+        );
     }
 }
 

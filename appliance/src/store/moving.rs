@@ -48,6 +48,7 @@ const TABLES: &[(&str, &str)] = &[
     ("backup_automatic", "id"),
     ("backup_ssh_key", "id"),
     ("backup_history", "id"),
+    ("ha_nodes", "id"),
 ];
 
 /// Every table of the store with its key.
@@ -67,6 +68,7 @@ const IDENTITIES: &[&str] = &[
     "email_groups",
     "email_outbox",
     "backup_history",
+    "ha_nodes",
 ];
 
 /// Refuses a write on a SQLite store that moved to PostgreSQL.

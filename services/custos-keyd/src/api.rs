@@ -256,6 +256,16 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .delete(delete_email_group),
         )
         .route("/api/v1/snmp", get(get_snmp).put(update_snmp))
+        // §11 High Availability is a system menu: usable without a licence.
+        .route("/api/v1/ha/nodes", get(list_ha_nodes).post(add_ha_node))
+        .route(
+            "/api/v1/ha/nodes/{name}",
+            axum::routing::delete(delete_ha_node),
+        )
+        .route(
+            "/api/v1/ha/nodes/{name}/registration",
+            post(register_ha_node),
+        )
         .route(
             "/api/v1/backups/automatic",
             get(get_automatic_backup)
@@ -1139,6 +1149,78 @@ async fn backup_history(
     let limit = q.limit.unwrap_or(50);
     let h = st.store(move |s| s.backup_history(&actor, limit)).await?;
     Ok(Json(h.iter().map(history_json).collect::<Vec<_>>()).into_response())
+}
+
+// --- High Availability (§11) ---------------------------------------------------------
+
+/// `GET /api/v1/ha/nodes`: the failovers of the group.
+async fn list_ha_nodes(State(st): St, Authed(actor): Authed) -> ApiResult<Response> {
+    Ok(Json(st.store(move |s| s.ha_nodes(&actor)).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HaNodeAdd {
+    name: String,
+}
+
+/// `POST /api/v1/ha/nodes`: *High Availability → Add* a failover by the
+/// host name its `setinfo show` prints (case-sensitive).
+async fn add_ha_node(
+    State(st): St,
+    Authed(actor): Authed,
+    ApiJson(req): ApiJson<HaNodeAdd>,
+) -> ApiResult<Response> {
+    let fallback = st.host_name.clone();
+    let node = st
+        .store(move |s| {
+            let own = s
+                .os_settings()?
+                .host_name
+                .map_or(fallback, |h| h.as_str().to_owned());
+            s.add_ha_node(&actor, &req.name, &own)
+        })
+        .await?;
+    Ok(created(node))
+}
+
+/// `DELETE /api/v1/ha/nodes/{name}`: the node leaves the group.
+async fn delete_ha_node(
+    State(st): St,
+    Authed(actor): Authed,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    st.store(move |s| s.delete_ha_node(&actor, &name)).await?;
+    Ok(no_content())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HaRegistration {
+    csr: String,
+}
+
+/// `POST /api/v1/ha/nodes/{name}/registration`: a failover's
+/// `convert2failover` registers with the primary: its node certificate,
+/// signed by the CA of the security mode in force, and that CA.
+async fn register_ha_node(
+    State(st): St,
+    Authed(actor): Authed,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<HaRegistration>,
+) -> ApiResult<Response> {
+    let cert = st
+        .store(move |s| {
+            let kind = appliance::pki::CaKind::for_mode(s.preferences_unchecked()?.security_mode);
+            s.register_ha_node(&actor, &name, &req.csr, kind)
+        })
+        .await?;
+    Ok(Json(json!({
+        "certificate": cert.certificate_pem,
+        "ca_certificate": cert.ca_pem,
+        "ca_fingerprint": cert.ca_fingerprint,
+    }))
+    .into_response())
 }
 
 // --- SNMP (§13) --------------------------------------------------------------------

@@ -256,6 +256,34 @@ pub const OPERATIONS: &[(&str, &str, &str, &str, Option<&str>)] = &[
     ),
     (
         "get",
+        "/api/v1/ha/nodes",
+        "The failovers of the HA group (§11): name, role, whether registered and configured, the node certificate's fingerprint",
+        "System Administrator",
+        None,
+    ),
+    (
+        "post",
+        "/api/v1/ha/nodes",
+        "High Availability → Add: a failover by the host name its `setinfo show` prints (case-sensitive, a fully qualified domain name, not this appliance's own)",
+        "System Administrator",
+        Some("HaNodeAdd"),
+    ),
+    (
+        "delete",
+        "/api/v1/ha/nodes/{name}",
+        "High Availability → Delete: the node leaves the group; its certificate no longer opens the node-to-node channels",
+        "System Administrator",
+        None,
+    ),
+    (
+        "post",
+        "/api/v1/ha/nodes/{name}/registration",
+        "A failover registers with the primary (its convert2failover): the node certificate signed from its CSR by the CA of the security mode in force, and that CA with its fingerprint to compare with the primary's dashboard. Only a node added first may register",
+        "System Administrator",
+        Some("HaRegistration"),
+    ),
+    (
+        "get",
         "/api/v1/snmp",
         "The SNMP agent's settings (§13): enabled, access list, sysContact, sysLocation; never the community string, only community_is_default",
         "System Administrator",
@@ -659,6 +687,14 @@ fn schemas() -> Value {
             ("sender", email_address("the From address")),
             ("ca_certificate", json!({"type": "string", "description": "PEM root certificate trusted for this server besides the system's"}))]),
         "TestMail": object(&["to"], &[("to", email_address("an email address"))]),
+        "HaNodeAdd": object(&["name"], &[
+            ("name", json!({"type": "string", "minLength": 1, "maxLength": 64,
+                "description": "the failover's host name as its `setinfo show` prints it (case-sensitive FQDN)"})),
+        ]),
+        "HaRegistration": object(&["csr"], &[
+            ("csr", json!({"type": "string", "minLength": 1,
+                "description": "the node's certificate signing request (PEM); ECDSA P-384 in Suite B mode"})),
+        ]),
         "EmailGroupCreate": object(&["name", "recipients"], &[
             ("name", identifier(limits::GROUP_NAME_MAX, false)),
             ("recipients", json!({"type": "string", "minLength": 1,
@@ -739,6 +775,7 @@ fn success(method: &str, path: &str) -> (&'static str, Value) {
         | ("post", "/api/v1/domains/{domain}/keys")
         | ("post", "/api/v1/domains/{domain}/hosts")
         | ("post", "/api/v1/email/groups")
+        | ("post", "/api/v1/ha/nodes")
         | ("post", "/api/v1/wrapper-key") => ("201", json_of(s("object"))),
         ("post", "/api/v1/backups/now") => ("202", json_of(s("object"))),
         ("post", "/api/v1/backups") => (
@@ -754,6 +791,7 @@ fn success(method: &str, path: &str) -> (&'static str, Value) {
         | ("get", "/api/v1/domains/{domain}/keys")
         | ("get", "/api/v1/domains/{domain}/hosts")
         | ("get", "/api/v1/email/groups")
+        | ("get", "/api/v1/ha/nodes")
         | ("get", "/api/v1/backups/history") => ("200", json_of(s("array"))),
         _ => ("200", json_of(s("object"))),
     }
@@ -784,7 +822,7 @@ fn refusals(method: &str, path: &str, body: Option<&str>) -> Vec<(&'static str, 
     if path != "/api/v1/login" && path != "/api/v1/logout" {
         out.push((
             "404",
-            "The domain, key, host, administrator or group named does not exist",
+            "The domain, key, host, administrator, group or failover named does not exist",
         ));
     }
     if method != "get" && path != "/api/v1/login" && path != "/api/v1/logout" {

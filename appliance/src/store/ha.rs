@@ -1,0 +1,319 @@
+//! The HA group (§11): the failovers the primary knows, by host name, and
+//! their registration (the node certificate the primary signs for each).
+//! What a node may do over the node-to-node channels follows from here:
+//! only a registered node's certificate opens the control API and the
+//! replication port (`pgnode.rs` maps the registered names).
+
+use serde::Serialize;
+
+use super::db::{OptionalExtension, params};
+use super::system::ca_name;
+use super::{Store, audit_actor, now};
+use crate::access::{Access, Actor};
+use crate::crypto::fingerprint;
+use crate::model::{Severity, fmt_time};
+use crate::pki::{self, CaKind};
+use crate::{Error, Result};
+
+/// One node of the group as the HA page and `GET /api/v1/ha/nodes` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HaNodeView {
+    pub name: String,
+    pub role: String,
+    pub registered: bool,
+    pub registered_at: Option<String>,
+    pub configured: bool,
+    pub configured_at: Option<String>,
+    /// SHA-256 of the node certificate the primary signed (`AB:CD:…`).
+    pub certificate_fingerprint: Option<String>,
+    pub added_at: String,
+    pub added_by: String,
+}
+
+/// The certificate a registered node receives.
+#[derive(Debug, Clone)]
+pub struct NodeCertificate {
+    pub certificate_pem: String,
+    /// The CA that signed it, which the node trusts for its peers.
+    pub ca_pem: String,
+    pub ca_fingerprint: String,
+}
+
+impl Store {
+    /// The failovers of the group, by name.
+    pub fn ha_nodes(&self, actor: &Actor) -> Result<Vec<HaNodeView>> {
+        actor.require_system(Access::Read)?;
+        self.ha_nodes_unchecked()
+    }
+
+    /// The group without a permission check, for keyd's node-to-node
+    /// channels (which nodes may connect).
+    pub fn ha_nodes_unchecked(&self) -> Result<Vec<HaNodeView>> {
+        self.read(|tx| {
+            Ok(tx
+                .prepare(
+                    "SELECT name, role, registered_at, configured_at, cert_fingerprint, added_at, added_by
+                     FROM ha_nodes ORDER BY name",
+                )?
+                .query_map(params![], |r| {
+                    let registered_at: Option<String> = r.get(2)?;
+                    let configured_at: Option<String> = r.get(3)?;
+                    Ok(HaNodeView {
+                        name: r.get(0)?,
+                        role: r.get(1)?,
+                        registered: registered_at.is_some(),
+                        registered_at,
+                        configured: configured_at.is_some(),
+                        configured_at,
+                        certificate_fingerprint: r.get(4)?,
+                        added_at: r.get(5)?,
+                        added_by: r.get(6)?,
+                    })
+                })?
+                .collect::<super::db::DbResult<Vec<_>>>()?)
+        })
+    }
+
+    /// *High Availability → Add*: a failover by the host name its
+    /// `setinfo show` prints (case-sensitive). `own_name` is this
+    /// appliance's host name, which cannot be its own failover.
+    pub fn add_ha_node(&self, actor: &Actor, name: &str, own_name: &str) -> Result<HaNodeView> {
+        actor.require_system(Access::Write)?;
+        crate::os::HostName::parse("name", name)?;
+        if name == own_name {
+            return Err(Error::conflict(
+                "name",
+                "is this appliance's own host name; add the failover's, as its `setinfo show` prints it",
+            ));
+        }
+        self.write(|tx| {
+            let exists: bool = tx.query_row(
+                "SELECT EXISTS(SELECT 1 FROM ha_nodes WHERE name = ?1)",
+                [name],
+                |r| r.get(0),
+            )?;
+            if exists {
+                return Err(Error::conflict("name", "is in the group already"));
+            }
+            tx.execute(
+                "INSERT INTO ha_nodes(name, role, added_at, added_by) VALUES (?1, 'failover', ?2, ?3)",
+                params![name, fmt_time(now()), actor.login],
+            )?;
+            audit_actor(tx, actor, Severity::Info, None, &format!("added HA failover {name}"))
+        })?;
+        self.ha_node(name)
+    }
+
+    fn ha_node(&self, name: &str) -> Result<HaNodeView> {
+        self.ha_nodes_unchecked()?
+            .into_iter()
+            .find(|n| n.name == name)
+            .ok_or_else(|| Error::not_found("failover", name))
+    }
+
+    /// *High Availability → Delete*: the node leaves the group; its
+    /// certificate no longer opens the node-to-node channels.
+    pub fn delete_ha_node(&self, actor: &Actor, name: &str) -> Result<()> {
+        actor.require_system(Access::Write)?;
+        self.write(|tx| {
+            let n = tx.execute("DELETE FROM ha_nodes WHERE name = ?1", [name])?;
+            if n == 0 {
+                return Err(Error::not_found("failover", name));
+            }
+            audit_actor(
+                tx,
+                actor,
+                Severity::Warn,
+                None,
+                &format!("deleted HA failover {name}"),
+            )
+        })
+    }
+
+    /// A failover registers (its `ha convert2failover`, with a System
+    /// Administrator's credentials on the primary): the primary signs its
+    /// node certificate from its CSR with the CA of the security mode in
+    /// force. Only a node added first may register; registering again
+    /// replaces the certificate (the old one no longer opens anything).
+    pub fn register_ha_node(
+        &self,
+        actor: &Actor,
+        name: &str,
+        csr_pem: &str,
+        kind: CaKind,
+    ) -> Result<NodeCertificate> {
+        actor.require_system(Access::Write)?;
+        let known: Option<String> = self.read(|tx| {
+            Ok(tx
+                .query_row("SELECT role FROM ha_nodes WHERE name = ?1", [name], |r| {
+                    r.get(0)
+                })
+                .optional()?)
+        })?;
+        if known.is_none() {
+            return Err(Error::conflict(
+                "name",
+                "is not a failover of this group: add it under High Availability on the primary first",
+            ));
+        }
+        let ca = self.identity(ca_name(kind))?;
+        let certificate_pem = pki::sign_node_csr(&ca, kind, csr_pem, name)?;
+        let fp = fingerprint(&pki::pem_to_der(&certificate_pem)?);
+        self.write(|tx| {
+            let n = tx.execute(
+                "UPDATE ha_nodes SET cert_fingerprint = ?2, registered_at = ?3 WHERE name = ?1",
+                params![name, fp, fmt_time(now())],
+            )?;
+            if n == 0 {
+                return Err(Error::not_found("failover", name));
+            }
+            audit_actor(
+                tx,
+                actor,
+                Severity::Info,
+                None,
+                &format!("registered HA failover {name} (certificate {fp})"),
+            )
+        })?;
+        Ok(NodeCertificate {
+            certificate_pem,
+            ca_fingerprint: fingerprint(&pki::pem_to_der(&ca.cert_pem)?),
+            ca_pem: ca.cert_pem,
+        })
+    }
+
+    /// Whether `fingerprint` is a registered node's certificate (the
+    /// node-to-node channels' check of a peer).
+    pub fn is_registered_node(&self, fingerprint: &str) -> Result<Option<String>> {
+        self.read(|tx| {
+            Ok(tx
+                .query_row(
+                    "SELECT name FROM ha_nodes WHERE cert_fingerprint = ?1",
+                    [fingerprint],
+                    |r| r.get(0),
+                )
+                .optional()?)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::{store, system_actor};
+
+    fn csr(kind: CaKind) -> String {
+        let key = match kind {
+            CaKind::Ec => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384),
+            CaKind::Rsa => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
+        }
+        .expect("key");
+        rcgen::CertificateParams::new(vec!["ignored.example.com".to_owned()])
+            .expect("params")
+            .serialize_request(&key)
+            .expect("csr")
+            .pem()
+            .expect("pem")
+    }
+
+    #[test]
+    fn failovers_are_added_registered_and_deleted_by_system_administrators() {
+        let (_d, s) = store();
+        s.ensure_identities("custos-a.example.com", &["custos-a.example.com".into()])
+            .expect("identities");
+        let sys = system_actor(&s);
+        // The rules, each naming the field.
+        for (bad, why) in [
+            ("failover", "fully qualified"),
+            ("custos-a.example.com", "own host name"),
+            ("bad name.example.com", "name"),
+        ] {
+            let e = s
+                .add_ha_node(&sys, bad, "custos-a.example.com")
+                .expect_err(bad);
+            assert!(e.to_string().starts_with("name:"), "{e}");
+            assert!(e.to_string().contains(why), "{bad}: {e}");
+        }
+        let b = s
+            .add_ha_node(&sys, "Custos-B.example.com", "custos-a.example.com")
+            .expect("add");
+        assert!(!b.registered && !b.configured);
+        assert_eq!(b.role, "failover");
+        // Case-sensitive: another name; the same name twice is refused.
+        s.add_ha_node(&sys, "custos-b.example.com", "custos-a.example.com")
+            .expect("another case");
+        let e = s
+            .add_ha_node(&sys, "Custos-B.example.com", "custos-a.example.com")
+            .expect_err("twice");
+        assert!(e.to_string().contains("in the group already"), "{e}");
+
+        // Registration: only a node added first; the certificate is the
+        // node's, from the CA of the mode, and opens the channels.
+        let e = s
+            .register_ha_node(&sys, "custos-c.example.com", &csr(CaKind::Ec), CaKind::Ec)
+            .expect_err("not added");
+        assert!(
+            e.to_string().contains("add it under High Availability"),
+            "{e}"
+        );
+        let e = s
+            .register_ha_node(&sys, "Custos-B.example.com", "not a csr", CaKind::Ec)
+            .expect_err("garbage");
+        assert!(e.to_string().starts_with("csr:"), "{e}");
+        let cert = s
+            .register_ha_node(&sys, "Custos-B.example.com", &csr(CaKind::Ec), CaKind::Ec)
+            .expect("register");
+        let der = pki::pem_to_der(&cert.certificate_pem).expect("der");
+        let (_, parsed) = x509_parser::parse_x509_certificate(&der).expect("x509");
+        assert_eq!(
+            parsed
+                .subject()
+                .iter_common_name()
+                .next()
+                .and_then(|c| c.as_str().ok()),
+            Some("custos-ha:Custos-B.example.com")
+        );
+        assert_eq!(
+            Some(cert.ca_fingerprint.clone()),
+            s.ca_fingerprint(CaKind::Ec).expect("fingerprint")
+        );
+        let fp = fingerprint(&der);
+        assert_eq!(
+            s.is_registered_node(&fp).expect("check").as_deref(),
+            Some("Custos-B.example.com")
+        );
+        let listed = s.ha_nodes(&sys).expect("list");
+        assert_eq!(listed.len(), 2);
+        assert!(
+            listed
+                .iter()
+                .any(|n| n.name == "Custos-B.example.com" && n.registered)
+        );
+
+        // Only System Administrators.
+        let sa = crate::store::test_support::key_admin(&s);
+        assert!(matches!(s.ha_nodes(&sa), Err(Error::Forbidden(_))));
+        assert!(matches!(
+            s.add_ha_node(&sa, "custos-d.example.com", "custos-a.example.com"),
+            Err(Error::Forbidden(_))
+        ));
+
+        // Deleting ends what its certificate opened.
+        s.delete_ha_node(&sys, "Custos-B.example.com")
+            .expect("delete");
+        assert_eq!(s.is_registered_node(&fp).expect("check"), None);
+        assert!(matches!(
+            s.delete_ha_node(&sys, "Custos-B.example.com"),
+            Err(Error::NotFound { .. })
+        ));
+        let log = s
+            .read(|tx| {
+                Ok(tx
+                    .prepare("SELECT what FROM audit WHERE what LIKE '%HA failover%' ORDER BY id")?
+                    .query_map(params![], |r| r.get::<_, String>(0))?
+                    .collect::<super::super::db::DbResult<Vec<_>>>()?)
+            })
+            .expect("audit");
+        assert_eq!(log.len(), 4, "{log:?}");
+    }
+}
