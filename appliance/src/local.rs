@@ -180,6 +180,9 @@ pub struct SnmpAgentView {
     pub sys_contact: String,
     pub sys_location: String,
     pub ca_fingerprint: Option<String>,
+    /// The appliance's place in its HA group (`custosHaNodes`).
+    #[serde(default)]
+    pub ha: crate::store::HaRole,
 }
 
 /// SHA-256 of a salt (random per keyd start) and the community string:

@@ -70,10 +70,17 @@ fn failovers_are_added_registered_listed_and_deleted() {
         "refusals changed the store"
     );
 
+    let role = || sys.get("/api/v1/system").ok()["high_availability"].clone();
+    assert_eq!(role(), json!({"role": "standalone"}));
+
     // Add, case-sensitively.
     let b = sys
         .post("/api/v1/ha/nodes", json!({"name": "Custos-B.example.com"}))
         .expect(201);
+    assert_eq!(
+        role(),
+        json!({"role": "primary", "failovers": ["Custos-B.example.com"]})
+    );
     assert_eq!(b["name"], "Custos-B.example.com");
     assert_eq!(b["registered"], false);
     let r = sys.call(
@@ -113,9 +120,23 @@ fn failovers_are_added_registered_listed_and_deleted() {
     let cert = reg["certificate"].as_str().expect("certificate");
     let fingerprint = fingerprint_of_pem(cert);
     let listed = sys.get("/api/v1/ha/nodes").ok();
-    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
-    assert_eq!(listed[0]["registered"], true);
-    assert_eq!(listed[0]["certificate_fingerprint"], fingerprint.as_str());
+    assert_eq!(
+        listed.as_array().map(Vec::len),
+        Some(2),
+        "the failover and the primary: {listed}"
+    );
+    let node = listed
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["name"] == "Custos-B.example.com"))
+        .expect("the failover");
+    assert_eq!(node["registered"], true);
+    assert_eq!(node["certificate_fingerprint"], fingerprint.as_str());
+    assert!(
+        listed
+            .as_array()
+            .is_some_and(|a| a.iter().any(|n| n["role"] == "primary")),
+        "{listed}"
+    );
     let log = sys.get("/api/v1/audit?text=HA%20failover").ok();
     assert!(
         log.to_string()
@@ -129,4 +150,5 @@ fn failovers_are_added_registered_listed_and_deleted() {
     sys.call("DELETE", "/api/v1/ha/nodes/Custos-B.example.com", None)
         .expect(404);
     assert_eq!(sys.get("/api/v1/ha/nodes").ok(), json!([]));
+    assert_eq!(role(), json!({"role": "standalone"}));
 }

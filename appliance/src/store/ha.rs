@@ -30,6 +30,54 @@ pub struct HaNodeView {
     pub added_by: String,
 }
 
+/// What this appliance is in its HA group (§11), from the real state: the
+/// store's engine tells a failover (a standby takes no writes), the group's
+/// table a primary.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(tag = "role", rename_all = "snake_case")]
+pub enum HaRole {
+    /// No failover in the group.
+    #[default]
+    Standalone,
+    /// The group's primary, with its failovers' names.
+    Primary { failovers: Vec<String> },
+    /// A failover, read-only, of this primary (empty when not known).
+    Failover { primary: String },
+}
+
+impl HaRole {
+    /// The dashboard's row.
+    pub fn summary(&self) -> String {
+        match self {
+            HaRole::Standalone => "Standalone: no failover configured".into(),
+            HaRole::Primary { failovers } => {
+                format!("Primary; failovers: {}", failovers.join(", "))
+            }
+            HaRole::Failover { primary } if primary.is_empty() => {
+                "Failover (read-only); its primary takes the changes".into()
+            }
+            HaRole::Failover { primary } => format!("Failover of {primary} (read-only)"),
+        }
+    }
+
+    /// SNMP `1.3.6.1.4.1.21513.6.0`: `Failover: <name>; Primary: <name>; `
+    /// (a standalone appliance is its own primary).
+    pub fn snmp_text(&self, own_name: &str) -> String {
+        match self {
+            HaRole::Standalone => format!("Primary: {own_name}; "),
+            HaRole::Primary { failovers } => {
+                let mut s: String = failovers
+                    .iter()
+                    .map(|f| format!("Failover: {f}; "))
+                    .collect();
+                s.push_str(&format!("Primary: {own_name}; "));
+                s
+            }
+            HaRole::Failover { primary } => format!("Failover: {own_name}; Primary: {primary}; "),
+        }
+    }
+}
+
 /// The certificate a registered node receives.
 #[derive(Debug, Clone)]
 pub struct NodeCertificate {
@@ -44,6 +92,29 @@ impl Store {
     pub fn ha_nodes(&self, actor: &Actor) -> Result<Vec<HaNodeView>> {
         actor.require_system(Access::Read)?;
         self.ha_nodes_unchecked()
+    }
+
+    /// What this appliance is in its group now.
+    pub fn ha_role(&self) -> Result<HaRole> {
+        let nodes = self.ha_nodes_unchecked()?;
+        if self.is_failover()? {
+            let primary = nodes
+                .iter()
+                .find(|n| n.role == "primary")
+                .map(|n| n.name.clone())
+                .unwrap_or_default();
+            return Ok(HaRole::Failover { primary });
+        }
+        let failovers: Vec<String> = nodes
+            .into_iter()
+            .filter(|n| n.role == "failover")
+            .map(|n| n.name)
+            .collect();
+        Ok(if failovers.is_empty() {
+            HaRole::Standalone
+        } else {
+            HaRole::Primary { failovers }
+        })
     }
 
     /// The group without a permission check, for keyd's node-to-node
@@ -95,6 +166,13 @@ impl Store {
             if exists {
                 return Err(Error::conflict("name", "is in the group already"));
             }
+            // The primary's own row comes with its first failover, so the
+            // group's table (replicated to every node) names it.
+            tx.execute(
+                "INSERT INTO ha_nodes(name, role, added_at, added_by) VALUES (?1, 'primary', ?2, ?3)
+                 ON CONFLICT DO NOTHING",
+                params![own_name, fmt_time(now()), actor.login],
+            )?;
             tx.execute(
                 "INSERT INTO ha_nodes(name, role, added_at, added_by) VALUES (?1, 'failover', ?2, ?3)",
                 params![name, fmt_time(now()), actor.login],
@@ -116,10 +194,19 @@ impl Store {
     pub fn delete_ha_node(&self, actor: &Actor, name: &str) -> Result<()> {
         actor.require_system(Access::Write)?;
         self.write(|tx| {
-            let n = tx.execute("DELETE FROM ha_nodes WHERE name = ?1", [name])?;
+            let n = tx.execute(
+                "DELETE FROM ha_nodes WHERE name = ?1 AND role = 'failover'",
+                [name],
+            )?;
             if n == 0 {
                 return Err(Error::not_found("failover", name));
             }
+            // The last failover gone, the appliance is standalone again.
+            tx.execute(
+                "DELETE FROM ha_nodes WHERE role = 'primary'
+                 AND NOT EXISTS(SELECT 1 FROM ha_nodes WHERE role = 'failover')",
+                params![],
+            )?;
             audit_actor(
                 tx,
                 actor,
@@ -150,7 +237,7 @@ impl Store {
                 })
                 .optional()?)
         })?;
-        if known.is_none() {
+        if known.as_deref() != Some("failover") {
             return Err(Error::conflict(
                 "name",
                 "is not a failover of this group: add it under High Availability on the primary first",
@@ -283,7 +370,31 @@ mod tests {
             Some("Custos-B.example.com")
         );
         let listed = s.ha_nodes(&sys).expect("list");
-        assert_eq!(listed.len(), 2);
+        assert_eq!(listed.len(), 3, "two failovers and the primary: {listed:?}");
+        assert!(
+            listed
+                .iter()
+                .any(|n| n.name == "custos-a.example.com" && n.role == "primary")
+        );
+        assert_eq!(
+            s.ha_role().expect("role"),
+            HaRole::Primary {
+                failovers: vec!["Custos-B.example.com".into(), "custos-b.example.com".into()]
+            }
+        );
+        assert_eq!(
+            s.ha_role().expect("role").snmp_text("custos-a.example.com"),
+            "Failover: Custos-B.example.com; Failover: custos-b.example.com; Primary: custos-a.example.com; "
+        );
+        // The primary's row is not a failover's: it neither registers nor goes.
+        let e = s
+            .register_ha_node(&sys, "custos-a.example.com", &csr(CaKind::Ec), CaKind::Ec)
+            .expect_err("the primary");
+        assert!(e.to_string().starts_with("name:"), "{e}");
+        assert!(matches!(
+            s.delete_ha_node(&sys, "custos-a.example.com"),
+            Err(Error::NotFound { .. })
+        ));
         assert!(
             listed
                 .iter()
@@ -298,10 +409,15 @@ mod tests {
             Err(Error::Forbidden(_))
         ));
 
-        // Deleting ends what its certificate opened.
+        // Deleting ends what its certificate opened; without failovers the
+        // appliance is standalone again.
         s.delete_ha_node(&sys, "Custos-B.example.com")
             .expect("delete");
         assert_eq!(s.is_registered_node(&fp).expect("check"), None);
+        s.delete_ha_node(&sys, "custos-b.example.com")
+            .expect("delete");
+        assert_eq!(s.ha_role().expect("role"), HaRole::Standalone);
+        assert!(s.ha_nodes(&sys).expect("list").is_empty());
         assert!(matches!(
             s.delete_ha_node(&sys, "Custos-B.example.com"),
             Err(Error::NotFound { .. })
@@ -314,6 +430,6 @@ mod tests {
                     .collect::<super::super::db::DbResult<Vec<_>>>()?)
             })
             .expect("audit");
-        assert_eq!(log.len(), 4, "{log:?}");
+        assert_eq!(log.len(), 5, "{log:?}");
     }
 }

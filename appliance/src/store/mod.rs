@@ -52,7 +52,7 @@ pub use email::{
     SMTP_NOT_SET, SecretUpdate, SmtpConfig, SmtpSecurity, SmtpUpdate, SmtpView,
     check_email_address, parse_threshold,
 };
-pub use ha::HaNodeView;
+pub use ha::{HaNodeView, HaRole, NodeCertificate};
 pub use hosts::{HostView, KeyRelease, NewSecret, Registration, SECRET_REFUSAL, SecretView};
 pub use keys::{KeyVersionView, KeyView, NewKey, Rotated};
 pub use licence::LicenceView;

@@ -356,10 +356,10 @@ async fn change_password(
 }
 
 async fn system_info(State(st): St, Authed(actor): Authed) -> ApiResult<Response> {
-    let protection = st
+    let (protection, ha) = st
         .store(move |s| {
             s.preferences(&actor)?;
-            Ok(s.master_key_protection())
+            Ok((s.master_key_protection(), s.ha_role()?))
         })
         .await?;
     let fp = |id: &appliance::pki::Identity| id.fingerprint().unwrap_or_default();
@@ -371,6 +371,7 @@ async fn system_info(State(st): St, Authed(actor): Authed) -> ApiResult<Response
         "rsa_ca_fingerprint": fp(&st.identities.ca_rsa),
         "ec_ca_fingerprint": fp(&st.identities.ca_ec),
         "master_key": protection,
+        "high_availability": ha,
         "ports": st.ports.get().map(|p| json!({
             "web": p.web, "enrol": p.enrol, "keys": p.keys, "enrol_ec": p.enrol_ec, "keys_ec": p.keys_ec,
         })),

@@ -331,6 +331,7 @@ fn handle(ctx: &Ctx, role: Role, req: Request) -> Result<serde_json::Value, Wire
                 sys_contact: c.sys_contact,
                 sys_location: c.sys_location,
                 ca_fingerprint: c.ca_fingerprint,
+                ha: s.ha_role().map_err(&err)?,
             })
         }
         Request::Licence => {

@@ -257,7 +257,7 @@ pub const OPERATIONS: &[(&str, &str, &str, &str, Option<&str>)] = &[
     (
         "get",
         "/api/v1/ha/nodes",
-        "The failovers of the HA group (§11): name, role, whether registered and configured, the node certificate's fingerprint",
+        "The nodes of the HA group (§11), the primary (role primary, once it has a failover) and its failovers: name, role, whether registered and configured, the node certificate's fingerprint",
         "System Administrator",
         None,
     ),

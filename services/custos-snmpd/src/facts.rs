@@ -85,10 +85,11 @@ pub fn licences(view: Option<&LicenceFacts>) -> String {
     )
 }
 
-/// 1.3.6.1.4.1.21513.6.0: `Failover: <name>; Primary: <name>; `. Until
-/// high availability is configured (§11) the appliance is its own primary.
-pub fn ha_nodes(host_name: &str) -> String {
-    format!("Primary: {host_name}; ")
+/// 1.3.6.1.4.1.21513.6.0: `Failover: <name>; Primary: <name>; `, from the
+/// appliance's place in its HA group (§11); standalone, it is its own
+/// primary.
+pub fn ha_nodes(role: &appliance::store::HaRole, host_name: &str) -> String {
+    role.snmp_text(host_name)
 }
 
 /// `\040`-style escapes of `/proc/self/mounts` undone.
@@ -414,8 +415,17 @@ procs -----------memory---------- ---swap-- -----io---- -system-- ------cpu-----
     fn licence_text_and_bounds() {
         assert_eq!(licences(None), "License not found");
         assert_eq!(
-            ha_nodes("custos.example.com"),
+            ha_nodes(&appliance::store::HaRole::Standalone, "custos.example.com"),
             "Primary: custos.example.com; "
+        );
+        assert_eq!(
+            ha_nodes(
+                &appliance::store::HaRole::Failover {
+                    primary: "a.example.com".into()
+                },
+                "b.example.com"
+            ),
+            "Failover: b.example.com; Primary: a.example.com; "
         );
         let long = "line\n".repeat(MAX_VALUE);
         let cut = bounded(long);

@@ -543,7 +543,7 @@ fn load_snapshot(keyd: &Client, host_name: Option<&str>) -> anyhow::Result<Snaps
         refused_public,
         acl,
         licences: facts::licences(licence.as_ref()),
-        ha_nodes: facts::ha_nodes(&host_name),
+        ha_nodes: facts::ha_nodes(&config.ha, &host_name),
         host_name,
         config,
     })
@@ -566,11 +566,12 @@ fn closed_snapshot(host_name: Option<&str>) -> Snapshot {
             sys_contact: String::new(),
             sys_location: String::new(),
             ca_fingerprint: None,
+            ha: appliance::store::HaRole::Standalone,
         },
         refused_public: false,
         acl: vec![],
         licences: facts::licences(None),
-        ha_nodes: facts::ha_nodes(&host_name),
+        ha_nodes: facts::ha_nodes(&appliance::store::HaRole::Standalone, &host_name),
         host_name,
     }
 }

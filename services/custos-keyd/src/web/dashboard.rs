@@ -78,6 +78,7 @@ pub async fn page(
     let fp = |id: &appliance::pki::Identity| id.fingerprint().unwrap_or_default();
     let prefs = ctx.store(|s, a| s.preferences(a)).await?;
     let os = ctx.st.store(|s| s.os_settings()).await?;
+    let ha = ctx.st.store(|s| s.ha_role()).await?;
     let licence = ctx.store(|s, a| s.licence(a)).await?;
     let timeout = time::Duration::minutes(prefs.session_timeout);
     let signed_in = st.web_sessions.signed_in(timeout);
@@ -136,7 +137,7 @@ pub async fn page(
                     (row("Your Last Login", or_dash(ctx.session.previous_login.as_deref())))
                     (row(if ctx.domain().is_some() { "Other Administrators of This Domain Signed In" } else { "Other Administrators Signed In" },
                         html! { (others_unique.len()) @if !others_unique.is_empty() { " (" (others_unique.join(", ")) ")" } }))
-                    (row("High Availability", html! { "Standalone: no failover configured" }))
+                    (row("High Availability", html! { (ha.summary()) }))
                 } }
             }
             section.card aria-labelledby="h-security" {
