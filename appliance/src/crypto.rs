@@ -40,6 +40,10 @@ pub enum KeyProtection {
 /// The key that seals every secret kept in the store.
 pub struct MasterKey {
     key: LessSafeKey,
+    /// The key's bytes, for the one place they leave the appliance: to a
+    /// registered HA failover over the mutually authenticated control
+    /// channel (§11), which must open what the primary sealed.
+    bytes: SecretBytes,
     protection: KeyProtection,
 }
 
@@ -117,10 +121,16 @@ impl MasterKey {
         self.protection
     }
 
+    /// The key itself, for a registered failover (keyd's control API).
+    pub fn expose_for_failover(&self) -> &SecretBytes {
+        &self.bytes
+    }
+
     pub fn from_bytes(bytes: &[u8]) -> Result<MasterKey> {
         let key = UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| Error::Crypto("bad key"))?;
         Ok(MasterKey {
             key: LessSafeKey::new(key),
+            bytes: SecretBytes::new(bytes.to_vec()),
             protection: KeyProtection::Disk,
         })
     }

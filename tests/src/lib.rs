@@ -146,12 +146,13 @@ pub struct Appliance {
     api_fingerprints: std::sync::Mutex<Option<(String, String)>>,
 }
 
-const PORT_FLAGS: [(&str, &str); 5] = [
+const PORT_FLAGS: [(&str, &str); 6] = [
     ("web", "--web-port"),
     ("enrol", "--enrol-port"),
     ("keys", "--keys-port"),
     ("enrol-ec", "--enrol-ec-port"),
     ("keys-ec", "--keys-ec-port"),
+    ("ha", "--ha-port"),
 ];
 
 impl Appliance {

@@ -152,3 +152,133 @@ fn failovers_are_added_registered_listed_and_deleted() {
     assert_eq!(sys.get("/api/v1/ha/nodes").ok(), json!([]));
     assert_eq!(role(), json!({"role": "standalone"}));
 }
+
+/// A client of the HA control port holding `cert` and `key`, trusting
+/// `ca` and reaching the appliance (`custos-test`) at `url`'s address.
+fn node_client(url: &str, ca: &str, cert: &str, key: &str) -> reqwest::blocking::Client {
+    let addr: std::net::SocketAddr = url
+        .trim_start_matches("https://")
+        .parse()
+        .expect("the HA port's address");
+    reqwest::blocking::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes()).expect("CA")])
+        .identity(
+            reqwest::Identity::from_pem(format!("{cert}\n{key}").as_bytes()).expect("identity"),
+        )
+        .resolve("custos-test", addr)
+        .build()
+        .expect("client")
+}
+
+/// §11: "a node that is not registered is refused". The HA control port
+/// answers only a registered node's certificate; the group's master key
+/// goes to it, audited; a protected host's certificate from the same CA,
+/// a deleted node's, and none at all are refused at the handshake.
+#[test]
+fn the_control_port_answers_registered_nodes_only() {
+    let app = Appliance::start();
+    let s = recommended_setup(&app);
+    let sys = &s.sys;
+    let url = app.url("ha").to_owned();
+    let port = url.rsplit(':').next().expect("port").to_owned();
+    let base = format!("https://custos-test:{port}");
+
+    sys.post("/api/v1/ha/nodes", json!({"name": "custos-b.example.com"}))
+        .expect(201);
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).expect("key");
+    let csr = rcgen::CertificateParams::new(vec!["custos-b.example.com".to_owned()])
+        .expect("params")
+        .serialize_request(&key)
+        .expect("csr")
+        .pem()
+        .expect("pem");
+    let reg = sys
+        .post(
+            "/api/v1/ha/nodes/custos-b.example.com/registration",
+            json!({"csr": csr}),
+        )
+        .expect(200);
+    let (cert, ca) = (
+        reg["certificate"].as_str().expect("certificate").to_owned(),
+        reg["ca_certificate"].as_str().expect("ca").to_owned(),
+    );
+    let node = node_client(&url, &ca, &cert, &key.serialize_pem());
+    let hello: serde_json::Value = node
+        .get(format!("{base}/ha/v1/hello"))
+        .send()
+        .expect("hello")
+        .json()
+        .expect("json");
+    assert_eq!(hello["name"], "custos-test");
+    assert_eq!(hello["high_availability"]["role"], "primary");
+    let sent: serde_json::Value = node
+        .post(format!("{base}/ha/v1/master-key"))
+        .send()
+        .expect("master key")
+        .json()
+        .expect("json");
+    use base64::Engine;
+    let got = base64::engine::general_purpose::STANDARD
+        .decode(sent["master_key"].as_str().expect("key"))
+        .expect("base64");
+    let on_disk = std::fs::read(app.data_dir().join("master.key")).expect("master.key");
+    assert_eq!(got, on_disk, "the group's master key");
+    let log = sys.get("/api/v1/audit?text=master%20key").ok();
+    assert!(
+        log.to_string()
+            .contains("sent the group's master key to HA failover custos-b.example.com"),
+        "{log}"
+    );
+
+    // A protected host's certificate, signed by the same CA: refused.
+    let host_cert = {
+        let enrol = reqwest::blocking::Client::builder()
+            .tls_certs_only([
+                reqwest::Certificate::from_pem(app.ca_pem("enrol").as_bytes()).expect("ca"),
+            ])
+            .build()
+            .expect("client");
+        let host_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).expect("key");
+        let csr = rcgen::CertificateParams::new(vec!["recorder-1".to_owned()])
+            .expect("params")
+            .serialize_request(&host_key)
+            .expect("csr")
+            .pem()
+            .expect("pem");
+        let v: serde_json::Value = enrol
+            .post(format!("{}/agent/v1/register", app.url("enrol")))
+            .json(&json!({"host_name": "recorder-1", "domain": DOMAIN, "shared_secret": SHARED_SECRET, "csr": csr}))
+            .send()
+            .expect("register")
+            .json()
+            .expect("json");
+        (
+            v["certificate"].as_str().expect("certificate").to_owned(),
+            host_key.serialize_pem(),
+        )
+    };
+    let host = node_client(&url, &ca, &host_cert.0, &host_cert.1);
+    assert!(
+        host.get(format!("{base}/ha/v1/hello")).send().is_err(),
+        "a host's certificate opened the HA port"
+    );
+    // No certificate at all.
+    let anonymous = reqwest::blocking::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes()).expect("CA")])
+        .resolve(
+            "custos-test",
+            url.trim_start_matches("https://").parse().expect("addr"),
+        )
+        .build()
+        .expect("client");
+    assert!(anonymous.get(format!("{base}/ha/v1/hello")).send().is_err());
+
+    // Deleted, the node's certificate opens nothing any more.
+    sys.call("DELETE", "/api/v1/ha/nodes/custos-b.example.com", None)
+        .expect(204);
+    let node = node_client(&url, &ca, &cert, &key.serialize_pem());
+    assert!(
+        node.get(format!("{base}/ha/v1/hello")).send().is_err(),
+        "a deleted node was answered"
+    );
+}

@@ -284,6 +284,132 @@ impl Store {
     }
 }
 
+/// The folder of this node's own HA identity, beside the store (never in
+/// it: the store replicates, and each node's identity is its own).
+pub const NODE_DIR: &str = "ha";
+
+fn node_files(dir: &std::path::Path, kind: CaKind) -> (std::path::PathBuf, std::path::PathBuf) {
+    let base = dir.join(NODE_DIR);
+    (
+        base.join(format!("node-{}.crt", kind.as_str())),
+        base.join(format!("node-{}.key.sealed", kind.as_str())),
+    )
+}
+
+fn node_context(kind: CaKind) -> String {
+    format!("ha-node:{}", kind.as_str())
+}
+
+impl Store {
+    /// This node's HA identity for `kind` (its certificate and key, the key
+    /// kept sealed under the master key), if it has one.
+    pub fn node_identity(&self, kind: CaKind) -> Result<Option<pki::Identity>> {
+        let (crt, key) = node_files(self.dir(), kind);
+        let cert_pem = match std::fs::read_to_string(&crt) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(Error::Io { path: crt, source }),
+        };
+        let sealed = std::fs::read(&key).map_err(|source| Error::Io { path: key, source })?;
+        let plain = self.master.open(&node_context(kind), &sealed)?;
+        let key_pem = String::from_utf8(plain.expose().to_vec())
+            .map_err(|_| Error::Crypto("the node key is not PEM"))?;
+        Ok(Some(pki::Identity {
+            cert_pem,
+            key_pem: crate::secret::SecretString::new(key_pem),
+        }))
+    }
+
+    /// Keeps `id` as this node's HA identity for `kind` (a failover's, from
+    /// its registration with the primary).
+    pub fn save_node_identity(&self, kind: CaKind, id: &pki::Identity) -> Result<()> {
+        let (crt, key) = node_files(self.dir(), kind);
+        let base = self.dir().join(NODE_DIR);
+        std::fs::create_dir_all(&base).map_err(|source| Error::Io { path: base, source })?;
+        let sealed = self
+            .master
+            .seal(&node_context(kind), id.key_pem.expose().as_bytes())?;
+        super::write_atomic(&key, &sealed)?;
+        super::write_atomic(&crt, id.cert_pem.as_bytes())
+    }
+
+    /// A primary's (or standalone appliance's) own HA identity for `kind`:
+    /// the one it has for `own_name`, else a new one from its own CA. On a
+    /// primary its fingerprint is recorded in the group's row of the
+    /// primary, so failovers accept it on the control channel.
+    pub fn ensure_own_node_identity(&self, own_name: &str, kind: CaKind) -> Result<pki::Identity> {
+        let current = self.node_identity(kind)?.filter(|id| {
+            id.cert_der().is_ok_and(|der| {
+                x509_parser::parse_x509_certificate(&der).is_ok_and(|(_, c)| {
+                    c.subject()
+                        .iter_common_name()
+                        .next()
+                        .and_then(|cn| cn.as_str().ok())
+                        == Some(pki::node_common_name(own_name).as_str())
+                })
+            })
+        });
+        let id = match current {
+            Some(id) => id,
+            None => {
+                let ca = self.identity(ca_name(kind))?;
+                let id = pki::issue_node(&ca, kind, own_name)?;
+                self.save_node_identity(kind, &id)?;
+                id
+            }
+        };
+        let fp = id.fingerprint()?;
+        if !self.is_failover()? {
+            self.write(|tx| {
+                tx.execute(
+                    "UPDATE ha_nodes SET cert_fingerprint = ?2, registered_at = COALESCE(registered_at, ?3)
+                     WHERE name = ?1 AND role = 'primary' AND cert_fingerprint IS DISTINCT FROM ?2",
+                    params![own_name, fp, fmt_time(now())],
+                )?;
+                Ok(())
+            })?;
+        }
+        Ok(id)
+    }
+
+    /// The fingerprints of every registered node's certificate: who may
+    /// open the node-to-node channels.
+    pub fn registered_node_fingerprints(&self) -> Result<Vec<String>> {
+        Ok(self
+            .ha_nodes_unchecked()?
+            .into_iter()
+            .filter_map(|n| n.certificate_fingerprint)
+            .collect())
+    }
+
+    /// The group's master key, for a registered failover only (keyd's
+    /// control API checked the peer's certificate against the group).
+    /// Audited, without the key.
+    pub fn master_key_for_failover(
+        &self,
+        peer_fingerprint: &str,
+        source: &str,
+    ) -> Result<crate::secret::SecretBytes> {
+        let name = self
+            .is_registered_node(peer_fingerprint)?
+            .ok_or_else(|| Error::Forbidden("the certificate is not a registered node's".into()))?;
+        self.write(|tx| {
+            super::audit(
+                tx,
+                &format!("node:{name}"),
+                source,
+                "ha",
+                Severity::Warn,
+                None,
+                &format!("sent the group's master key to HA failover {name}"),
+            )
+        })?;
+        Ok(crate::secret::SecretBytes::new(
+            self.master.expose_for_failover().expose().to_vec(),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1179,9 +1179,14 @@ async fn add_ha_node(
                 .os_settings()?
                 .host_name
                 .map_or(fallback, |h| h.as_str().to_owned());
-            s.add_ha_node(&actor, &req.name, &own)
+            let node = s.add_ha_node(&actor, &req.name, &own)?;
+            // The primary's own node certificate, recorded in the group.
+            let kind = appliance::pki::CaKind::for_mode(s.preferences_unchecked()?.security_mode);
+            s.ensure_own_node_identity(&own, kind)?;
+            Ok(node)
         })
         .await?;
+    crate::ha::refresh_once(&st).await;
     Ok(created(node))
 }
 
@@ -1192,6 +1197,7 @@ async fn delete_ha_node(
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     st.store(move |s| s.delete_ha_node(&actor, &name)).await?;
+    crate::ha::refresh_once(&st).await;
     Ok(no_content())
 }
 
@@ -1216,6 +1222,7 @@ async fn register_ha_node(
             s.register_ha_node(&actor, &name, &req.csr, kind)
         })
         .await?;
+    crate::ha::refresh_once(&st).await;
     Ok(Json(json!({
         "certificate": cert.certificate_pem,
         "ca_certificate": cert.ca_pem,

@@ -50,6 +50,9 @@ pub struct Flags {
     pub enrol_ec_port: Option<u16>,
     #[arg(long, env = "CUSTOS_KEYS_EC_PORT")]
     pub keys_ec_port: Option<u16>,
+    /// The HA control API, node to node (§1: 8080).
+    #[arg(long, env = "CUSTOS_HA_PORT")]
+    pub ha_port: Option<u16>,
     /// Seconds between two runs of the key rotation scheduler.
     #[arg(long, env = "CUSTOS_ROTATION_INTERVAL")]
     pub rotation_interval: Option<u64>,
@@ -115,6 +118,7 @@ struct File {
     keys_port: Option<u16>,
     enrol_ec_port: Option<u16>,
     keys_ec_port: Option<u16>,
+    ha_port: Option<u16>,
     rotation_interval: Option<u64>,
     enrol_failure_window: Option<u64>,
     enrol_backoff: Option<u64>,
@@ -144,6 +148,7 @@ pub struct Config {
     pub keys_port: u16,
     pub enrol_ec_port: u16,
     pub keys_ec_port: u16,
+    pub ha_port: u16,
     pub rotation_interval: std::time::Duration,
     /// The enrolment back-off (window and first delay from the flags).
     pub enrol_guard: crate::enrol_guard::Policy,
@@ -317,6 +322,7 @@ impl Config {
             keys_port: flags.keys_port.or(file.keys_port).unwrap_or(8444),
             enrol_ec_port: flags.enrol_ec_port.or(file.enrol_ec_port).unwrap_or(8446),
             keys_ec_port: flags.keys_ec_port.or(file.keys_ec_port).unwrap_or(8447),
+            ha_port: flags.ha_port.or(file.ha_port).unwrap_or(8080),
             rotation_interval: std::time::Duration::from_secs(rotation),
             refusal_window: std::time::Duration::from_secs(refusal_window),
             disk_reserve_bytes: disk_reserve_mb * 1024 * 1024,

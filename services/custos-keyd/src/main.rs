@@ -10,6 +10,7 @@ mod config;
 mod enrol_guard;
 mod error;
 mod guard;
+mod ha;
 mod json;
 mod local;
 mod openapi;
@@ -116,6 +117,7 @@ async fn run(cfg: Config, bulk: tokio::runtime::Handle) -> anyhow::Result<Stoppe
         mode,
         ports: Default::default(),
         host_name: cfg.host_name.clone(),
+        nodes: Default::default(),
     });
 
     // Bind everything first: key ports are told to hosts at enrolment.
@@ -128,6 +130,26 @@ async fn run(cfg: Config, bulk: tokio::runtime::Handle) -> anyhow::Result<Stoppe
     let web = bind(&cfg, cfg.web_port)
         .await
         .with_context(|| format!("binding web port {}", cfg.web_port))?;
+    let ha_listener = bind(&cfg, cfg.ha_port)
+        .await
+        .with_context(|| format!("binding the HA control port {}", cfg.ha_port))?;
+    // This node's HA identity: a failover's came with its registration; a
+    // primary (or standalone appliance) makes its own from its CA.
+    let (s2, own) = (store.clone(), cfg.host_name.clone());
+    let node_kind = CaKind::for_mode(mode);
+    let node = tokio::task::spawn_blocking(move || -> appliance::Result<_> {
+        if s2.is_failover()? {
+            s2.node_identity(node_kind)
+        } else {
+            let own = s2
+                .os_settings()?
+                .host_name
+                .map_or(own, |h| h.as_str().to_owned());
+            s2.ensure_own_node_identity(&own, node_kind).map(Some)
+        }
+    })
+    .await?
+    .context("this node's HA identity")?;
     let (keys, enrol) = if mode == SecurityMode::Compatible {
         (
             Some(
@@ -248,8 +270,28 @@ async fn run(cfg: Config, bulk: tokio::runtime::Handle) -> anyhow::Result<Stoppe
         app: with_tracing(agent::keys_router(state.clone())),
     });
 
+    match &node {
+        Some(node) => listeners.push(Listener {
+            name: "ha",
+            ready_name: Some("ha"),
+            listener: ha_listener,
+            tls: ha::server_config(
+                web_suites,
+                node,
+                identities.ca(node_kind),
+                state.nodes.clone(),
+            )?,
+            app: with_tracing(ha::router(state.clone())),
+        }),
+        None => tracing::warn!(
+            "this failover has no node certificate: the HA control port {} stays closed",
+            cfg.ha_port
+        ),
+    }
+
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn_on(ha::refresh(state.clone(), stop_rx.clone()), &bulk);
     let mut ready = String::new();
     for l in listeners {
         let addr = l.listener.local_addr()?;

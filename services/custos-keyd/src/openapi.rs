@@ -946,6 +946,7 @@ mod tests {
             mode: appliance::model::SecurityMode::Compatible,
             ports: Default::default(),
             host_name: "custos-test".into(),
+            nodes: Default::default(),
         });
         let app = crate::api::router(state);
         for (method, path, ..) in super::OPERATIONS {

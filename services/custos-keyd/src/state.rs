@@ -122,6 +122,8 @@ pub struct AppState {
     pub host_name: String,
     /// Bounds on password checks and failed sign-ins per source.
     pub guard: crate::guard::Guard,
+    /// The nodes whose certificates open the HA control API.
+    pub nodes: Arc<crate::ha::RegisteredNodes>,
 }
 
 impl AppState {

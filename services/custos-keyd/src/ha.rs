@@ -1,0 +1,193 @@
+//! The HA control API (§11, §1 port 8080): node to node, over mutual TLS
+//! with node certificates from the appliance CA. A peer whose certificate
+//! does not chain to the CA, or is not a registered node's (by
+//! fingerprint, from the group's table), is refused at the handshake:
+//! it never reaches HTTP.
+//!
+//! What travels here: `GET /ha/v1/hello` (who answers, in which role) and
+//! `POST /ha/v1/master-key`, the group's master key for a registered
+//! failover, which must open what the primary sealed; it is audited,
+//! never logged.
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use appliance::pki::Identity;
+use axum::Router;
+use axum::extract::{Extension, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use serde_json::json;
+
+use crate::error::{ApiError, ApiResult};
+use crate::serve::Peer;
+use crate::state::AppState;
+use crate::tls::{Suites, provider};
+
+/// The fingerprints of the registered nodes' certificates, refreshed from
+/// the store (the handshake must not wait for it).
+#[derive(Debug, Default)]
+pub struct RegisteredNodes(RwLock<HashSet<String>>);
+
+impl RegisteredNodes {
+    pub fn contains(&self, fingerprint: &str) -> bool {
+        self.0
+            .read()
+            .expect("registered nodes lock poisoned")
+            .contains(fingerprint)
+    }
+
+    pub fn replace(&self, fingerprints: impl IntoIterator<Item = String>) {
+        *self.0.write().expect("registered nodes lock poisoned") =
+            fingerprints.into_iter().collect();
+    }
+}
+
+/// Chains to the appliance CA (mandatory), then must be a registered node.
+#[derive(Debug)]
+struct NodeVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    nodes: Arc<RegisteredNodes>,
+}
+
+impl ClientCertVerifier for NodeVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let fp = appliance::crypto::fingerprint(end_entity.as_ref());
+        if self.nodes.contains(&fp) {
+            Ok(ClientCertVerified::assertion())
+        } else {
+            tracing::warn!(certificate = %fp, "HA control: a certificate that is not a registered node's was refused");
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+}
+
+/// The control API's TLS: this node's certificate, peers verified by
+/// [`NodeVerifier`]; the security mode's suites (§9 applies to HA traffic).
+pub fn server_config(
+    suites: Suites,
+    node: &Identity,
+    ca: &Identity,
+    nodes: Arc<RegisteredNodes>,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let provider = provider(suites);
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca.cert_pem.as_bytes()) {
+        roots.add(c.context("CA PEM")?).context("CA certificate")?;
+    }
+    let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .context("client verifier")?;
+    let chain = CertificateDer::pem_slice_iter(node.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .context("node certificate PEM")?;
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(node.key_pem.expose().as_bytes())
+        .context("node key PEM")?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .context("TLS versions")?
+        .with_client_cert_verifier(Arc::new(NodeVerifier { inner, nodes }))
+        .with_single_cert(chain, key)
+        .context("node certificate and key")?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/ha/v1/hello", get(hello))
+        .route("/ha/v1/master-key", post(master_key))
+        .with_state(state)
+}
+
+/// Who answers, and in which role.
+async fn hello(State(st): State<Arc<AppState>>) -> ApiResult<Response> {
+    let role = st.store(|s| s.ha_role()).await?;
+    Ok(axum::Json(json!({ "name": st.host_name, "high_availability": role })).into_response())
+}
+
+/// The group's master key, to a registered failover.
+async fn master_key(
+    State(st): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+) -> ApiResult<Response> {
+    let fp = peer
+        .cert_fingerprint
+        .clone()
+        .ok_or_else(|| ApiError::Unauthenticated("a node certificate is required"))?;
+    let source = peer.addr.ip().to_string();
+    let key = st
+        .store(move |s| s.master_key_for_failover(&fp, &source))
+        .await?;
+    Ok(axum::Json(json!({
+        "master_key": base64::engine::general_purpose::STANDARD.encode(key.expose()),
+    }))
+    .into_response())
+}
+
+/// Keeps [`RegisteredNodes`] in step with the group's table.
+pub async fn refresh(st: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        refresh_once(&st).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Reads the registered nodes now (after a change made here).
+pub async fn refresh_once(st: &Arc<AppState>) {
+    match st.store(|s| s.registered_node_fingerprints()).await {
+        Ok(fps) => st.nodes.replace(fps),
+        Err(e) => tracing::warn!(error = ?e, "HA control: reading the registered nodes failed"),
+    }
+}
