@@ -569,6 +569,7 @@ fn is_word(c: u8) -> bool {
 pub struct PgConn {
     client: Option<postgres::Client>,
     cache: HashMap<String, postgres::Statement>,
+    conninfo: String,
 }
 
 impl PgConn {
@@ -577,7 +578,24 @@ impl PgConn {
         Ok(PgConn {
             client: Some(client),
             cache: HashMap::new(),
+            conninfo: conninfo.to_owned(),
         })
+    }
+
+    /// Connects again when the server closed the connection (it was
+    /// restarted, or promoted with a restart): between transactions only,
+    /// so no statement is ever run twice.
+    fn reconnect_if_closed(&mut self) -> DbResult<()> {
+        if self
+            .client
+            .as_ref()
+            .is_some_and(postgres::Client::is_closed)
+        {
+            tracing::warn!("the PostgreSQL connection was closed; connecting again");
+            self.cache.clear();
+            self.client = Some(postgres::Client::connect(&self.conninfo, postgres::NoTls)?);
+        }
+        Ok(())
     }
 
     pub fn client(&mut self) -> &mut postgres::Client {
@@ -637,7 +655,8 @@ impl Conn {
                 })
             }
             Conn::Pg(pg) => {
-                let PgConn { client, cache } = &mut **pg;
+                pg.reconnect_if_closed()?;
+                let PgConn { client, cache, .. } = &mut **pg;
                 let client = client
                     .as_mut()
                     .expect("a connection is only taken when dropped");
@@ -796,7 +815,8 @@ impl<'c> Tx<'c> {
     }
 
     /// Hands each row of a query to `f` as it is read (a table dump that
-    /// must not hold the whole table in memory).
+    /// must not hold the whole table in memory). `f` must not use this
+    /// transaction: on PostgreSQL the rows are still arriving on it.
     pub fn for_each<E: From<DbError>>(
         &self,
         sql: &str,
@@ -852,8 +872,10 @@ impl<'c> Tx<'c> {
             Inner::Pg(t) => {
                 let mut t = t.borrow_mut();
                 let s = t.statement(sql)?;
-                match t.t.query_opt(&s, &pg_args(&vals))? {
-                    Some(r) => pg_row(&r)?,
+                // The first row, as SQLite's query_row gives it (more rows
+                // are not an error there either).
+                match t.t.query(&s, &pg_args(&vals))?.first() {
+                    Some(r) => pg_row(r)?,
                     None => return Err(DbError::NoRows),
                 }
             }

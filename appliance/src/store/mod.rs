@@ -871,3 +871,51 @@ mod replication_tests {
         a
     }
 }
+
+#[cfg(test)]
+mod reconnect_tests {
+    use super::*;
+
+    /// A PostgreSQL restart closes the store's connection: the store
+    /// connects again between transactions (the request that found it
+    /// closed may fail; none after it does, and nothing runs twice).
+    #[test]
+    fn a_closed_postgresql_connection_is_opened_again() {
+        let test = "store::reconnect_tests::a_closed_postgresql_connection_is_opened_again";
+        let server = match crate::pg_harness::shared() {
+            Ok(s) => s,
+            Err(why) => {
+                crate::pg_harness::skip(test, &why);
+                return;
+            }
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conninfo = server.fresh_database().expect("database");
+        let s = Store::open_with(dir.path(), Backend::Postgres(conninfo)).expect("store");
+        let pid: i32 = s
+            .read(|tx| Ok(tx.query_row("SELECT pg_backend_pid()", params![], |r| r.get(0))?))
+            .expect("pid");
+        let mut admin = postgres::Client::connect(&server.conninfo("postgres"), postgres::NoTls)
+            .expect("admin");
+        admin
+            .execute("SELECT pg_terminate_backend($1)", &[&pid])
+            .expect("terminate");
+        // The server ends the backend a moment later.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while admin
+            .query_opt("SELECT 1 FROM pg_stat_activity WHERE pid = $1", &[&pid])
+            .expect("activity")
+            .is_some()
+        {
+            assert!(std::time::Instant::now() < deadline, "the backend never ended");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = s.preferences_unchecked();
+        let sys = super::test_support::system_actor(&s);
+        s.preferences(&sys).expect("the store works again");
+        let again: i32 = s
+            .read(|tx| Ok(tx.query_row("SELECT pg_backend_pid()", params![], |r| r.get(0))?))
+            .expect("pid");
+        assert_ne!(again, pid, "a new connection");
+    }
+}
