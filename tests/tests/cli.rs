@@ -342,14 +342,11 @@ fn first_login_agreement_lockout_and_password_change() {
 fn menu_navigation_prefixes_usage_and_help() {
     let mut c = Cli::logged_in();
     let help = c.run("?");
-    for cat in ["network", "maintenance", "system", "exit | quit"] {
+    for cat in ["network", "maintenance", "system", "ha", "exit | quit"] {
         assert!(help.contains(cat), "{help}");
     }
-    // No `ha` category yet; the backup commands live in `system` (§3).
-    assert!(
-        !help.contains("ha ") && !help.contains("\n  backup"),
-        "{help}"
-    );
+    // The backup commands live in `system` (§3).
+    assert!(!help.contains("\n  backup"), "{help}");
     // A unique prefix enters a category; the counter counts every line.
     c.run("net");
     assert!(c.transcript.ends_with("0002:network$ "), "{}", c.transcript);
@@ -788,6 +785,40 @@ fn maintenance_commands_ntp_time_zone_and_clock() {
     );
     assert_eq!(actions[7], "timedatectl set-timezone Europe/Berlin");
     assert_eq!(actions.len(), 8, "{actions:?}");
+    c.exit();
+}
+
+/// `ha show` (§3): the role, the peers and the last synchronisation, as
+/// the group's table says them.
+#[test]
+fn ha_show_prints_the_role_and_the_peers() {
+    let mut c = Cli::logged_in();
+    c.run("ha");
+    let out = c.run("show");
+    assert!(
+        out.contains("Role: Standalone: no failover configured"),
+        "{out}"
+    );
+    assert!(out.contains("Peers: none"), "{out}");
+    assert_eq!(last_line(&out), "SUCCESS: ha show");
+    // A failover added on the primary (as High Availability → Add does).
+    tests::StoreDb::open(c.data.path())
+        .execute(
+            "INSERT INTO ha_nodes(name, role, added_at, added_by) VALUES
+             ('custos-a.example.com', 'primary', '2026-12-05T10:00:00Z', 'admin'),
+             ('custos-b.example.com', 'failover', '2026-12-05T10:00:00Z', 'admin')",
+            tests::store_params![],
+        )
+        .expect("the group");
+    let out = c.run("show");
+    assert!(
+        out.contains("Role: Primary; failovers: custos-b.example.com"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  custos-b.example.com (failover): registered no, configured no"),
+        "{out}"
+    );
     c.exit();
 }
 

@@ -410,6 +410,94 @@ impl Store {
     }
 }
 
+/// Replication as the primary's engine sees one failover.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplicationLine {
+    /// The failover's host name (its connection's `application_name`).
+    pub name: String,
+    /// `streaming`, `catchup`, `startup`, `backup`.
+    pub state: String,
+    /// `async`, `sync`, `potential`, `quorum`.
+    pub sync_state: String,
+    /// When the failover last confirmed what it received (UTC).
+    pub last_reply: Option<String>,
+    /// WAL bytes the failover has yet to replay.
+    pub lag_bytes: i64,
+}
+
+/// The group as `ha show` and the HA page show it: the role, the nodes,
+/// and the replication's own view of itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HaStatus {
+    pub role: HaRole,
+    pub nodes: Vec<HaNodeView>,
+    /// On a primary on PostgreSQL: each streaming failover.
+    pub replication: Vec<ReplicationLine>,
+    /// On a failover: when the last change it replayed was made on the
+    /// primary (UTC), `None` before the first.
+    pub last_synchronised: Option<String>,
+}
+
+const UTC_TEXT: &str = "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'";
+
+impl Store {
+    /// [`HaStatus`] now. System-level (§5), like the HA page.
+    pub fn ha_status(&self, actor: &Actor) -> Result<HaStatus> {
+        actor.require_system(Access::Read)?;
+        self.ha_status_unchecked()
+    }
+
+    /// [`HaStatus`] for the admin CLI (its own session is the check).
+    pub fn ha_status_unchecked(&self) -> Result<HaStatus> {
+        let role = self.ha_role()?;
+        let nodes = self.ha_nodes_unchecked()?;
+        let on_postgres = matches!(self.backend(), super::Backend::Postgres(_));
+        let (replication, last_synchronised) = match (&role, on_postgres) {
+            (HaRole::Failover { .. }, true) => {
+                let last: Option<String> = self.read(|tx| {
+                    Ok(tx.query_row(
+                        &format!(
+                            "SELECT to_char(pg_last_xact_replay_timestamp() AT TIME ZONE 'UTC', {UTC_TEXT})"
+                        ),
+                        params![],
+                        |r| r.get(0),
+                    )?)
+                })?;
+                (Vec::new(), last)
+            }
+            (_, true) => {
+                let lines = self.read(|tx| {
+                    Ok(tx
+                        .prepare(&format!(
+                            "SELECT COALESCE(application_name, ''), COALESCE(state, ''), COALESCE(sync_state, ''),
+                                    to_char(reply_time AT TIME ZONE 'UTC', {UTC_TEXT}),
+                                    COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), 0)::bigint
+                             FROM pg_stat_replication ORDER BY application_name"
+                        ))?
+                        .query_map(params![], |r| {
+                            Ok(ReplicationLine {
+                                name: r.get(0)?,
+                                state: r.get(1)?,
+                                sync_state: r.get(2)?,
+                                last_reply: r.get(3)?,
+                                lag_bytes: r.get(4)?,
+                            })
+                        })?
+                        .collect::<super::db::DbResult<Vec<_>>>()?)
+                })?;
+                (lines, None)
+            }
+            (_, false) => (Vec::new(), None),
+        };
+        Ok(HaStatus {
+            role,
+            nodes,
+            replication,
+            last_synchronised,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

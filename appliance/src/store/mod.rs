@@ -52,7 +52,7 @@ pub use email::{
     SMTP_NOT_SET, SecretUpdate, SmtpConfig, SmtpSecurity, SmtpUpdate, SmtpView,
     check_email_address, parse_threshold,
 };
-pub use ha::{HaNodeView, HaRole, NodeCertificate};
+pub use ha::{HaNodeView, HaRole, HaStatus, NodeCertificate, ReplicationLine};
 pub use hosts::{HostView, KeyRelease, NewSecret, Registration, SECRET_REFUSAL, SecretView};
 pub use keys::{KeyVersionView, KeyView, NewKey, Rotated};
 pub use licence::LicenceView;
@@ -809,6 +809,16 @@ mod replication_tests {
         };
         assert_eq!(v2, material(&a, "recorder", 2));
 
+        // Each side's view of the replication (`ha show`, the HA page).
+        let on_a = a.ha_status_unchecked().expect("primary's status");
+        assert!(
+            on_a.replication.iter().any(|l| l.state == "streaming"),
+            "{on_a:?}"
+        );
+        let on_b = b.ha_status_unchecked().expect("failover's status");
+        assert!(matches!(on_b.role, HaRole::Failover { .. }), "{on_b:?}");
+        assert!(on_b.last_synchronised.is_some(), "{on_b:?}");
+
         // Writes on the failover are refused, naming the primary, and
         // change nothing.
         b.set_primary_name("custos-a.example.com");
@@ -907,7 +917,10 @@ mod reconnect_tests {
             .expect("activity")
             .is_some()
         {
-            assert!(std::time::Instant::now() < deadline, "the backend never ended");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the backend never ended"
+            );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         let _ = s.preferences_unchecked();

@@ -51,6 +51,7 @@
 //!   are refused while NTP is on (timedated refuses them too).
 
 mod backup;
+mod ha;
 pub mod host;
 mod maintenance;
 pub mod menu;

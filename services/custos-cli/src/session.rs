@@ -30,6 +30,7 @@ pub const CATEGORIES: &[Category] = &[
     crate::network::CATEGORY,
     crate::maintenance::CATEGORY,
     crate::system::CATEGORY,
+    crate::ha::CATEGORY,
 ];
 
 const TOP: &str = "custos";
