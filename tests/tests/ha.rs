@@ -282,3 +282,69 @@ fn the_control_port_answers_registered_nodes_only() {
         "a deleted node was answered"
     );
 }
+
+/// System → High Availability in a real browser: Add with its refusal next
+/// to the field, the list with its columns, Delete.
+#[test]
+fn the_console_page_adds_lists_and_deletes_failovers() {
+    let app = Appliance::start();
+    let _s = recommended_setup(&app);
+    let mut b = tests::browser::Browser::start(app.url("web"), "ha");
+    b.open("/login");
+    b.fill("login", "SystemAdministrator");
+    b.fill("password", SYS_PW);
+    b.press("Log In");
+    b.open("/system/preferences");
+    b.follow("High Availability");
+    assert_eq!(b.path(), "/system/ha", "{}", b.body());
+    assert!(
+        b.body().contains("Standalone: no failover configured"),
+        "{}",
+        b.body()
+    );
+    b.fill("name", "failover");
+    b.press("Add");
+    let e = b.text("#name-error").unwrap_or_default();
+    assert!(e.contains("fully qualified"), "{}", b.body());
+    b.fill("name", "custos-b.example.com");
+    b.press("Add");
+    assert!(
+        b.body().contains("custos-b.example.com added"),
+        "{}",
+        b.body()
+    );
+    assert_eq!(
+        b.texts("table.list th"),
+        [
+            "Select",
+            "Name",
+            "Role",
+            "Registered",
+            "Configured",
+            "Last Synchronized",
+            "Synchronization Status"
+        ]
+    );
+    let rows = b.texts("table.list tbody tr");
+    assert!(
+        rows.iter().any(|r| r.contains("custos-b.example.com")
+            && r.contains("Failover")
+            && r.contains("Not replicating")),
+        "{rows:?}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.contains("custos-test") && r.contains("Primary")),
+        "{rows:?}"
+    );
+    b.screenshot("list");
+    b.click("input[name=name][value='custos-b.example.com']");
+    b.press("Delete");
+    assert!(
+        b.body()
+            .contains("Deleted custos-b.example.com from the group"),
+        "{}",
+        b.body()
+    );
+    assert!(b.body().contains("Standalone"), "{}", b.body());
+}

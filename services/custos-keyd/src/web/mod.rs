@@ -14,6 +14,7 @@ mod dashboard;
 mod domains;
 mod email;
 mod form;
+mod ha;
 mod hosts;
 mod keys;
 mod layout;
@@ -473,6 +474,9 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/system/snmp",
             get(snmp::config_page).post(snmp::update_config),
         )
+        .route("/system/ha", get(ha::show))
+        .route("/system/ha/add", post(ha::add))
+        .route("/system/ha/delete", post(ha::delete))
         .route("/system/snmp/acl", get(snmp::acl_page))
         .route("/system/snmp/acl/add", post(snmp::add_acl))
         .route("/system/snmp/acl/delete", post(snmp::delete_acl))

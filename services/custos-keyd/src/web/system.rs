@@ -29,6 +29,7 @@ pub(super) fn submenu(current: &str) -> Markup {
         ("Backup and Restore", "/system/backup", current == "backup"),
         ("SNMP", "/system/snmp", current == "snmp"),
         ("Email Notification", "/system/email", current == "email"),
+        ("High Availability", "/system/ha", current == "ha"),
     ])
 }
 
