@@ -392,6 +392,31 @@ fn every_route_for_every_administrator_type() {
             None,
             [204, 403, 403, 403, 403, 403, 403, 403, 401],
         ),
+        // §11 High Availability: System Administrators; read-only ones read.
+        case(
+            "GET",
+            "/api/v1/ha/nodes",
+            None,
+            [ok, ok, 403, 403, 403, 403, 403, 403, 401],
+        ),
+        case(
+            "POST",
+            "/api/v1/ha/nodes",
+            Some(json!({"name": "node-{who}.example.com"})),
+            [201, 403, 403, 403, 403, 403, 403, 403, 401],
+        ),
+        case(
+            "POST",
+            "/api/v1/ha/nodes/node-{who}.example.com/registration",
+            Some(json!({"csr": "not a CSR"})),
+            [400, 403, 403, 403, 403, 403, 403, 403, 401],
+        ),
+        case(
+            "DELETE",
+            "/api/v1/ha/nodes/node-{who}.example.com",
+            None,
+            [204, 403, 403, 403, 403, 403, 403, 403, 401],
+        ),
         case(
             "GET",
             "/api/v1/snmp",
