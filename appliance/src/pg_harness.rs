@@ -250,14 +250,17 @@ pub fn wants_postgres() -> bool {
     std::env::var("CUSTOS_TEST_STORE").is_ok_and(|v| v == "postgresql")
 }
 
-/// Records that a test could not run here (no PostgreSQL), for `cargo
-/// xtask test` to count it as skipped rather than passed (the same folder
-/// the end-to-end tests' `tests::skip` writes to).
+/// Records that `test` could not run here (PostgreSQL, a tool or the images
+/// missing), so that `cargo xtask test` counts it as skipped, not passed:
+/// libtest has no skip decided at run time, so the test returns early after
+/// calling this. `cargo xtask test` sets `CUSTOS_SKIPPED_DIR` and reads one
+/// file per skipped test from it; a plain `cargo test` only prints the
+/// line. The end-to-end tests use it as `tests::skip`.
 pub fn skip(test: &str, why: &str) {
     eprintln!("skipped: {test}: {why}");
     if let Some(dir) = std::env::var_os("CUSTOS_SKIPPED_DIR") {
         let dir = PathBuf::from(dir);
-        let _ = std::fs::create_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("the skipped-tests folder");
         let name: String = test
             .chars()
             .map(|c| {
@@ -268,6 +271,7 @@ pub fn skip(test: &str, why: &str) {
                 }
             })
             .collect();
-        let _ = std::fs::write(dir.join(name), format!("{test}: {why}\n"));
+        std::fs::write(dir.join(name), format!("{test}: {why}\n"))
+            .expect("recording a skipped test");
     }
 }

@@ -38,30 +38,10 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
-/// Records that `test` could not run here (a tool or the images missing), so
-/// that `cargo xtask test` counts it as skipped, not passed: libtest has no
-/// skip decided at run time, so the test returns early after calling this.
-/// `cargo xtask test` sets `CUSTOS_SKIPPED_DIR` and reads one file per
-/// skipped test from it; a plain `cargo test` only prints the line.
-pub fn skip(test: &str, why: &str) {
-    eprintln!("skipped: {test}: {why}");
-    if let Some(dir) = std::env::var_os("CUSTOS_SKIPPED_DIR") {
-        let dir = PathBuf::from(dir);
-        std::fs::create_dir_all(&dir).expect("the skipped-tests folder");
-        let name: String = test
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' {
-                    c
-                } else {
-                    '-'
-                }
-            })
-            .collect();
-        std::fs::write(dir.join(name), format!("{test}: {why}\n"))
-            .expect("recording a skipped test");
-    }
-}
+/// Records that `test` could not run here, for `cargo xtask test` to count
+/// it as skipped, not passed (the one implementation is the appliance's
+/// test harness, which the store's own tests use too).
+pub use appliance::pg_harness::skip;
 
 /// A new appliance's data directory, on the store engine this run tests:
 /// with `CUSTOS_TEST_STORE=postgresql` (the second pass of `cargo xtask
