@@ -116,6 +116,15 @@ impl MasterKey {
         }
     }
 
+    /// The HA group's key on a failover: `bytes` came from the primary and
+    /// are kept sealed under this node's own key, so they are as protected
+    /// at rest as this one.
+    pub fn adopt(&self, bytes: &[u8]) -> Result<MasterKey> {
+        let mut key = MasterKey::from_bytes(bytes)?;
+        key.protection = self.protection;
+        Ok(key)
+    }
+
     /// How this key is kept at rest.
     pub fn protection(&self) -> KeyProtection {
         self.protection

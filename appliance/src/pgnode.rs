@@ -150,6 +150,21 @@ impl PgNode {
 
     fn private_dir(&self, path: &Path) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
+        // Run as root (the tests), the cluster's owner must reach into the
+        // data directory that holds it.
+        if is_root() {
+            for parent in path.ancestors().skip(1).take(2) {
+                if let Ok(m) = std::fs::metadata(parent) {
+                    let mode = m.permissions().mode();
+                    if mode & 0o001 == 0 {
+                        let _ = std::fs::set_permissions(
+                            parent,
+                            std::fs::Permissions::from_mode(mode | 0o011),
+                        );
+                    }
+                }
+            }
+        }
         std::fs::create_dir_all(path).map_err(io(path))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(io(path))?;
         self.own(path)
@@ -178,6 +193,33 @@ impl PgNode {
             self.own(&path)?;
         }
         Ok(())
+    }
+
+    /// Whether this node has a cluster (HA was set up here).
+    pub fn exists(&self) -> bool {
+        self.data_dir().join("PG_VERSION").exists()
+    }
+
+    /// The certificate the cluster presents (written by [`PgNode::configure`]).
+    pub fn certificate_pem(&self) -> Option<String> {
+        std::fs::read_to_string(self.dir.join("tls").join("node.crt")).ok()
+    }
+
+    /// Writes the node key into the run directory again (it is on tmpfs:
+    /// gone at every boot), before [`PgNode::start`].
+    pub fn write_key(&self, key_pem: &str) -> Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.private_dir(&self.run)?;
+        let path = self.run.join("node.key");
+        let _ = std::fs::remove_file(&path);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io(&path))?;
+        std::io::Write::write_all(&mut f, key_pem.as_bytes()).map_err(io(&path))?;
+        self.own(&path)
     }
 
     /// Makes the cluster when there is none (a primary's first failover).
@@ -314,6 +356,25 @@ impl PgNode {
                 .arg("-D")
                 .arg(self.data_dir())
                 .args(["-m", "fast", "-w", "-t", "120", "stop"]),
+            "stopping PostgreSQL",
+        )
+    }
+
+    /// Stops the server at once, as a power cut would (no checkpoint; it
+    /// recovers from its WAL at the next start).
+    pub fn stop_now(&self) -> Result<()> {
+        if !self.is_running() {
+            return Ok(());
+        }
+        self.run(
+            self.command("pg_ctl").arg("-D").arg(self.data_dir()).args([
+                "-m",
+                "immediate",
+                "-w",
+                "-t",
+                "60",
+                "stop",
+            ]),
             "stopping PostgreSQL",
         )
     }

@@ -260,6 +260,18 @@ pub fn sign_host_csr(
     )
 }
 
+/// A failover's key and certificate signing request for its registration
+/// (§11 `convert2failover`): ECDSA P-384, which both security modes accept.
+pub fn node_request(host_name: &str) -> Result<(SecretString, String)> {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)?;
+    let mut params = CertificateParams::new(vec![host_name.to_owned()])?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, node_common_name(host_name));
+    params.distinguished_name = dn;
+    let csr = params.serialize_request(&key)?.pem()?;
+    Ok((SecretString::new(key.serialize_pem()), csr))
+}
+
 /// Signs an HA node's CSR (§11): named [`node_common_name`], for the
 /// control API and replication, as server and client.
 pub fn sign_node_csr(

@@ -124,6 +124,10 @@ pub struct Appliance {
     /// The CA fingerprints (RSA, EC) `GET /api/v1/system` printed, learned by
     /// `recommended_setup`: how a remote appliance's CA is pinned.
     api_fingerprints: std::sync::Mutex<Option<(String, String)>>,
+    /// The host name it runs as.
+    pub host_name: String,
+    /// Its HA replication port (its own PostgreSQL, once HA is set up).
+    pub replication_port: u16,
 }
 
 const PORT_FLAGS: [(&str, &str); 6] = [
@@ -141,7 +145,16 @@ impl Appliance {
     }
 
     pub fn start_with(extra: &[&str]) -> Appliance {
+        Self::start_named("custos-test", extra)
+    }
+
+    /// An appliance with its own host name (an HA group's nodes).
+    pub fn start_named(host_name: &str, extra: &[&str]) -> Appliance {
         let data = data_dir();
+        let replication_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
         let mut a = Appliance {
             data,
             child: None,
@@ -149,6 +162,8 @@ impl Appliance {
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             ports: None,
             api_fingerprints: Default::default(),
+            host_name: host_name.to_owned(),
+            replication_port,
         };
         a.spawn().expect("custos-keyd starts");
         a
@@ -158,7 +173,9 @@ impl Appliance {
         let mut cmd = Command::new(bin("custos-keyd"));
         cmd.arg("--data")
             .arg(self.data.path())
-            .args(["--local", "--host-name", "custos-test"]);
+            .args(["--local", "--host-name", &self.host_name])
+            .arg("--replication-port")
+            .arg(self.replication_port.to_string());
         for (name, flag) in PORT_FLAGS {
             let port = self
                 .ports
@@ -216,6 +233,46 @@ impl Appliance {
             extra_args: vec![],
             ports: None,
             api_fingerprints: Default::default(),
+            host_name: String::new(),
+            replication_port: 0,
+        }
+    }
+
+    /// Waits for the service to exit asking for a restart (status 75, as
+    /// after joining an HA group or a restore), and starts it again, as
+    /// systemd does on the appliance.
+    pub fn wait_restart(&mut self) {
+        let mut child = self.child.take().expect("custos-keyd runs");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let status = loop {
+            if let Some(st) = child.try_wait().expect("wait") {
+                break st;
+            }
+            assert!(Instant::now() < deadline, "custos-keyd did not restart");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(status.code(), Some(75), "custos-keyd exit status");
+        self.spawn().expect("custos-keyd starts again");
+    }
+
+    /// This appliance's own PostgreSQL (HA), as keyd runs it.
+    pub fn pg_node(&self) -> appliance::pgnode::PgNode {
+        appliance::pgnode::PgNode {
+            bin: appliance::pg_harness::bin_dir().unwrap_or_default(),
+            dir: self.data.path().join("pg"),
+            run: self.data.path().join("pg-run"),
+            port: self.replication_port,
+            listen: "127.0.0.1".into(),
+        }
+    }
+
+    /// SIGKILL to the service and an immediate stop of its PostgreSQL: the
+    /// whole node dies at once.
+    pub fn kill_node(&mut self) {
+        self.kill();
+        let pg = self.pg_node();
+        if pg.exists() {
+            let _ = pg.stop_now();
         }
     }
 
@@ -516,7 +573,7 @@ impl Drop for Notifyd {
 
 impl Drop for Appliance {
     fn drop(&mut self) {
-        self.kill();
+        self.kill_node();
     }
 }
 

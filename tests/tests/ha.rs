@@ -348,3 +348,202 @@ fn the_console_page_adds_lists_and_deletes_failovers() {
     );
     assert!(b.body().contains("Standalone"), "{}", b.body());
 }
+
+/// §11 end to end through the REST API: two appliances on loopback, each
+/// with its own PostgreSQL. The failover joins the primary whose CA the
+/// operator pinned (a wrong fingerprint is refused before any credential
+/// is sent), the primary configures the replication (its store moves into
+/// its PostgreSQL; the failover's becomes a base backup of it, streaming),
+/// and then: a key created on the primary is served by the failover within
+/// seconds, under the failover's own server certificate from the shared
+/// CA; the primary killed (service and PostgreSQL), a registered agent
+/// gets its keys from the failover; every write on the failover is refused
+/// naming the primary, and changes nothing.
+#[test]
+fn a_failover_joins_replicates_and_serves_keys_when_the_primary_dies() {
+    let test = "ha::a_failover_joins_replicates_and_serves_keys_when_the_primary_dies";
+    if let Err(why) = appliance::pg_harness::bin_dir() {
+        skip(test, &why);
+        return;
+    }
+    let mut a = Appliance::start_named("custos-a.example.com", &[]);
+    let sa = recommended_setup(&a);
+    let mut b = Appliance::start_named("custos-b.example.com", &[]);
+    let sb = recommended_setup(&b);
+    sa.sys
+        .post("/api/v1/ha/nodes", json!({"name": "custos-b.example.com"}))
+        .expect(201);
+
+    // A host registered on the primary, told of the failover.
+    let agent_dir = tempfile::tempdir().expect("tempdir");
+    let failover_keys = format!("127.0.0.1:{}", b.port("keys"));
+    register_host_with(
+        &a,
+        "enrol",
+        "rec1.example.com",
+        SHARED_SECRET,
+        agent_dir.path(),
+        &["--failover", &failover_keys],
+    )
+    .ok();
+    let (before, _) = fetch_key(&a, agent_dir.path(), "recorder", None);
+
+    // Joining: the pinned CA must be the primary's.
+    let primary = format!("127.0.0.1:{}", a.port("web"));
+    let fp = a.ca_fingerprint("enrol");
+    let join = |fp: &str, password: &str| {
+        sb.sys.call(
+            "POST",
+            "/api/v1/ha/join",
+            Some(
+                json!({"primary": primary, "ca_fingerprint": fp, "login": "SystemAdministrator",
+                        "password": password, "ha_port": a.port("ha")}),
+            ),
+        )
+    };
+    let b_before = b.snapshot();
+    let r = join(&b.ca_fingerprint("enrol"), SYS_PW);
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(r.body["field"], "ca_fingerprint", "{}", r.body);
+    assert!(
+        r.body["message"].as_str().unwrap_or("").contains(&fp),
+        "the refusal names the CA the primary presented: {}",
+        r.body
+    );
+    let r = join("AB:CD", SYS_PW);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.body["field"], "ca_fingerprint", "{}", r.body);
+    let r = join(&fp, "Wrong!Passw0rd");
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(
+        r.body["message"].as_str().unwrap_or("").contains("401"),
+        "{}",
+        r.body
+    );
+    assert_eq!(b.snapshot(), b_before, "refused joins changed the failover");
+    let ha = |app: &Appliance| app.api().login("SystemAdministrator", SYS_PW);
+    assert_eq!(
+        sa.sys.get("/api/v1/ha/nodes").ok()[1]["registered"],
+        false,
+        "nothing registered yet"
+    );
+
+    let joined = join(&fp, SYS_PW).ok();
+    assert_eq!(joined["primary"], "custos-a.example.com");
+    b.wait_restart();
+
+    // Config Replication on the primary.
+    let nodes = sa.sys.get("/api/v1/ha/nodes").ok();
+    let node_b = nodes
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["name"] == "custos-b.example.com"))
+        .expect("b listed")
+        .clone();
+    assert_eq!(node_b["registered"], true, "{nodes}");
+    assert_eq!(node_b["configured"], false, "{nodes}");
+    let configured = sa
+        .sys
+        .post(
+            "/api/v1/ha/nodes/custos-b.example.com/replication",
+            json!({}),
+        )
+        .ok();
+    assert_eq!(configured["configured"], true, "{configured}");
+    b.wait_restart();
+    assert!(
+        std::fs::read_to_string(a.data_dir().join("store.backend"))
+            .expect("the primary's store moved")
+            .starts_with("postgresql"),
+    );
+
+    // The failover knows what it is, and serves reads.
+    let b_sys = ha(&b);
+    assert_eq!(
+        b_sys.get("/api/v1/system").ok()["high_availability"],
+        json!({"role": "failover", "primary": "custos-a.example.com"})
+    );
+    assert_eq!(
+        sa.sys.get("/api/v1/system").ok()["high_availability"],
+        json!({"role": "primary", "failovers": ["custos-b.example.com"]})
+    );
+
+    // A key created on the primary reaches the failover within seconds.
+    sa.sec
+        .post(
+            &format!("/api/v1/domains/{DOMAIN}/keys"),
+            json!({"name": "after-ha", "algorithm": "AES256", "key_type": "stored_on_server",
+                   "automatic_key_rotation": false}),
+        )
+        .expect(201);
+    let b_sec = b.api().login("SecurityAdministrator", SEC_PW);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let r = b_sec.get(&format!("/api/v1/domains/{DOMAIN}/keys"));
+        if r.status == 200 && r.body.to_string().contains("after-ha") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the key did not reach the failover: {}",
+            r.body
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+
+    // Writes on the failover are refused, naming the primary; nothing changes.
+    let b_snapshot = b.snapshot();
+    for (who, method, path, body) in [
+        (
+            &b_sec,
+            "POST",
+            format!("/api/v1/domains/{DOMAIN}/keys"),
+            json!({"name": "on-failover", "algorithm": "AES256", "key_type": "stored_on_server",
+                   "automatic_key_rotation": false}),
+        ),
+        (
+            &b_sys,
+            "POST",
+            "/api/v1/ha/nodes".to_owned(),
+            json!({"name": "custos-c.example.com"}),
+        ),
+    ] {
+        let r = who.call(method, &path, Some(body));
+        assert_eq!(r.status, 409, "{path}: {}", r.body);
+        assert!(
+            r.body["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("custos-a.example.com"),
+            "{path}: {}",
+            r.body
+        );
+    }
+    assert_eq!(
+        b.snapshot(),
+        b_snapshot,
+        "refused writes changed the failover"
+    );
+
+    // The primary dies, service and PostgreSQL: the agent's keys come from
+    // the failover, under the pinned CA.
+    a.kill_node();
+    let out = b.agent(&[
+        "get-key",
+        "recorder",
+        "--reveal",
+        "--dir",
+        agent_dir.path().to_str().expect("dir"),
+    ]);
+    out.ok();
+    assert!(out.stderr.contains("using failover"), "{}", out.stderr);
+    assert!(out.stdout.contains(&before), "{}", out.stdout);
+    let out = b.agent(&[
+        "get-key",
+        "after-ha",
+        "--reveal",
+        "--dir",
+        agent_dir.path().to_str().expect("dir"),
+    ]);
+    out.ok();
+    assert!(out.stdout.contains("key:"), "{}", out.stdout);
+}

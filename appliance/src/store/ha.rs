@@ -28,6 +28,9 @@ pub struct HaNodeView {
     pub certificate_fingerprint: Option<String>,
     pub added_at: String,
     pub added_by: String,
+    /// Where the primary reaches a failover's HA control API
+    /// (`address:port`, learned at its registration).
+    pub control_address: Option<String>,
 }
 
 /// What this appliance is in its HA group (§11), from the real state: the
@@ -85,6 +88,11 @@ pub struct NodeCertificate {
     /// The CA that signed it, which the node trusts for its peers.
     pub ca_pem: String,
     pub ca_fingerprint: String,
+    /// The primary's host name, and its node certificate's fingerprint
+    /// (what the failover accepts on its control API until the group's
+    /// table reaches it).
+    pub primary_name: String,
+    pub primary_fingerprint: Option<String>,
 }
 
 impl Store {
@@ -123,7 +131,8 @@ impl Store {
         self.read(|tx| {
             Ok(tx
                 .prepare(
-                    "SELECT name, role, registered_at, configured_at, cert_fingerprint, added_at, added_by
+                    "SELECT name, role, registered_at, configured_at, cert_fingerprint, added_at, added_by,
+                            control_address
                      FROM ha_nodes ORDER BY name",
                 )?
                 .query_map(params![], |r| {
@@ -139,6 +148,7 @@ impl Store {
                         certificate_fingerprint: r.get(4)?,
                         added_at: r.get(5)?,
                         added_by: r.get(6)?,
+                        control_address: r.get(7)?,
                     })
                 })?
                 .collect::<super::db::DbResult<Vec<_>>>()?)
@@ -228,6 +238,7 @@ impl Store {
         name: &str,
         csr_pem: &str,
         kind: CaKind,
+        control_address: Option<&str>,
     ) -> Result<NodeCertificate> {
         actor.require_system(Access::Write)?;
         let known: Option<String> = self.read(|tx| {
@@ -248,8 +259,8 @@ impl Store {
         let fp = fingerprint(&pki::pem_to_der(&certificate_pem)?);
         self.write(|tx| {
             let n = tx.execute(
-                "UPDATE ha_nodes SET cert_fingerprint = ?2, registered_at = ?3 WHERE name = ?1",
-                params![name, fp, fmt_time(now())],
+                "UPDATE ha_nodes SET cert_fingerprint = ?2, registered_at = ?3, control_address = ?4 WHERE name = ?1",
+                params![name, fp, fmt_time(now()), control_address],
             )?;
             if n == 0 {
                 return Err(Error::not_found("failover", name));
@@ -262,10 +273,16 @@ impl Store {
                 &format!("registered HA failover {name} (certificate {fp})"),
             )
         })?;
+        let primary = self
+            .ha_nodes_unchecked()?
+            .into_iter()
+            .find(|n| n.role == "primary");
         Ok(NodeCertificate {
             certificate_pem,
             ca_fingerprint: fingerprint(&pki::pem_to_der(&ca.cert_pem)?),
             ca_pem: ca.cert_pem,
+            primary_name: primary.as_ref().map(|p| p.name.clone()).unwrap_or_default(),
+            primary_fingerprint: primary.and_then(|p| p.certificate_fingerprint),
         })
     }
 
@@ -311,7 +328,7 @@ impl Store {
             Err(source) => return Err(Error::Io { path: crt, source }),
         };
         let sealed = std::fs::read(&key).map_err(|source| Error::Io { path: key, source })?;
-        let plain = self.master.open(&node_context(kind), &sealed)?;
+        let plain = self.machine.open(&node_context(kind), &sealed)?;
         let key_pem = String::from_utf8(plain.expose().to_vec())
             .map_err(|_| Error::Crypto("the node key is not PEM"))?;
         Ok(Some(pki::Identity {
@@ -327,7 +344,7 @@ impl Store {
         let base = self.dir().join(NODE_DIR);
         std::fs::create_dir_all(&base).map_err(|source| Error::Io { path: base, source })?;
         let sealed = self
-            .master
+            .machine
             .seal(&node_context(kind), id.key_pem.expose().as_bytes())?;
         super::write_atomic(&key, &sealed)?;
         super::write_atomic(&crt, id.cert_pem.as_bytes())
@@ -407,6 +424,229 @@ impl Store {
         Ok(crate::secret::SecretBytes::new(
             self.master.expose_for_failover().expose().to_vec(),
         ))
+    }
+}
+
+/// The group's key on a failover, sealed under the node's own key.
+const GROUP_KEY_FILE: &str = "group.key.sealed";
+const GROUP_KEY_CONTEXT: &str = "ha-group-master-key";
+/// What a failover learned of its primary when it joined.
+const PRIMARY_FILE: &str = "primary.json";
+
+/// The group's key, when this node joined a group (`ha/group.key.sealed`).
+pub(super) fn group_key(
+    dir: &std::path::Path,
+    machine: &crate::crypto::MasterKey,
+) -> Result<Option<crate::crypto::MasterKey>> {
+    let path = dir.join(NODE_DIR).join(GROUP_KEY_FILE);
+    match std::fs::read(&path) {
+        Ok(sealed) => {
+            let bytes = machine.open(GROUP_KEY_CONTEXT, &sealed)?;
+            Ok(Some(machine.adopt(bytes.expose())?))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(Error::Io { path, source }),
+    }
+}
+
+/// The primary a failover joined: where it is, and the certificate its
+/// control API presents (pinned until the group's table arrives with the
+/// replica).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct JoinedPrimary {
+    /// The primary's host name (its node certificate's name).
+    pub name: String,
+    /// The address this failover reaches it at.
+    pub address: String,
+    /// Its HA control port (8080).
+    pub ha_port: u16,
+    /// SHA-256 of its node certificate.
+    pub node_fingerprint: String,
+    /// The group's CA (PEM) of the security mode the group runs in.
+    pub ca_pem: String,
+    /// This node's own host name in the group.
+    pub own_name: String,
+}
+
+/// What this node learned when it joined a group (none: it never joined).
+pub fn joined_primary(dir: &std::path::Path) -> Result<Option<JoinedPrimary>> {
+    let path = dir.join(NODE_DIR).join(PRIMARY_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::Io {
+                path,
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(Error::Io { path, source }),
+    }
+}
+
+/// This node's HA identity of `kind`, read before the store is open (the
+/// node's PostgreSQL needs it to start, and the store may live there).
+pub fn node_identity_in(dir: &std::path::Path, kind: CaKind) -> Result<Option<pki::Identity>> {
+    let machine = crate::crypto::MasterKey::load_or_create(dir)?;
+    let (crt, key) = node_files(dir, kind);
+    let cert_pem = match std::fs::read_to_string(&crt) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(Error::Io { path: crt, source }),
+    };
+    let sealed = std::fs::read(&key).map_err(|source| Error::Io { path: key, source })?;
+    let plain = machine.open(&node_context(kind), &sealed)?;
+    let key_pem = String::from_utf8(plain.expose().to_vec())
+        .map_err(|_| Error::Crypto("the node key is not PEM"))?;
+    Ok(Some(pki::Identity {
+        cert_pem,
+        key_pem: crate::secret::SecretString::new(key_pem),
+    }))
+}
+
+fn server_files(dir: &std::path::Path, kind: CaKind) -> (std::path::PathBuf, std::path::PathBuf) {
+    let base = dir.join(NODE_DIR);
+    (
+        base.join(format!("server-{}.crt", kind.as_str())),
+        base.join(format!("server-{}.key.sealed", kind.as_str())),
+    )
+}
+
+fn server_context(kind: CaKind) -> String {
+    format!("ha-server:{}", kind.as_str())
+}
+
+impl Store {
+    /// A failover joins: keeps the group's key (sealed under this node's
+    /// own), its node certificate and what it knows of the primary. The
+    /// store itself stays as it is until the primary configures the
+    /// replication (which replaces it with the group's).
+    pub fn join_group(
+        &self,
+        actor: &Actor,
+        kind: CaKind,
+        node: &pki::Identity,
+        group_key: &crate::secret::SecretBytes,
+        primary: &JoinedPrimary,
+    ) -> Result<()> {
+        actor.require_system(Access::Write)?;
+        // The key must be one: a wrong length is refused before anything
+        // is kept.
+        crate::crypto::MasterKey::from_bytes(group_key.expose())?;
+        self.write(|tx| {
+            audit_actor(
+                tx,
+                actor,
+                Severity::Warn,
+                None,
+                &format!(
+                    "joined the HA group of {} as failover {}; its replica will replace this store",
+                    primary.name, primary.own_name
+                ),
+            )
+        })?;
+        self.save_node_identity(kind, node)?;
+        let base = self.dir().join(NODE_DIR);
+        let sealed = self.machine.seal(GROUP_KEY_CONTEXT, group_key.expose())?;
+        super::write_atomic(&base.join(GROUP_KEY_FILE), &sealed)?;
+        let json = serde_json::to_vec_pretty(primary)
+            .map_err(|_| Error::Crypto("the primary's details cannot be stored"))?;
+        super::write_atomic(&base.join(PRIMARY_FILE), &json)
+    }
+
+    /// On a failover: its own server certificate of `kind` for `names`
+    /// from the group's CA, kept beside the store (the store's are the
+    /// primary's, for the primary's host name), so a host's pinned CA
+    /// works on both. Made again when the CA changed or a name is missing.
+    pub(super) fn failover_server_identity(
+        &self,
+        kind: CaKind,
+        ca: &pki::Identity,
+        names: &[String],
+    ) -> Result<pki::Identity> {
+        let (crt, key) = server_files(self.dir(), kind);
+        let ca_der = pki::pem_to_der(&ca.cert_pem)?;
+        let current = match std::fs::read_to_string(&crt) {
+            Ok(cert_pem) => {
+                let sealed = std::fs::read(&key).map_err(|source| Error::Io {
+                    path: key.clone(),
+                    source,
+                })?;
+                let plain = self.machine.open(&server_context(kind), &sealed)?;
+                let key_pem = String::from_utf8(plain.expose().to_vec())
+                    .map_err(|_| Error::Crypto("the server key is not PEM"))?;
+                Some(pki::Identity {
+                    cert_pem,
+                    key_pem: crate::secret::SecretString::new(key_pem),
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => return Err(Error::Io { path: crt, source }),
+        };
+        let fits = |id: &pki::Identity| -> bool {
+            let (Ok(der), Ok((_, ca_cert))) =
+                (id.cert_der(), x509_parser::parse_x509_certificate(&ca_der))
+            else {
+                return false;
+            };
+            x509_parser::parse_x509_certificate(&der).is_ok_and(|(_, c)| {
+                c.issuer() == ca_cert.subject()
+                    && c.verify_signature(Some(ca_cert.public_key())).is_ok()
+                    && names.iter().all(|n| {
+                        c.subject_alternative_name()
+                            .ok()
+                            .flatten()
+                            .is_some_and(|san| {
+                                san.value.general_names.iter().any(|g| match g {
+                                    x509_parser::extensions::GeneralName::DNSName(d) => d == n,
+                                    x509_parser::extensions::GeneralName::IPAddress(ip) => {
+                                        n.parse::<std::net::IpAddr>().is_ok_and(|a| match a {
+                                            std::net::IpAddr::V4(v4) => ip == &v4.octets(),
+                                            std::net::IpAddr::V6(v6) => ip == &v6.octets(),
+                                        })
+                                    }
+                                    _ => false,
+                                })
+                            })
+                    })
+            })
+        };
+        if let Some(id) = current.filter(fits) {
+            return Ok(id);
+        }
+        let id = pki::issue_server(ca, kind, names)?;
+        let base = self.dir().join(NODE_DIR);
+        std::fs::create_dir_all(&base).map_err(|source| Error::Io { path: base, source })?;
+        let sealed = self
+            .machine
+            .seal(&server_context(kind), id.key_pem.expose().as_bytes())?;
+        super::write_atomic(&key, &sealed)?;
+        super::write_atomic(&crt, id.cert_pem.as_bytes())?;
+        tracing::info!(
+            kind = kind.as_str(),
+            "issued this failover's own server certificate from the group's CA"
+        );
+        Ok(id)
+    }
+
+    /// On the primary: the failover's replication was configured.
+    pub fn mark_ha_configured(&self, actor: &Actor, name: &str) -> Result<()> {
+        actor.require_system(Access::Write)?;
+        self.write(|tx| {
+            let n = tx.execute(
+                "UPDATE ha_nodes SET configured_at = ?2 WHERE name = ?1 AND role = 'failover'",
+                params![name, fmt_time(now())],
+            )?;
+            if n == 0 {
+                return Err(Error::not_found("failover", name));
+            }
+            audit_actor(
+                tx,
+                actor,
+                Severity::Info,
+                None,
+                &format!("configured the replication to HA failover {name}"),
+            )
+        })
     }
 }
 
@@ -551,18 +791,30 @@ mod tests {
         // Registration: only a node added first; the certificate is the
         // node's, from the CA of the mode, and opens the channels.
         let e = s
-            .register_ha_node(&sys, "custos-c.example.com", &csr(CaKind::Ec), CaKind::Ec)
+            .register_ha_node(
+                &sys,
+                "custos-c.example.com",
+                &csr(CaKind::Ec),
+                CaKind::Ec,
+                None,
+            )
             .expect_err("not added");
         assert!(
             e.to_string().contains("add it under High Availability"),
             "{e}"
         );
         let e = s
-            .register_ha_node(&sys, "Custos-B.example.com", "not a csr", CaKind::Ec)
+            .register_ha_node(&sys, "Custos-B.example.com", "not a csr", CaKind::Ec, None)
             .expect_err("garbage");
         assert!(e.to_string().starts_with("csr:"), "{e}");
         let cert = s
-            .register_ha_node(&sys, "Custos-B.example.com", &csr(CaKind::Ec), CaKind::Ec)
+            .register_ha_node(
+                &sys,
+                "Custos-B.example.com",
+                &csr(CaKind::Ec),
+                CaKind::Ec,
+                None,
+            )
             .expect("register");
         let der = pki::pem_to_der(&cert.certificate_pem).expect("der");
         let (_, parsed) = x509_parser::parse_x509_certificate(&der).expect("x509");
@@ -602,7 +854,13 @@ mod tests {
         );
         // The primary's row is not a failover's: it neither registers nor goes.
         let e = s
-            .register_ha_node(&sys, "custos-a.example.com", &csr(CaKind::Ec), CaKind::Ec)
+            .register_ha_node(
+                &sys,
+                "custos-a.example.com",
+                &csr(CaKind::Ec),
+                CaKind::Ec,
+                None,
+            )
             .expect_err("the primary");
         assert!(e.to_string().starts_with("name:"), "{e}");
         assert!(matches!(

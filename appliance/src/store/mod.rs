@@ -52,7 +52,10 @@ pub use email::{
     SMTP_NOT_SET, SecretUpdate, SmtpConfig, SmtpSecurity, SmtpUpdate, SmtpView,
     check_email_address, parse_threshold,
 };
-pub use ha::{HaNodeView, HaRole, HaStatus, NodeCertificate, ReplicationLine};
+pub use ha::{
+    HaNodeView, HaRole, HaStatus, JoinedPrimary, NodeCertificate, ReplicationLine, joined_primary,
+    node_identity_in,
+};
 pub use hosts::{HostView, KeyRelease, NewSecret, Registration, SECRET_REFUSAL, SecretView};
 pub use keys::{KeyVersionView, KeyView, NewKey, Rotated};
 pub use licence::LicenceView;
@@ -142,19 +145,28 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v7.sql"),
     include_str!("schema_v8.sql"),
     include_str!("schema_v9.sql"),
+    include_str!("schema_v10.sql"),
 ];
 
 /// The schema version `pg_schema.sql` creates.
 const PG_BASELINE: i64 = 8;
 const PG_SCHEMA: &str = include_str!("pg_schema.sql");
-const PG_MIGRATIONS: &[&str] = &[include_str!("pg_schema_v9.sql")];
+const PG_MIGRATIONS: &[&str] = &[
+    include_str!("pg_schema_v9.sql"),
+    include_str!("pg_schema_v10.sql"),
+];
 
 pub struct Store {
     conn: Mutex<Conn>,
     backend: Mutex<Backend>,
     /// The primary of this failover, for its refusals (empty: unknown).
     primary: Mutex<String>,
+    /// The key the store's secrets are sealed under: this node's own, or on
+    /// a failover the group's (the primary's), which it received once.
     master: MasterKey,
+    /// This node's own key: what is the node's and never replicates (its HA
+    /// identity, the group's key itself) is sealed under it.
+    machine: MasterKey,
     dir: PathBuf,
     release_audit: Mutex<std::collections::HashMap<(i64, i64, i64), OffsetDateTime>>,
     /// Repeated refusals being counted (audit.rs).
@@ -186,13 +198,23 @@ impl Store {
             source,
         };
         std::fs::create_dir_all(dir).map_err(io)?;
-        let master = MasterKey::load_or_create(dir)?;
+        let machine = MasterKey::load_or_create(dir)?;
+        // A failover's store is the group's: sealed under the group's key.
+        let master = match &backend {
+            Backend::Postgres(_) => ha::group_key(dir, &machine)?,
+            Backend::Sqlite => None,
+        };
+        let master = match master {
+            Some(key) => key,
+            None => machine.adopt(machine.expose_for_failover().expose())?,
+        };
         let conn = connect(dir, &backend)?;
         let store = Store {
             conn: Mutex::new(conn),
             backend: Mutex::new(backend),
             primary: Mutex::new(String::new()),
             master,
+            machine,
             dir: dir.to_path_buf(),
             release_audit: Mutex::new(Default::default()),
             refusals: Default::default(),

@@ -163,6 +163,23 @@ impl Store {
     /// (first start). `names` are the host names and addresses the server
     /// certificates must cover.
     pub fn ensure_identities(&self, host_name: &str, names: &[String]) -> Result<Identities> {
+        if self.is_failover()? {
+            // The group's CAs, replicated; this node's own server
+            // certificates from them, beside the store.
+            let get = |kind: CaKind| -> Result<(Identity, Identity)> {
+                let ca = self.identity(ca_name(kind))?;
+                let server = self.failover_server_identity(kind, &ca, names)?;
+                Ok((ca, server))
+            };
+            let (ca_rsa, server_rsa) = get(CaKind::Rsa)?;
+            let (ca_ec, server_ec) = get(CaKind::Ec)?;
+            return Ok(Identities {
+                ca_rsa,
+                ca_ec,
+                server_rsa,
+                server_ec,
+            });
+        }
         let get = |kind: CaKind| -> Result<(Identity, Identity)> {
             let ca = match self.identity_opt(ca_name(kind))? {
                 Some(ca) => ca,

@@ -263,6 +263,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             axum::routing::delete(delete_ha_node),
         )
         .route(
+            "/api/v1/ha/nodes/{name}/replication",
+            post(configure_ha_replication),
+        )
+        .route("/api/v1/ha/join", post(join_ha_group))
+        .route(
             "/api/v1/ha/nodes/{name}/registration",
             post(register_ha_node),
         )
@@ -1205,6 +1210,10 @@ async fn delete_ha_node(
 #[serde(deny_unknown_fields)]
 struct HaRegistration {
     csr: String,
+    /// The failover's HA control port (default 8080): the primary reaches
+    /// it there, at the address it registered from, to configure the
+    /// replication.
+    ha_port: Option<u16>,
 }
 
 /// `POST /api/v1/ha/nodes/{name}/registration`: a failover's
@@ -1213,13 +1222,28 @@ struct HaRegistration {
 async fn register_ha_node(
     State(st): St,
     Authed(actor): Authed,
+    Source(source): Source,
     Path(name): Path<String>,
     ApiJson(req): ApiJson<HaRegistration>,
 ) -> ApiResult<Response> {
-    let cert = st
+    let port = req.ha_port.unwrap_or(8080);
+    if port == 0 {
+        return Err(appliance::Error::invalid("ha_port", "must be 1 to 65535").into());
+    }
+    let control = std::net::SocketAddr::new(
+        source
+            .parse()
+            .map_err(|_| appliance::Error::invalid("ha_port", "the caller's address is unknown"))?,
+        port,
+    )
+    .to_string();
+    let (cert, kind) = st
         .store(move |s| {
             let kind = appliance::pki::CaKind::for_mode(s.preferences_unchecked()?.security_mode);
-            s.register_ha_node(&actor, &name, &req.csr, kind)
+            Ok((
+                s.register_ha_node(&actor, &name, &req.csr, kind, Some(&control))?,
+                kind,
+            ))
         })
         .await?;
     crate::ha::refresh_once(&st).await;
@@ -1227,8 +1251,156 @@ async fn register_ha_node(
         "certificate": cert.certificate_pem,
         "ca_certificate": cert.ca_pem,
         "ca_fingerprint": cert.ca_fingerprint,
+        "kind": kind.as_str(),
+        "primary": {
+            "name": cert.primary_name,
+            "certificate_fingerprint": cert.primary_fingerprint,
+        },
     }))
     .into_response())
+}
+
+/// `POST /api/v1/ha/join` on a failover-to-be (§11 `convert2failover`):
+/// registers with the primary whose CA the operator pinned, receives the
+/// group's key, keeps both beside the store, and restarts the service.
+async fn join_ha_group(
+    State(st): St,
+    Authed(actor): Authed,
+    ApiJson(req): ApiJson<crate::ha_setup::JoinRequest>,
+) -> ApiResult<Response> {
+    actor.require_system(Access::Write)?;
+    let fallback = st.host_name.clone();
+    let (own_name, role) = st
+        .store(move |s| {
+            let own = s
+                .os_settings()?
+                .host_name
+                .map_or(fallback, |h| h.as_str().to_owned());
+            Ok((own, s.ha_role()?))
+        })
+        .await?;
+    if role != appliance::store::HaRole::Standalone {
+        return Err(appliance::Error::conflict(
+            "high_availability",
+            format!(
+                "this appliance is in a group already ({}); only a standalone appliance becomes a failover",
+                role.summary()
+            ),
+        )
+        .into());
+    }
+    let me = crate::ha_setup::Joiner {
+        own_name,
+        own_ha_port: st.ha_port.load(std::sync::atomic::Ordering::Relaxed),
+        suites: crate::tls::Suites::for_mode(st.mode),
+        kind: appliance::pki::CaKind::for_mode(st.mode),
+    };
+    let (node, key, primary, joined) = crate::ha_setup::join(&req, &me).await?;
+    let kind = me.kind;
+    st.store(move |s| s.join_group(&actor, kind, &node, &key, &primary))
+        .await?;
+    tracing::warn!(primary = %joined.primary, "joined the HA group as a failover; restarting");
+    let restart = st.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        restart.restart.notify_one();
+    });
+    Ok(Json(json!({
+        "primary": joined.primary,
+        "ca_fingerprint": joined.ca_fingerprint,
+        "restarting": true,
+    }))
+    .into_response())
+}
+
+/// `POST /api/v1/ha/nodes/{name}/replication` on the primary (§11 Config
+/// Replication): this node's PostgreSQL made and the store moved there
+/// when needed, then the failover told to replicate from it (a base
+/// backup, then streaming).
+async fn configure_ha_replication(
+    State(st): St,
+    Authed(actor): Authed,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    actor.require_system(Access::Write)?;
+    let (fallback, mode, pg) = (st.host_name.clone(), st.mode, st.pg.clone());
+    let ca_pem = st
+        .identities
+        .ca(appliance::pki::CaKind::for_mode(mode))
+        .cert_pem
+        .clone();
+    let n2 = name.clone();
+    let (own, node, target) = st
+        .store(move |s| {
+            if s.is_failover()? {
+                return Err(appliance::Error::Failover {
+                    primary: String::new(),
+                });
+            }
+            let found = s
+                .ha_nodes_unchecked()?
+                .into_iter()
+                .find(|n| n.name == n2 && n.role == "failover")
+                .ok_or_else(|| appliance::Error::not_found("failover", &n2))?;
+            let Some(control) = found.control_address.filter(|_| found.registered) else {
+                return Err(appliance::Error::conflict(
+                    "name",
+                    "has not registered: run ha convert2failover on it first",
+                ));
+            };
+            let own = s
+                .os_settings()?
+                .host_name
+                .map_or(fallback, |h| h.as_str().to_owned());
+            let kind = appliance::pki::CaKind::for_mode(mode);
+            let node = s.ensure_own_node_identity(&own, kind)?;
+            crate::ha_setup::prepare_primary(
+                s,
+                &pg,
+                &node,
+                &ca_pem,
+                crate::tls::Suites::for_mode(mode),
+            )?;
+            Ok((own, node, control))
+        })
+        .await?;
+    let addr: std::net::SocketAddr = target.parse().map_err(|_| {
+        appliance::Error::conflict("name", "its registered control address is not usable")
+    })?;
+    let to = crate::ha_setup::Target {
+        addr,
+        server_name: name.clone(),
+        tls: crate::ha_setup::node_client(
+            crate::tls::Suites::for_mode(mode),
+            &node,
+            &st.identities
+                .ca(appliance::pki::CaKind::for_mode(mode))
+                .cert_pem,
+        )
+        .map_err(|e| ApiError::Internal(e.to_string()))?,
+    };
+    crate::ha_setup::call(
+        &to,
+        "POST",
+        "/ha/v1/replicate",
+        None,
+        Some(&json!({ "primary": own, "replication_port": st.pg.port })),
+        crate::ha_setup::REPLICATE_TIMEOUT,
+    )
+    .await
+    .map_err(|e| {
+        appliance::Error::conflict(
+            "name",
+            format!("the failover could not set up the replication: {e}"),
+        )
+    })?;
+    let n2 = name.clone();
+    st.store(move |s| s.mark_ha_configured(&actor, &n2)).await?;
+    crate::ha::refresh_once(&st).await;
+    let view = st
+        .store(move |s| Ok(s.ha_nodes_unchecked()?.into_iter().find(|n| n.name == name)))
+        .await?;
+    Ok(Json(view).into_response())
 }
 
 // --- SNMP (§13) --------------------------------------------------------------------

@@ -53,6 +53,16 @@ pub struct Flags {
     /// The HA control API, node to node (§1: 8080).
     #[arg(long, env = "CUSTOS_HA_PORT")]
     pub ha_port: Option<u16>,
+    /// HA replication: this node's PostgreSQL (§1: 50000).
+    #[arg(long, env = "CUSTOS_REPLICATION_PORT")]
+    pub replication_port: Option<u16>,
+    /// PostgreSQL 15's server binaries (default /usr/lib/postgresql/15/bin).
+    #[arg(long, env = "CUSTOS_PG_BIN")]
+    pub pg_bin: Option<PathBuf>,
+    /// The node PostgreSQL's socket and TLS key, on tmpfs (default
+    /// /run/custos-pg; `<data>/pg-run` with --local).
+    #[arg(long, env = "CUSTOS_PG_RUN")]
+    pub pg_run: Option<PathBuf>,
     /// Seconds between two runs of the key rotation scheduler.
     #[arg(long, env = "CUSTOS_ROTATION_INTERVAL")]
     pub rotation_interval: Option<u64>,
@@ -119,6 +129,9 @@ struct File {
     enrol_ec_port: Option<u16>,
     keys_ec_port: Option<u16>,
     ha_port: Option<u16>,
+    replication_port: Option<u16>,
+    pg_bin: Option<PathBuf>,
+    pg_run: Option<PathBuf>,
     rotation_interval: Option<u64>,
     enrol_failure_window: Option<u64>,
     enrol_backoff: Option<u64>,
@@ -149,6 +162,8 @@ pub struct Config {
     pub enrol_ec_port: u16,
     pub keys_ec_port: u16,
     pub ha_port: u16,
+    /// This node's PostgreSQL, once HA is set up (`pgnode.rs`).
+    pub pg: appliance::pgnode::PgNode,
     pub rotation_interval: std::time::Duration,
     /// The enrolment back-off (window and first delay from the flags).
     pub enrol_guard: crate::enrol_guard::Policy,
@@ -304,7 +319,31 @@ impl Config {
             lifetime <= 366 * 24 * 3600,
             "session_lifetime: must be at most 366 days in seconds"
         );
+        let pg = appliance::pgnode::PgNode {
+            bin: flags
+                .pg_bin
+                .or(file.pg_bin)
+                .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin")),
+            dir: data.join("pg"),
+            run: flags.pg_run.or(file.pg_run).unwrap_or_else(|| {
+                if local {
+                    data.join("pg-run")
+                } else {
+                    PathBuf::from("/run/custos-pg")
+                }
+            }),
+            port: flags
+                .replication_port
+                .or(file.replication_port)
+                .unwrap_or(appliance::pgnode::REPLICATION_PORT),
+            listen: if listen.is_unspecified() {
+                "*".to_owned()
+            } else {
+                listen.to_string()
+            },
+        };
         Ok(Config {
+            pg,
             enrol_guard,
             limits,
             key_limits,

@@ -145,6 +145,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/ha/v1/hello", get(hello))
         .route("/ha/v1/master-key", post(master_key))
+        .route("/ha/v1/replicate", post(replicate))
         .with_state(state)
 }
 
@@ -173,6 +174,70 @@ async fn master_key(
     .into_response())
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Replicate {
+    /// The primary's host name, as this node joined it.
+    primary: String,
+    /// Its replication port (§1: 50000).
+    replication_port: u16,
+}
+
+/// On a failover, from its primary only (§11 Config Replication): a base
+/// backup of the primary's PostgreSQL, then streaming from it; the store
+/// is named there and the service restarts as the group's failover.
+async fn replicate(
+    State(st): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    crate::json::ApiJson(req): crate::json::ApiJson<Replicate>,
+) -> ApiResult<Response> {
+    let fp = peer
+        .cert_fingerprint
+        .clone()
+        .ok_or_else(|| ApiError::Unauthenticated("a node certificate is required"))?;
+    let (pg, mode) = (st.pg.clone(), st.mode);
+    st.store(move |s| {
+        let joined = appliance::store::joined_primary(s.dir())?.ok_or_else(|| {
+            appliance::Error::conflict(
+                "primary",
+                "this appliance has not joined a group: run ha convert2failover on it first",
+            )
+        })?;
+        if joined.node_fingerprint != fp || joined.name != req.primary {
+            return Err(appliance::Error::Forbidden(
+                "only the primary this node joined configures its replication".into(),
+            ));
+        }
+        if req.replication_port == 0 {
+            return Err(appliance::Error::invalid(
+                "replication_port",
+                "must be 1 to 65535",
+            ));
+        }
+        let kind = appliance::pki::CaKind::for_mode(mode);
+        let node = s.node_identity(kind)?.ok_or_else(|| {
+            appliance::Error::conflict("primary", "this node has no node certificate")
+        })?;
+        tracing::warn!(primary = %joined.name, "replacing this store with a base backup of the primary's");
+        crate::ha_setup::replicate_from(
+            s.dir(),
+            &pg,
+            &node,
+            &joined,
+            req.replication_port,
+            crate::tls::Suites::for_mode(mode),
+        )
+    })
+    .await?;
+    tracing::warn!("this node is now a failover streaming from its primary; restarting");
+    let restart = st.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        restart.restart.notify_one();
+    });
+    Ok(axum::Json(json!({ "replicating": true })).into_response())
+}
+
 /// Keeps [`RegisteredNodes`] in step with the group's table.
 pub async fn refresh(st: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
     loop {
@@ -186,7 +251,18 @@ pub async fn refresh(st: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<b
 
 /// Reads the registered nodes now (after a change made here).
 pub async fn refresh_once(st: &Arc<AppState>) {
-    match st.store(|s| s.registered_node_fingerprints()).await {
+    // A node that joined a group accepts its primary before the group's
+    // table reaches it with the replica.
+    let found = st
+        .store(|s| {
+            let mut fps = s.registered_node_fingerprints()?;
+            if let Some(j) = appliance::store::joined_primary(s.dir())? {
+                fps.push(j.node_fingerprint);
+            }
+            Ok(fps)
+        })
+        .await;
+    match found {
         Ok(fps) => st.nodes.replace(fps),
         Err(e) => tracing::warn!(error = ?e, "HA control: reading the registered nodes failed"),
     }

@@ -11,6 +11,7 @@ mod enrol_guard;
 mod error;
 mod guard;
 mod ha;
+mod ha_setup;
 mod json;
 mod local;
 mod openapi;
@@ -26,7 +27,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use appliance::Store;
 use appliance::model::SecurityMode;
-use appliance::pki::CaKind;
+use appliance::pki::{CaKind, Identity};
+use appliance::secret::SecretString;
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
@@ -89,11 +91,25 @@ fn url_host(cfg: &Config) -> String {
 }
 
 async fn run(cfg: Config, bulk: tokio::runtime::Handle) -> anyhow::Result<Stopped> {
+    // HA: this node's PostgreSQL first, when it has one (the store may be
+    // there).
+    let (data, pg) = (cfg.data.clone(), cfg.pg.clone());
+    tokio::task::spawn_blocking(move || ha_setup::start_node_engine(&data, &pg))
+        .await?
+        .context("starting this node's PostgreSQL")?;
     let data = cfg.data.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&data))
         .await?
         .with_context(|| format!("opening the store in {}", cfg.data.display()))?;
     let store = Arc::new(store);
+    // A failover's refusals name its primary.
+    let s2 = store.clone();
+    if let appliance::store::HaRole::Failover { primary } =
+        tokio::task::spawn_blocking(move || s2.ha_role()).await??
+    {
+        tracing::info!(%primary, "this appliance is a failover (read-only)");
+        store.set_primary_name(&primary);
+    }
     store.set_refusal_window(cfg.refusal_window);
     store.set_disk_reserve(cfg.disk_reserve_bytes);
     let (host, names) = (cfg.host_name.clone(), cfg.server_names());
@@ -118,6 +134,8 @@ async fn run(cfg: Config, bulk: tokio::runtime::Handle) -> anyhow::Result<Stoppe
         ports: Default::default(),
         host_name: cfg.host_name.clone(),
         nodes: Default::default(),
+        pg: cfg.pg.clone(),
+        ha_port: cfg.ha_port.into(),
     });
 
     // Bind everything first: key ports are told to hosts at enrolment.
@@ -133,6 +151,10 @@ async fn run(cfg: Config, bulk: tokio::runtime::Handle) -> anyhow::Result<Stoppe
     let ha_listener = bind(&cfg, cfg.ha_port)
         .await
         .with_context(|| format!("binding the HA control port {}", cfg.ha_port))?;
+    state.ha_port.store(
+        ha_listener.local_addr()?.port(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     // This node's HA identity: a failover's came with its registration; a
     // primary (or standalone appliance) makes its own from its CA.
     let (s2, own) = (store.clone(), cfg.host_name.clone());
@@ -203,7 +225,17 @@ async fn run(cfg: Config, bulk: tokio::runtime::Handle) -> anyhow::Result<Stoppe
         Suites::Compatible
     };
     let web_kind = CaKind::for_mode(mode);
-    let web_tls = tls::server_config(web_suites, identities.server(web_kind), None)?;
+    // The web server sends its CA in the chain: a failover joining checks
+    // it against the fingerprint the operator copied from the dashboard.
+    let web_chain = Identity {
+        cert_pem: format!(
+            "{}\n{}",
+            identities.server(web_kind).cert_pem.trim_end(),
+            identities.ca(web_kind).cert_pem
+        ),
+        key_pem: identities.server(web_kind).key_pem.clone(),
+    };
+    let web_tls = tls::server_config(web_suites, &web_chain, None)?;
     let api = with_tracing(web::router(state.clone()).merge(api::router(state.clone())));
     let mut listeners = vec![Listener {
         name: "web",
@@ -270,17 +302,26 @@ async fn run(cfg: Config, bulk: tokio::runtime::Handle) -> anyhow::Result<Stoppe
         app: with_tracing(agent::keys_router(state.clone())),
     });
 
+    // A node that joined a group and is not yet its replica trusts the
+    // group's CA, not its own.
+    let (data, s2) = (cfg.data.clone(), store.clone());
+    let (joined, failover) = tokio::task::spawn_blocking(move || -> appliance::Result<_> {
+        Ok((appliance::store::joined_primary(&data)?, s2.is_failover()?))
+    })
+    .await??;
+    let node_ca = match (&joined, failover) {
+        (Some(j), false) => Identity {
+            cert_pem: j.ca_pem.clone(),
+            key_pem: SecretString::new(String::new()),
+        },
+        _ => identities.ca(node_kind).clone(),
+    };
     match &node {
         Some(node) => listeners.push(Listener {
             name: "ha",
             ready_name: Some("ha"),
             listener: ha_listener,
-            tls: ha::server_config(
-                web_suites,
-                node,
-                identities.ca(node_kind),
-                state.nodes.clone(),
-            )?,
+            tls: ha::server_config(web_suites, node, &node_ca, state.nodes.clone())?,
             app: with_tracing(ha::router(state.clone())),
         }),
         None => tracing::warn!(
@@ -408,6 +449,12 @@ async fn rotation_scheduler(
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => return,
+        }
+        // The schedulers run on the primary only (§11): a failover's store
+        // is the primary's, which does this work for the group.
+        let s = store.clone();
+        if let Ok(Ok(true)) = tokio::task::spawn_blocking(move || s.is_failover()).await {
+            continue;
         }
         let s = store.clone();
         match tokio::task::spawn_blocking(move || s.rotate_due(time::OffsetDateTime::now_utc()))

@@ -124,6 +124,11 @@ pub struct AppState {
     pub guard: crate::guard::Guard,
     /// The nodes whose certificates open the HA control API.
     pub nodes: Arc<crate::ha::RegisteredNodes>,
+    /// This node's PostgreSQL (HA).
+    pub pg: appliance::pgnode::PgNode,
+    /// The HA control port this node listens on (told to the primary at
+    /// registration).
+    pub ha_port: std::sync::atomic::AtomicU16,
 }
 
 impl AppState {

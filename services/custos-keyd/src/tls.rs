@@ -29,6 +29,16 @@ static SUITE_B_MAPPING: &[(
     &[&dyn rustls::pki_types::SignatureVerificationAlgorithm],
 )] = &[(SignatureScheme::ECDSA_NISTP384_SHA384, SUITE_B_SIG_ALGS)];
 
+impl Suites {
+    /// The suites of a security mode (§9).
+    pub fn for_mode(mode: appliance::model::SecurityMode) -> Suites {
+        match mode {
+            appliance::model::SecurityMode::SuiteB => Suites::SuiteB,
+            appliance::model::SecurityMode::Compatible => Suites::Compatible,
+        }
+    }
+}
+
 pub fn provider(suites: Suites) -> Arc<CryptoProvider> {
     let mut p = aws_lc_rs::default_provider();
     if suites == Suites::SuiteB {
