@@ -412,6 +412,19 @@ fn every_route_for_every_administrator_type() {
             [400, 403, 403, 403, 403, 403, 403, 403, 401],
         ),
         case(
+            "POST",
+            "/api/v1/ha/nodes/node-{who}.example.com/replication",
+            None,
+            [409, 403, 403, 403, 403, 403, 403, 403, 401],
+        ),
+        case(
+            "POST",
+            "/api/v1/ha/join",
+            Some(json!({"primary": "127.0.0.1", "ca_fingerprint": "not a fingerprint",
+                        "login": "SystemAdministrator", "password": "x"})),
+            [400, 403, 403, 403, 403, 403, 403, 403, 401],
+        ),
+        case(
             "DELETE",
             "/api/v1/ha/nodes/node-{who}.example.com",
             None,

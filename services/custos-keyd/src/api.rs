@@ -1269,6 +1269,7 @@ async fn join_ha_group(
     ApiJson(req): ApiJson<crate::ha_setup::JoinRequest>,
 ) -> ApiResult<Response> {
     actor.require_system(Access::Write)?;
+    req.check()?;
     let fallback = st.host_name.clone();
     let (own_name, role) = st
         .store(move |s| {

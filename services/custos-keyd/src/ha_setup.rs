@@ -347,24 +347,36 @@ fn from_call(what: &str, e: CallError) -> Error {
 /// Step 1 on the failover: everything up to what must be kept (the caller
 /// keeps it with `Store::join_group` and restarts). Errors name the field
 /// and what the primary said; nothing is kept on any error.
+impl JoinRequest {
+    /// The request's own rules, before anything else is looked at: the
+    /// pinned fingerprint (upper-case hex), host and ports.
+    pub fn check(&self) -> appliance::Result<(String, String, u16, u16)> {
+        let pinned = normalise_fingerprint(&self.ca_fingerprint).ok_or_else(|| {
+            Error::invalid(
+                "ca_fingerprint",
+                "must be the SHA-256 fingerprint the primary's dashboard shows (64 hexadecimal digits)",
+            )
+        })?;
+        if self.login.trim().is_empty() {
+            return Err(Error::invalid("login", "must not be empty"));
+        }
+        if self.password.expose().is_empty() {
+            return Err(Error::invalid("password", "must not be empty"));
+        }
+        let (host, port) = split_host_port(&self.primary, 443)?;
+        let ha_port = self.ha_port.unwrap_or(8080);
+        if ha_port == 0 {
+            return Err(Error::invalid("ha_port", "must be 1 to 65535"));
+        }
+        Ok((pinned, host, port, ha_port))
+    }
+}
+
 pub async fn join(
     req: &JoinRequest,
     me: &Joiner,
 ) -> appliance::Result<(Identity, SecretBytes, JoinedPrimary, Joined)> {
-    let pinned = normalise_fingerprint(&req.ca_fingerprint).ok_or_else(|| {
-        Error::invalid(
-            "ca_fingerprint",
-            "must be the SHA-256 fingerprint the primary's dashboard shows (64 hexadecimal digits)",
-        )
-    })?;
-    if req.login.trim().is_empty() {
-        return Err(Error::invalid("login", "must not be empty"));
-    }
-    let (host, port) = split_host_port(&req.primary, 443)?;
-    let ha_port = req.ha_port.unwrap_or(8080);
-    if ha_port == 0 {
-        return Err(Error::invalid("ha_port", "must be 1 to 65535"));
-    }
+    let (pinned, host, port, ha_port) = req.check()?;
     let addr = tokio::net::lookup_host((host.as_str(), port))
         .await
         .ok()

@@ -283,6 +283,20 @@ pub const OPERATIONS: &[(&str, &str, &str, &str, Option<&str>)] = &[
         Some("HaRegistration"),
     ),
     (
+        "post",
+        "/api/v1/ha/nodes/{name}/replication",
+        "High Availability → Config Replication (on the primary): its PostgreSQL made and its store moved there when needed, then the registered failover told over the HA control port to replace its store by a base backup of the primary's and stream from it. Answers the node when the failover replicates",
+        "System Administrator",
+        None,
+    ),
+    (
+        "post",
+        "/api/v1/ha/join",
+        "On a standalone appliance, what convert2failover does: reach the primary, which must present the CA of the given fingerprint (checked before anything is sent), sign in there, register, receive the group's key over the HA control port, keep it, and restart; the primary's Config Replication then makes this appliance its failover",
+        "System Administrator",
+        Some("HaJoin"),
+    ),
+    (
         "get",
         "/api/v1/snmp",
         "The SNMP agent's settings (§13): enabled, access list, sysContact, sysLocation; never the community string, only community_is_default",
@@ -694,6 +708,20 @@ fn schemas() -> Value {
         "HaRegistration": object(&["csr"], &[
             ("csr", json!({"type": "string", "minLength": 1,
                 "description": "the node's certificate signing request (PEM); ECDSA P-384 in Suite B mode"})),
+            ("ha_port", json!({"type": "integer", "minimum": 1, "maximum": 65535,
+                "description": "the failover's HA control port (default 8080), reached at the address it registers from"})),
+        ]),
+        "HaJoin": object(&["primary", "ca_fingerprint", "login", "password"], &[
+            ("primary", json!({"type": "string", "minLength": 1, "maxLength": 262,
+                "description": "the primary's host name or address, optionally with :port (default 443)"})),
+            ("ca_fingerprint", json!({"type": "string", "minLength": 64, "maxLength": 95,
+                "description": "the SHA-256 fingerprint of the primary's CA, as its dashboard shows it"})),
+            ("login", json!({"type": "string", "minLength": 1, "maxLength": 64,
+                "description": "a System Administrator of the primary"})),
+            ("password", json!({"type": "string", "minLength": 1, "maxLength": 256,
+                "description": "that administrator's password; sent only to the pinned primary"})),
+            ("ha_port", json!({"type": "integer", "minimum": 1, "maximum": 65535,
+                "description": "the primary's HA control port (default 8080)"})),
         ]),
         "EmailGroupCreate": object(&["name", "recipients"], &[
             ("name", identifier(limits::GROUP_NAME_MAX, false)),
