@@ -338,6 +338,17 @@ fn the_console_page_adds_lists_and_deletes_failovers() {
         "{rows:?}"
     );
     b.screenshot("list");
+    // Config Replication before the failover registered: refused, saying
+    // what to do.
+    b.click("input[name=name][value='custos-b.example.com']");
+    b.press("Config Replication");
+    assert!(
+        b.body()
+            .contains("has not registered: run ha convert2failover"),
+        "{}",
+        b.body()
+    );
+    b.open("/system/ha");
     b.click("input[name=name][value='custos-b.example.com']");
     b.press("Delete");
     assert!(

@@ -420,8 +420,10 @@ fn every_route_for_every_administrator_type() {
         case(
             "POST",
             "/api/v1/ha/join",
-            Some(json!({"primary": "127.0.0.1", "ca_fingerprint": "not a fingerprint",
-                        "login": "SystemAdministrator", "password": "x"})),
+            Some(
+                json!({"primary": "127.0.0.1", "ca_fingerprint": "not a fingerprint",
+                        "login": "SystemAdministrator", "password": "x"}),
+            ),
             [400, 403, 403, 403, 403, 403, 403, 403, 401],
         ),
         case(

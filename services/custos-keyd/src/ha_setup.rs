@@ -529,6 +529,94 @@ pub async fn join(
     ))
 }
 
+/// Config Replication, for the REST API and the console: see the module
+/// documentation (step 2). Answers the failover's row once it replicates.
+pub async fn configure_replication(
+    st: &Arc<crate::state::AppState>,
+    actor: appliance::access::Actor,
+    name: String,
+) -> crate::error::ApiResult<Option<appliance::store::HaNodeView>> {
+    actor.require_system(appliance::access::Access::Write)?;
+    let (fallback, mode, pg) = (st.host_name.clone(), st.mode, st.pg.clone());
+    let ca_pem = st
+        .identities
+        .ca(appliance::pki::CaKind::for_mode(mode))
+        .cert_pem
+        .clone();
+    let n2 = name.clone();
+    let (own, node, target) = st
+        .store(move |s| {
+            if s.is_failover()? {
+                return Err(appliance::Error::Failover {
+                    primary: String::new(),
+                });
+            }
+            let found = s
+                .ha_nodes_unchecked()?
+                .into_iter()
+                .find(|n| n.name == n2 && n.role == "failover")
+                .ok_or_else(|| appliance::Error::not_found("failover", &n2))?;
+            let Some(control) = found.control_address.filter(|_| found.registered) else {
+                return Err(appliance::Error::conflict(
+                    "name",
+                    "has not registered: run ha convert2failover on it first",
+                ));
+            };
+            let own = s
+                .os_settings()?
+                .host_name
+                .map_or(fallback, |h| h.as_str().to_owned());
+            let kind = appliance::pki::CaKind::for_mode(mode);
+            let node = s.ensure_own_node_identity(&own, kind)?;
+            crate::ha_setup::prepare_primary(
+                s,
+                &pg,
+                &node,
+                &ca_pem,
+                crate::tls::Suites::for_mode(mode),
+            )?;
+            Ok((own, node, control))
+        })
+        .await?;
+    let addr: std::net::SocketAddr = target.parse().map_err(|_| {
+        appliance::Error::conflict("name", "its registered control address is not usable")
+    })?;
+    let to = crate::ha_setup::Target {
+        addr,
+        server_name: name.clone(),
+        tls: crate::ha_setup::node_client(
+            crate::tls::Suites::for_mode(mode),
+            &node,
+            &st.identities
+                .ca(appliance::pki::CaKind::for_mode(mode))
+                .cert_pem,
+        )
+        .map_err(|e| crate::error::ApiError::Internal(e.to_string()))?,
+    };
+    crate::ha_setup::call(
+        &to,
+        "POST",
+        "/ha/v1/replicate",
+        None,
+        Some(&json!({ "primary": own, "replication_port": st.pg.port })),
+        crate::ha_setup::REPLICATE_TIMEOUT,
+    )
+    .await
+    .map_err(|e| {
+        appliance::Error::conflict(
+            "name",
+            format!("the failover could not set up the replication: {e}"),
+        )
+    })?;
+    let n2 = name.clone();
+    st.store(move |s| s.mark_ha_configured(&actor, &n2)).await?;
+    crate::ha::refresh_once(st).await;
+    let view = st
+        .store(move |s| Ok(s.ha_nodes_unchecked()?.into_iter().find(|n| n.name == name)))
+        .await?;
+    Ok(view)
+}
+
 /// The TLS files of this node's PostgreSQL from its identity.
 fn node_tls<'a>(node: &'a Identity, ca_pem: &'a str, suites: Suites) -> NodeTls<'a> {
     NodeTls {

@@ -23,7 +23,13 @@ fn page(ctx: &Ctx, st: &HaStatus, values: &Form, errors: &Errors) -> Markup {
         p.hint {
             "Setup: Add the failover's host name here, exactly as its " code { "setinfo show" } " prints it; on the failover run "
             code { "ha convert2failover" } " and compare the CA fingerprint it prints with this appliance's dashboard. "
+            "Then select it here and Config Replication: this appliance's store moves into its PostgreSQL, and the failover "
+            "replaces its own with a base backup of it and streams every change from then on. "
             "Failovers are read-only: every change is made on the primary."
+        }
+        p.hint {
+            "Replication is asynchronous: a change is acknowledged once it is durable on this appliance and reaches the failovers "
+            "within moments; if this appliance is lost in between, a failover made primary has the data of its last synchronisation."
         }
         (layout::form(ctx, "/system/ha/delete", html! {
             table.list {
@@ -72,7 +78,10 @@ fn page(ctx: &Ctx, st: &HaStatus, values: &Form, errors: &Errors) -> Markup {
                 }
             }
             @if write && st.nodes.iter().any(|n| n.role == "failover") {
-                div.actions { button.danger type="submit" { "Delete" } }
+                div.actions {
+                    button.primary type="submit" formaction="/system/ha/replicate" { "Config Replication" }
+                    button.danger type="submit" { "Delete" }
+                }
             }
         }))
         @if write {
@@ -168,4 +177,33 @@ pub async fn delete(Posted(ctx, form): Posted) -> WebResult<Response> {
             Ok(layout::refused(&ctx, "/system/ha", &msg))
         }
     }
+}
+
+/// Config Replication for the selected failovers, one after the other.
+pub async fn replicate(Posted(ctx, form): Posted) -> WebResult<Response> {
+    ctx.require(Page::System)?;
+    let names: Vec<String> = form.all("name").into_iter().map(str::to_owned).collect();
+    if names.is_empty() {
+        return Ok(layout::refused(
+            &ctx,
+            "/system/ha",
+            "Select the failovers to configure first.",
+        ));
+    }
+    for n in &names {
+        if let Err(e) =
+            crate::ha_setup::configure_replication(&ctx.st, ctx.actor.clone(), n.clone()).await
+        {
+            let msg = Errors::from_web(e.into())?.summary();
+            return Ok(layout::refused(&ctx, "/system/ha", &format!("{n}: {msg}")));
+        }
+    }
+    Ok(layout::done(
+        &ctx,
+        "/system/ha",
+        &format!(
+            "Replication configured: {} now streams from this appliance.",
+            names.join(", ")
+        ),
+    ))
 }
