@@ -145,12 +145,18 @@ impl Appliance {
     }
 
     pub fn start_with(extra: &[&str]) -> Appliance {
-        Self::start_named("custos-test", extra)
+        Self::start_in(data_dir(), "custos-test", extra)
     }
 
-    /// An appliance with its own host name (an HA group's nodes).
+    /// A new appliance with its own host name (an HA group's nodes): on
+    /// SQLite, whatever engine the pass runs on, as every appliance starts
+    /// before it joins a group (its store moves into its own PostgreSQL
+    /// when HA is set up).
     pub fn start_named(host_name: &str, extra: &[&str]) -> Appliance {
-        let data = data_dir();
+        Self::start_in(tempfile::tempdir().expect("tempdir"), host_name, extra)
+    }
+
+    fn start_in(data: tempfile::TempDir, host_name: &str, extra: &[&str]) -> Appliance {
         let replication_port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())

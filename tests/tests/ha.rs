@@ -557,4 +557,91 @@ fn a_failover_joins_replicates_and_serves_keys_when_the_primary_dies() {
     ]);
     out.ok();
     assert!(out.stdout.contains("key:"), "{}", out.stdout);
+
+    // convert2primary on the failover: it takes writes from then on.
+    let promoted = b_sys.post("/api/v1/ha/promote", json!({})).ok();
+    assert_eq!(
+        promoted["former_primary"], "custos-a.example.com",
+        "{promoted}"
+    );
+    assert_eq!(
+        promoted["high_availability"],
+        json!({"role": "primary", "failovers": ["custos-a.example.com"]})
+    );
+    b_sec
+        .post(
+            &format!("/api/v1/domains/{DOMAIN}/keys"),
+            json!({"name": "on-new-primary", "algorithm": "AES256", "key_type": "stored_on_server",
+                   "automatic_key_rotation": false}),
+        )
+        .expect(201);
+    b_sec
+        .post(
+            &format!("/api/v1/domains/{DOMAIN}/keys/recorder/rotate"),
+            json!({}),
+        )
+        .ok();
+    let new_host = tempfile::tempdir().expect("tempdir");
+    let failover_keys = format!("127.0.0.1:{}", a.port("keys"));
+    register_host_with(
+        &b,
+        "enrol",
+        "rec2.example.com",
+        SHARED_SECRET,
+        new_host.path(),
+        &["--failover", &failover_keys],
+    )
+    .ok();
+    let (on_b, _) = fetch_key(&b, new_host.path(), "on-new-primary", None);
+
+    // The old primary comes back: it learns it was replaced, and refuses
+    // every write, saying so.
+    a.start_again();
+    let a_sys = a.api().login("SystemAdministrator", SYS_PW);
+    assert_eq!(
+        a_sys.get("/api/v1/system").ok()["high_availability"],
+        json!({"role": "fenced", "primary": "custos-b.example.com"})
+    );
+    let a_before = a.snapshot();
+    let r = a_sys.call(
+        "POST",
+        "/api/v1/ha/nodes",
+        Some(json!({"name": "custos-c.example.com"})),
+    );
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("custos-b.example.com"),
+        "{}",
+        r.body
+    );
+    assert_eq!(a.snapshot(), a_before, "a fenced node changed");
+
+    // It rejoins as a failover through Config Replication on the new
+    // primary, and then serves what was made there.
+    let configured = b_sys
+        .post(
+            "/api/v1/ha/nodes/custos-a.example.com/replication",
+            json!({}),
+        )
+        .ok();
+    assert_eq!(configured["configured"], true, "{configured}");
+    a.wait_restart();
+    let a_sys = a.api().login("SystemAdministrator", SYS_PW);
+    assert_eq!(
+        a_sys.get("/api/v1/system").ok()["high_availability"],
+        json!({"role": "failover", "primary": "custos-b.example.com"})
+    );
+    b.kill_node();
+    let out = a.agent(&[
+        "get-key",
+        "on-new-primary",
+        "--reveal",
+        "--dir",
+        new_host.path().to_str().expect("dir"),
+    ]);
+    out.ok();
+    assert!(out.stdout.contains(&on_b), "{}", out.stdout);
 }

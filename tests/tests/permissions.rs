@@ -419,6 +419,12 @@ fn every_route_for_every_administrator_type() {
         ),
         case(
             "POST",
+            "/api/v1/ha/promote",
+            None,
+            [409, 403, 403, 403, 403, 403, 403, 403, 401],
+        ),
+        case(
+            "POST",
             "/api/v1/ha/join",
             Some(
                 json!({"primary": "127.0.0.1", "ca_fingerprint": "not a fingerprint",

@@ -252,7 +252,8 @@ impl Store {
             return Err(Error::BadCredentials);
         };
         let ok = password::verify(password.expose(), &hash);
-        if self.is_failover()? {
+        // A failover, or a fenced former primary: nothing can be written.
+        if self.fenced_by().is_some() || self.is_failover()? {
             return self.login_on_failover(id, login, ok, source, via);
         }
         let prefs = self.preferences_unchecked()?;

@@ -46,6 +46,9 @@ pub enum HaRole {
     Primary { failovers: Vec<String> },
     /// A failover, read-only, of this primary (empty when not known).
     Failover { primary: String },
+    /// A former primary that another node replaced (`convert2primary`
+    /// there): read-only until it rejoins as a failover.
+    Fenced { primary: String },
 }
 
 impl HaRole {
@@ -60,6 +63,10 @@ impl HaRole {
                 "Failover (read-only); its primary takes the changes".into()
             }
             HaRole::Failover { primary } => format!("Failover of {primary} (read-only)"),
+            HaRole::Fenced { primary } => format!(
+                "Fenced: {primary} was made primary in this appliance's place; it takes no changes (read-only) \
+                 until it rejoins as a failover (Config Replication on {primary})"
+            ),
         }
     }
 
@@ -76,7 +83,9 @@ impl HaRole {
                 s.push_str(&format!("Primary: {own_name}; "));
                 s
             }
-            HaRole::Failover { primary } => format!("Failover: {own_name}; Primary: {primary}; "),
+            HaRole::Failover { primary } | HaRole::Fenced { primary } => {
+                format!("Failover: {own_name}; Primary: {primary}; ")
+            }
         }
     }
 }
@@ -104,6 +113,9 @@ impl Store {
 
     /// What this appliance is in its group now.
     pub fn ha_role(&self) -> Result<HaRole> {
+        if let Some(primary) = self.fenced_by() {
+            return Ok(HaRole::Fenced { primary });
+        }
         let nodes = self.ha_nodes_unchecked()?;
         if self.is_failover()? {
             let primary = nodes
@@ -626,6 +638,82 @@ impl Store {
             "issued this failover's own server certificate from the group's CA"
         );
         Ok(id)
+    }
+
+    /// Disaster recovery (§11 `convert2primary`): this failover becomes the
+    /// group's primary with the data of its last synchronisation.
+    /// `promote` makes the engine take writes (`pg_promote`); then the
+    /// group's table says so: this node primary, the old primary a
+    /// failover to configure again (reached where this node joined it), so
+    /// it fences itself when it comes back. Refused on anything but a
+    /// failover.
+    pub fn promote_to_primary(
+        &self,
+        actor: &Actor,
+        own_name: &str,
+        promote: impl FnOnce() -> Result<()>,
+    ) -> Result<String> {
+        actor.require_system(Access::Write)?;
+        let old = match self.ha_role()? {
+            HaRole::Failover { primary } => primary,
+            _ => {
+                return Err(Error::conflict(
+                    "high_availability",
+                    "only a failover is converted to primary",
+                ));
+            }
+        };
+        let joined = joined_primary(self.dir())?;
+        promote()?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while self.is_failover()? {
+            if std::time::Instant::now() > deadline {
+                return Err(Error::conflict(
+                    "high_availability",
+                    "the engine did not leave recovery within 60 s",
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let control = joined.map(|j| format!("{}:{}", j.address, j.ha_port));
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE ha_nodes SET role = 'failover', configured_at = NULL,
+                        control_address = COALESCE(?2, control_address)
+                 WHERE role = 'primary' AND name <> ?1",
+                params![own_name, control],
+            )?;
+            let n = tx.execute(
+                "UPDATE ha_nodes SET role = 'primary', configured_at = NULL WHERE name = ?1",
+                params![own_name],
+            )?;
+            if n == 0 {
+                return Err(Error::not_found("failover", own_name));
+            }
+            audit_actor(
+                tx,
+                actor,
+                Severity::Warn,
+                None,
+                &format!(
+                    "converted {own_name} to primary in place of {old}; {old} is fenced and must rejoin as a failover"
+                ),
+            )
+        })?;
+        Ok(old)
+    }
+
+    /// A fenced former primary rejoins: what it knows of the new primary,
+    /// so the replicate call from it is accepted.
+    pub fn save_joined_primary(&self, primary: &JoinedPrimary) -> Result<()> {
+        let base = self.dir().join(NODE_DIR);
+        std::fs::create_dir_all(&base).map_err(|source| Error::Io {
+            path: base.clone(),
+            source,
+        })?;
+        let json = serde_json::to_vec_pretty(primary)
+            .map_err(|_| Error::Crypto("the primary's details cannot be stored"))?;
+        super::write_atomic(&base.join(PRIMARY_FILE), &json)
     }
 
     /// On the primary: the failover's replication was configured.

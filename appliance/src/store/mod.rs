@@ -161,6 +161,9 @@ pub struct Store {
     backend: Mutex<Backend>,
     /// The primary of this failover, for its refusals (empty: unknown).
     primary: Mutex<String>,
+    /// Set on a former primary that found another node made primary in its
+    /// place (HA fencing): the new primary's name. Every write is refused.
+    fenced: Mutex<Option<String>>,
     /// The key the store's secrets are sealed under: this node's own, or on
     /// a failover the group's (the primary's), which it received once.
     master: MasterKey,
@@ -213,6 +216,7 @@ impl Store {
             conn: Mutex::new(conn),
             backend: Mutex::new(backend),
             primary: Mutex::new(String::new()),
+            fenced: Mutex::new(None),
             master,
             machine,
             dir: dir.to_path_buf(),
@@ -244,6 +248,9 @@ impl Store {
 
     /// Runs `f` in one immediate transaction; commits when it returns Ok.
     fn write<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
+        if let Some(primary) = self.fenced_by() {
+            return Err(Error::Failover { primary });
+        }
         let mut conn = self.conn.lock().expect("store mutex poisoned");
         let done = (|| {
             let tx = conn.begin(Mode::Write)?;
@@ -268,6 +275,17 @@ impl Store {
             return Ok(false);
         }
         Ok(conn.query_row("SELECT pg_is_in_recovery()", params![], |r| r.get(0))?)
+    }
+
+    /// Fences this store (HA): `primary` was made primary in this node's
+    /// place, so this node takes no change from now on.
+    pub fn fence(&self, primary: &str) {
+        *self.fenced.lock().expect("fence mutex poisoned") = Some(primary.to_owned());
+    }
+
+    /// The node that superseded this one, when it is fenced.
+    pub fn fenced_by(&self) -> Option<String> {
+        self.fenced.lock().expect("fence mutex poisoned").clone()
     }
 
     /// The primary a failover's refusals name (set by the HA setup).

@@ -163,9 +163,11 @@ impl Store {
     /// (first start). `names` are the host names and addresses the server
     /// certificates must cover.
     pub fn ensure_identities(&self, host_name: &str, names: &[String]) -> Result<Identities> {
-        if self.is_failover()? {
+        if self.is_failover()? || super::joined_primary(self.dir())?.is_some() {
             // The group's CAs, replicated; this node's own server
-            // certificates from them, beside the store.
+            // certificates from them, beside the store (a failover, and a
+            // former one made primary: the store's are the first
+            // primary's).
             let get = |kind: CaKind| -> Result<(Identity, Identity)> {
                 let ca = self.identity(ca_name(kind))?;
                 let server = self.failover_server_identity(kind, &ca, names)?;

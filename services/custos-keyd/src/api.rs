@@ -267,6 +267,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(configure_ha_replication),
         )
         .route("/api/v1/ha/join", post(join_ha_group))
+        .route("/api/v1/ha/promote", post(promote_ha_node))
         .route(
             "/api/v1/ha/nodes/{name}/registration",
             post(register_ha_node),
@@ -1312,6 +1313,24 @@ async fn join_ha_group(
         "restarting": true,
     }))
     .into_response())
+}
+
+/// `POST /api/v1/ha/promote` on a failover (§11 `convert2primary`): it
+/// becomes the primary with the data of its last synchronisation.
+async fn promote_ha_node(State(st): St, Authed(actor): Authed) -> ApiResult<Response> {
+    let (fallback, pg) = (st.host_name.clone(), st.pg.clone());
+    let former = st
+        .store(move |s| {
+            let own = s
+                .os_settings()?
+                .host_name
+                .map_or(fallback, |h| h.as_str().to_owned());
+            crate::ha_setup::promote(s, &pg, &actor, &own)
+        })
+        .await?;
+    crate::ha::refresh_once(&st).await;
+    let role = st.store(|s| s.ha_role()).await?;
+    Ok(Json(json!({ "former_primary": former, "high_availability": role })).into_response())
 }
 
 /// `POST /api/v1/ha/nodes/{name}/replication` on the primary (§11 Config

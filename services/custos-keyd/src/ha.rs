@@ -196,7 +196,43 @@ async fn replicate(
         .clone()
         .ok_or_else(|| ApiError::Unauthenticated("a node certificate is required"))?;
     let (pg, mode) = (st.pg.clone(), st.mode);
+    let ca_pem = st
+        .identities
+        .ca(appliance::pki::CaKind::for_mode(mode))
+        .cert_pem
+        .clone();
+    let peer_ip = peer.addr.ip().to_string();
     st.store(move |s| {
+        // A fenced former primary rejoins as a failover of the node that
+        // replaced it: that node (registered in this node's table) is now
+        // the one it replicates from.
+        if let Some(new_primary) = s.fenced_by() {
+            let node = s
+                .ha_nodes_unchecked()?
+                .into_iter()
+                .find(|n| n.name == new_primary && n.certificate_fingerprint.as_deref() == Some(fp.as_str()));
+            if let Some(node) = node {
+                let own = s
+                    .ha_nodes_unchecked()?
+                    .into_iter()
+                    .find(|n| n.role == "primary")
+                    .map(|n| n.name)
+                    .unwrap_or_default();
+                let ha_port = node
+                    .control_address
+                    .as_deref()
+                    .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+                    .map_or(8080, |a| a.port());
+                s.save_joined_primary(&appliance::store::JoinedPrimary {
+                    name: node.name,
+                    address: peer_ip,
+                    ha_port,
+                    node_fingerprint: fp.clone(),
+                    ca_pem,
+                    own_name: own,
+                })?;
+            }
+        }
         let joined = appliance::store::joined_primary(s.dir())?.ok_or_else(|| {
             appliance::Error::conflict(
                 "primary",
@@ -240,8 +276,15 @@ async fn replicate(
 
 /// Keeps [`RegisteredNodes`] in step with the group's table.
 pub async fn refresh(st: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    // The start-up already asked (main.rs); the next time in 10 s.
+    let mut rounds = 1u32;
     loop {
         refresh_once(&st).await;
+        // Every 10 s: has another node been made primary in this one's place?
+        if rounds.is_multiple_of(5) {
+            crate::ha_setup::check_fencing(&st).await;
+        }
+        rounds = rounds.wrapping_add(1);
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             _ = stop.changed() => return,

@@ -697,3 +697,93 @@ pub fn start_node_engine(dir: &std::path::Path, pg: &PgNode) -> anyhow::Result<(
     tracing::info!(port = pg.port, "the node's PostgreSQL is running");
     Ok(())
 }
+
+/// §11 `convert2primary` (REST `POST /api/v1/ha/promote` on a failover):
+/// the engine promoted, the group's table updated (the old primary fenced
+/// when it comes back). Blocking.
+pub fn promote(
+    store: &Store,
+    pg: &PgNode,
+    actor: &appliance::access::Actor,
+    own_name: &str,
+) -> appliance::Result<String> {
+    let old = store.promote_to_primary(actor, own_name, || pg.promote())?;
+    tracing::warn!(former = %old, "this failover is now the group's primary");
+    Ok(old)
+}
+
+/// HA fencing: a primary asks the other nodes of its group who they are.
+/// One that answers as primary and names this node among its failovers
+/// was promoted in this node's place (`convert2primary` while this one was
+/// down): this node fences itself, refusing every write, says so on its
+/// dashboard and in the journal, and waits to rejoin as a failover.
+/// A node that cannot be reached tells nothing.
+pub async fn check_fencing(st: &Arc<crate::state::AppState>) {
+    let (own_fallback, mode) = (st.host_name.clone(), st.mode);
+    let kind = CaKind::for_mode(mode);
+    let found = st
+        .store(move |s| {
+            if s.fenced_by().is_some() || s.is_failover()? {
+                return Ok(None);
+            }
+            let appliance::store::HaRole::Primary { .. } = s.ha_role()? else {
+                return Ok(None);
+            };
+            let own = s
+                .os_settings()?
+                .host_name
+                .map_or(own_fallback, |h| h.as_str().to_owned());
+            let peers: Vec<(String, String)> = s
+                .ha_nodes_unchecked()?
+                .into_iter()
+                .filter(|n| n.role == "failover")
+                .filter_map(|n| Some((n.name, n.control_address?)))
+                .collect();
+            Ok(s.node_identity(kind)?.map(|node| (own, node, peers)))
+        })
+        .await;
+    let Ok(Some((own, node, peers))) = found else {
+        return;
+    };
+    let Ok(tls) = node_client(
+        Suites::for_mode(mode),
+        &node,
+        &st.identities.ca(kind).cert_pem,
+    ) else {
+        return;
+    };
+    for (name, control) in peers {
+        let Ok(addr) = control.parse::<SocketAddr>() else {
+            continue;
+        };
+        let to = Target {
+            addr,
+            server_name: name.clone(),
+            tls: tls.clone(),
+        };
+        let Ok(hello) = call(
+            &to,
+            "GET",
+            "/ha/v1/hello",
+            None,
+            None,
+            Duration::from_secs(3),
+        )
+        .await
+        else {
+            continue;
+        };
+        let role = &hello["high_availability"];
+        let names_me = role["failovers"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|n| n.as_str() == Some(own.as_str())));
+        if role["role"] == "primary" && names_me {
+            tracing::error!(
+                primary = %name,
+                "fenced: {name} was made primary in this appliance's place; this appliance takes no changes until it rejoins as a failover (Config Replication on {name})"
+            );
+            st.store.fence(&name);
+            return;
+        }
+    }
+}

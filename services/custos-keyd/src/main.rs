@@ -378,6 +378,9 @@ async fn run(cfg: Config, bulk: tokio::runtime::Handle) -> anyhow::Result<Stoppe
         &bulk,
     );
 
+    // A primary that comes back asks its group before it is ready: if
+    // another node was made primary meanwhile, it is fenced (read-only).
+    refresh_nodes_and_fence(&state).await;
     let s2 = store.clone();
     let admin =
         tokio::task::spawn_blocking(move || s2.actor("admin", "console", "system").ok()).await?;
@@ -421,6 +424,11 @@ async fn run(cfg: Config, bulk: tokio::runtime::Handle) -> anyhow::Result<Stoppe
     } else {
         Stopped::Signal
     })
+}
+
+async fn refresh_nodes_and_fence(state: &Arc<AppState>) {
+    ha::refresh_once(state).await;
+    ha_setup::check_fencing(state).await;
 }
 
 /// Why the service stopped.

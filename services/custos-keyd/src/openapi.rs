@@ -291,6 +291,13 @@ pub const OPERATIONS: &[(&str, &str, &str, &str, Option<&str>)] = &[
     ),
     (
         "post",
+        "/api/v1/ha/promote",
+        "On a failover, what convert2primary does (disaster recovery): it becomes the group's primary with the data of its last synchronisation and takes writes from then on; the former primary, when it comes back, finds it was replaced, refuses every write (fenced) and rejoins through Config Replication here. Refused on anything but a failover",
+        "System Administrator",
+        None,
+    ),
+    (
+        "post",
         "/api/v1/ha/join",
         "On a standalone appliance, what convert2failover does: reach the primary, which must present the CA of the given fingerprint (checked before anything is sent), sign in there, register, receive the group's key over the HA control port, keep it, and restart; the primary's Config Replication then makes this appliance its failover",
         "System Administrator",
@@ -975,6 +982,14 @@ mod tests {
             ports: Default::default(),
             host_name: "custos-test".into(),
             nodes: Default::default(),
+            pg: appliance::pgnode::PgNode {
+                bin: "/nonexistent".into(),
+                dir: dir.path().join("pg"),
+                run: dir.path().join("pg-run"),
+                port: appliance::pgnode::REPLICATION_PORT,
+                listen: "127.0.0.1".into(),
+            },
+            ha_port: 8080.into(),
         });
         let app = crate::api::router(state);
         for (method, path, ..) in super::OPERATIONS {

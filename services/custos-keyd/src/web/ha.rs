@@ -17,7 +17,8 @@ fn yes_no(b: bool) -> &'static str {
 }
 
 fn page(ctx: &Ctx, st: &HaStatus, values: &Form, errors: &Errors) -> Markup {
-    let write = ctx.can_write() && !matches!(st.role, HaRole::Failover { .. });
+    let write =
+        ctx.can_write() && !matches!(st.role, HaRole::Failover { .. } | HaRole::Fenced { .. });
     let body = html! {
         p.notice role="status" { (st.role.summary()) }
         p.hint {
