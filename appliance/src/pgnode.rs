@@ -274,7 +274,8 @@ impl PgNode {
              wal_keep_size = '512MB'\n\
              hot_standby = on\n\
              {sync}\
-             log_connections = on\n",
+             log_connections = on\n\
+             jit = off\n",
             listen = self.listen,
             port = self.port,
             run = self.run.display(),
