@@ -312,6 +312,34 @@ impl PgNode {
         self.write_tls(tls)
     }
 
+    /// Switches the replication between asynchronous and synchronous (a
+    /// commit waits until one failover has it), and reloads.
+    pub fn set_synchronous(&self, synchronous: bool) -> Result<()> {
+        let path = self.data_dir().join("custos.conf");
+        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+        let line = if synchronous {
+            "synchronous_standby_names = 'ANY 1 (*)'"
+        } else {
+            "synchronous_standby_names = ''"
+        };
+        let out: Vec<&str> = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("synchronous_standby_names") {
+                    line
+                } else {
+                    l
+                }
+            })
+            .collect();
+        write(&path, &format!("{}\n", out.join("\n")))?;
+        self.own(&path)?;
+        if self.is_running() {
+            self.reload()?;
+        }
+        Ok(())
+    }
+
     pub fn is_running(&self) -> bool {
         self.command("pg_ctl")
             .arg("-D")

@@ -348,6 +348,20 @@ fn the_console_page_adds_lists_and_deletes_failovers() {
         "{}",
         b.body()
     );
+    // The replication mode, with its trade-off stated.
+    b.open("/system/ha");
+    assert!(
+        b.body().contains("acknowledges no change at all"),
+        "{}",
+        b.body()
+    );
+    b.click("#mode-synchronous");
+    b.press("Save Mode");
+    assert!(
+        b.body().contains("Replication is synchronous"),
+        "{}",
+        b.body()
+    );
     b.open("/system/ha");
     b.click("input[name=name][value='custos-b.example.com']");
     b.press("Delete");
@@ -478,6 +492,47 @@ fn a_failover_joins_replicates_and_serves_keys_when_the_primary_dies() {
         json!({"role": "primary", "failovers": ["custos-b.example.com"]})
     );
 
+    // Synchronous replication: the failover confirms every commit.
+    assert_eq!(
+        sa.sys
+            .call(
+                "PUT",
+                "/api/v1/ha/replication-mode",
+                Some(json!({"mode": "at once"}))
+            )
+            .status,
+        400
+    );
+    let mode = sa
+        .sys
+        .call(
+            "PUT",
+            "/api/v1/ha/replication-mode",
+            Some(json!({"mode": "synchronous"})),
+        )
+        .ok();
+    assert_eq!(mode["mode"], "synchronous");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let states: Vec<String> = StoreDb::open(a.data_dir())
+            .rows(
+                "SELECT sync_state FROM pg_stat_replication",
+                store_params![],
+            )
+            .iter()
+            .map(|r| r.get::<_, String>(0).expect("sync_state"))
+            .collect();
+        // `ANY 1 (*)`: any one failover's confirmation is enough (quorum).
+        if states == ["quorum"] || states == ["sync"] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the failover does not replicate synchronously: {states:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+
     // A key created on the primary reaches the failover within seconds.
     sa.sec
         .post(
@@ -535,9 +590,22 @@ fn a_failover_joins_replicates_and_serves_keys_when_the_primary_dies() {
         "refused writes changed the failover"
     );
 
-    // The primary dies, service and PostgreSQL: the agent's keys come from
-    // the failover, under the pinned CA.
+    // The primary dies, service and PostgreSQL, right after acknowledging a
+    // change: the agent's keys come from the failover, under the pinned
+    // CA, and (synchronous mode) the change is there.
+    sa.sec
+        .post(
+            &format!("/api/v1/domains/{DOMAIN}/keys"),
+            json!({"name": "acknowledged", "algorithm": "AES256", "key_type": "stored_on_server",
+                   "automatic_key_rotation": false}),
+        )
+        .expect(201);
     a.kill_node();
+    let keys = b_sec.get(&format!("/api/v1/domains/{DOMAIN}/keys")).ok();
+    assert!(
+        keys.to_string().contains("\"acknowledged\""),
+        "an acknowledged change was lost: {keys}"
+    );
     let out = b.agent(&[
         "get-key",
         "recorder",

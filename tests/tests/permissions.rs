@@ -418,6 +418,18 @@ fn every_route_for_every_administrator_type() {
             [409, 403, 403, 403, 403, 403, 403, 403, 401],
         ),
         case(
+            "GET",
+            "/api/v1/ha/replication-mode",
+            None,
+            [ok, ok, 403, 403, 403, 403, 403, 403, 401],
+        ),
+        case(
+            "PUT",
+            "/api/v1/ha/replication-mode",
+            Some(json!({"mode": "asynchronous"})),
+            [ok, 403, 403, 403, 403, 403, 403, 403, 401],
+        ),
+        case(
             "POST",
             "/api/v1/ha/promote",
             None,

@@ -716,6 +716,51 @@ impl Store {
         super::write_atomic(&base.join(PRIMARY_FILE), &json)
     }
 
+    /// Whether the group replicates synchronously (§11 setting; default
+    /// asynchronous).
+    pub fn ha_synchronous(&self) -> Result<bool> {
+        self.read(|tx| {
+            Ok(tx
+                .query_row(
+                    "SELECT value FROM preferences WHERE name = 'ha_replication_mode'",
+                    params![],
+                    |r| r.get::<_, String>(0),
+                )
+                .optional()?
+                .is_some_and(|v| v == "synchronous"))
+        })
+    }
+
+    /// Sets the group's replication mode: `asynchronous` or `synchronous`.
+    pub fn set_ha_replication_mode(&self, actor: &Actor, mode: &str) -> Result<bool> {
+        actor.require_system(Access::Write)?;
+        let synchronous = match mode {
+            "asynchronous" => false,
+            "synchronous" => true,
+            _ => {
+                return Err(Error::invalid(
+                    "mode",
+                    "must be asynchronous or synchronous",
+                ));
+            }
+        };
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO preferences(name, value) VALUES ('ha_replication_mode', ?1)
+                 ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                params![mode],
+            )?;
+            audit_actor(
+                tx,
+                actor,
+                Severity::Info,
+                None,
+                &format!("set the HA replication mode to {mode}"),
+            )
+        })?;
+        Ok(synchronous)
+    }
+
     /// On the primary: the failover's replication was configured.
     pub fn mark_ha_configured(&self, actor: &Actor, name: &str) -> Result<()> {
         actor.require_system(Access::Write)?;
@@ -764,6 +809,9 @@ pub struct HaStatus {
     /// On a failover: when the last change it replayed was made on the
     /// primary (UTC), `None` before the first.
     pub last_synchronised: Option<String>,
+    /// The group's replication mode: a change is acknowledged once on at
+    /// least one failover too (synchronous), or once durable here.
+    pub synchronous: bool,
 }
 
 const UTC_TEXT: &str = "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'";
@@ -822,6 +870,7 @@ impl Store {
             nodes,
             replication,
             last_synchronised,
+            synchronous: self.ha_synchronous()?,
         })
     }
 }

@@ -269,6 +269,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/ha/join", post(join_ha_group))
         .route("/api/v1/ha/promote", post(promote_ha_node))
         .route(
+            "/api/v1/ha/replication-mode",
+            get(get_ha_replication_mode).put(set_ha_replication_mode),
+        )
+        .route(
             "/api/v1/ha/nodes/{name}/registration",
             post(register_ha_node),
         )
@@ -1313,6 +1317,47 @@ async fn join_ha_group(
         "restarting": true,
     }))
     .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HaReplicationMode {
+    mode: String,
+}
+
+fn mode_json(synchronous: bool) -> Value {
+    json!({ "mode": if synchronous { "synchronous" } else { "asynchronous" } })
+}
+
+/// `GET /api/v1/ha/replication-mode`.
+async fn get_ha_replication_mode(State(st): St, Authed(actor): Authed) -> ApiResult<Response> {
+    let sync = st
+        .store(move |s| {
+            actor.require_system(Access::Read)?;
+            s.ha_synchronous()
+        })
+        .await?;
+    Ok(Json(mode_json(sync)).into_response())
+}
+
+/// `PUT /api/v1/ha/replication-mode`: asynchronous (the default) or
+/// synchronous, applied at once to this primary's PostgreSQL when it runs.
+async fn set_ha_replication_mode(
+    State(st): St,
+    Authed(actor): Authed,
+    ApiJson(req): ApiJson<HaReplicationMode>,
+) -> ApiResult<Response> {
+    let pg = st.pg.clone();
+    let sync = st
+        .store(move |s| {
+            let sync = s.set_ha_replication_mode(&actor, &req.mode)?;
+            if pg.exists() && !s.is_failover()? {
+                pg.set_synchronous(sync)?;
+            }
+            Ok(sync)
+        })
+        .await?;
+    Ok(Json(mode_json(sync)).into_response())
 }
 
 /// `POST /api/v1/ha/promote` on a failover (§11 `convert2primary`): it

@@ -644,7 +644,11 @@ pub fn prepare_primary(
         .map(|n| n.name)
         .collect();
     pg.init()?;
-    pg.configure(&node_tls(node, ca_pem, suites), &peers, false)?;
+    pg.configure(
+        &node_tls(node, ca_pem, suites),
+        &peers,
+        store.ha_synchronous()?,
+    )?;
     pg.start()?;
     pg.prepare_primary()?;
     if store.backend() == Backend::Sqlite {

@@ -290,6 +290,20 @@ pub const OPERATIONS: &[(&str, &str, &str, &str, Option<&str>)] = &[
         None,
     ),
     (
+        "get",
+        "/api/v1/ha/replication-mode",
+        "The group's replication mode: asynchronous (the default) or synchronous",
+        "System Administrator",
+        None,
+    ),
+    (
+        "put",
+        "/api/v1/ha/replication-mode",
+        "Sets the replication mode. Asynchronous: a change is acknowledged once durable on the primary and reaches the failovers within moments; a failover made primary after a crash may lack the last ones. Synchronous: a change is acknowledged only once a failover has it too, so none is lost when the primary dies, but while no failover is reachable the primary waits and acknowledges no change",
+        "System Administrator",
+        Some("HaReplicationMode"),
+    ),
+    (
         "post",
         "/api/v1/ha/promote",
         "On a failover, what convert2primary does (disaster recovery): it becomes the group's primary with the data of its last synchronisation and takes writes from then on; the former primary, when it comes back, finds it was replaced, refuses every write (fenced) and rejoins through Config Replication here. Refused on anything but a failover",
@@ -717,6 +731,9 @@ fn schemas() -> Value {
                 "description": "the node's certificate signing request (PEM); ECDSA P-384 in Suite B mode"})),
             ("ha_port", json!({"type": "integer", "minimum": 1, "maximum": 65535,
                 "description": "the failover's HA control port (default 8080), reached at the address it registers from"})),
+        ]),
+        "HaReplicationMode": object(&["mode"], &[
+            ("mode", json!({"type": "string", "enum": ["asynchronous", "synchronous"]})),
         ]),
         "HaJoin": object(&["primary", "ca_fingerprint", "login", "password"], &[
             ("primary", json!({"type": "string", "minLength": 1, "maxLength": 262,

@@ -28,9 +28,26 @@ fn page(ctx: &Ctx, st: &HaStatus, values: &Form, errors: &Errors) -> Markup {
             "replaces its own with a base backup of it and streams every change from then on. "
             "Failovers are read-only: every change is made on the primary."
         }
-        p.hint {
-            "Replication is asynchronous: a change is acknowledged once it is durable on this appliance and reaches the failovers "
-            "within moments; if this appliance is lost in between, a failover made primary has the data of its last synchronisation."
+        @if write {
+            section aria-labelledby="h-mode" {
+                h2 #h-mode { "Replication Mode" }
+                @let current = Form::from_pairs(vec![(
+                    "mode".to_owned(),
+                    (if st.synchronous { "synchronous" } else { "asynchronous" }).to_owned(),
+                )]);
+                (layout::form(ctx, "/system/ha/mode", html! {
+                    (layout::radios("Mode", "mode", &[("asynchronous", "Asynchronous"), ("synchronous", "Synchronous")], &current, &Errors::none()))
+                    p.hint {
+                        "Asynchronous (the default): a change is acknowledged once it is durable on this appliance, and reaches the failovers "
+                        "within moments; if this appliance is lost in between, a failover made primary has the data of its last synchronisation. "
+                        "Synchronous: a change is acknowledged only once a failover has it too, so no acknowledged change is lost with the primary; "
+                        "but while no failover is reachable, this appliance waits and acknowledges no change at all."
+                    }
+                    div.actions { button.primary type="submit" { "Save Mode" } }
+                }))
+            }
+        } @else {
+            p.hint { "Replication mode: " (if st.synchronous { "synchronous" } else { "asynchronous" }) "." }
         }
         (layout::form(ctx, "/system/ha/delete", html! {
             table.list {
@@ -207,4 +224,35 @@ pub async fn replicate(Posted(ctx, form): Posted) -> WebResult<Response> {
             names.join(", ")
         ),
     ))
+}
+
+/// The replication mode (asynchronous or synchronous), applied at once.
+pub async fn mode(Posted(ctx, form): Posted) -> WebResult<Response> {
+    ctx.require(Page::System)?;
+    let mode = form.get("mode").to_owned();
+    let pg = ctx.st.pg.clone();
+    let set = ctx
+        .store(move |s, a| {
+            let sync = s.set_ha_replication_mode(a, &mode)?;
+            if pg.exists() && !s.is_failover()? {
+                pg.set_synchronous(sync)?;
+            }
+            Ok(sync)
+        })
+        .await;
+    match set {
+        Ok(sync) => Ok(layout::done(
+            &ctx,
+            "/system/ha",
+            if sync {
+                "Replication is synchronous: a change is acknowledged once a failover has it too."
+            } else {
+                "Replication is asynchronous."
+            },
+        )),
+        Err(e) => {
+            let msg = Errors::from_web(e)?.summary();
+            Ok(layout::refused(&ctx, "/system/ha", &msg))
+        }
+    }
 }
