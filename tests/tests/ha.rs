@@ -412,6 +412,16 @@ fn a_failover_joins_replicates_and_serves_keys_when_the_primary_dies() {
     )
     .ok();
     let (before, _) = fetch_key(&a, agent_dir.path(), "recorder", None);
+    // And one that was told nothing: Notify All Hosts will tell it.
+    let told_dir = tempfile::tempdir().expect("tempdir");
+    register_host(
+        &a,
+        "enrol",
+        "rec3.example.com",
+        SHARED_SECRET,
+        told_dir.path(),
+    )
+    .ok();
 
     // Joining: the pinned CA must be the primary's.
     let primary = format!("127.0.0.1:{}", a.port("web"));
@@ -480,6 +490,35 @@ fn a_failover_joins_replicates_and_serves_keys_when_the_primary_dies() {
             .expect("the primary's store moved")
             .starts_with("postgresql"),
     );
+
+    // Notify All Hosts: the next key answer names the failover, and the
+    // agent keeps it.
+    let told = sa.sys.post("/api/v1/ha/notify-hosts", json!({})).ok();
+    assert_eq!(
+        told["failovers"][0]["name"], "custos-b.example.com",
+        "{told}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = a.agent(&[
+            "get-key",
+            "recorder",
+            "--dir",
+            told_dir.path().to_str().expect("dir"),
+        ]);
+        out.ok();
+        if out.stderr.contains("custos-b.example.com") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent was not told of the failover: {}",
+            out.stderr
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let saved = std::fs::read_to_string(told_dir.path().join("agent.json")).expect("agent.json");
+    assert!(saved.contains(&failover_keys), "{saved}");
 
     // The failover knows what it is, and serves reads.
     let b_sys = ha(&b);
@@ -616,6 +655,17 @@ fn a_failover_joins_replicates_and_serves_keys_when_the_primary_dies() {
     out.ok();
     assert!(out.stderr.contains("using failover"), "{}", out.stderr);
     assert!(out.stdout.contains(&before), "{}", out.stdout);
+    // The host that was only told by Notify All Hosts reaches it too.
+    let out = b.agent(&[
+        "get-key",
+        "recorder",
+        "--reveal",
+        "--dir",
+        told_dir.path().to_str().expect("dir"),
+    ]);
+    out.ok();
+    assert!(out.stderr.contains("using failover"), "{}", out.stderr);
+    assert!(out.stdout.contains(&before), "{}", out.stdout);
     let out = b.agent(&[
         "get-key",
         "after-ha",
@@ -701,6 +751,11 @@ fn a_failover_joins_replicates_and_serves_keys_when_the_primary_dies() {
     assert_eq!(
         a_sys.get("/api/v1/system").ok()["high_availability"],
         json!({"role": "failover", "primary": "custos-b.example.com"})
+    );
+    let told = b_sys.post("/api/v1/ha/notify-hosts", json!({})).ok();
+    assert_eq!(
+        told["failovers"][0]["name"], "custos-a.example.com",
+        "{told}"
     );
     b.kill_node();
     let out = a.agent(&[

@@ -431,6 +431,12 @@ fn every_route_for_every_administrator_type() {
         ),
         case(
             "POST",
+            "/api/v1/ha/notify-hosts",
+            None,
+            [409, 403, 403, 403, 403, 403, 403, 403, 401],
+        ),
+        case(
+            "POST",
             "/api/v1/ha/promote",
             None,
             [409, 403, 403, 403, 403, 403, 403, 403, 401],

@@ -251,6 +251,7 @@ impl Store {
         csr_pem: &str,
         kind: CaKind,
         control_address: Option<&str>,
+        key_ports: (u16, u16),
     ) -> Result<NodeCertificate> {
         actor.require_system(Access::Write)?;
         let known: Option<String> = self.read(|tx| {
@@ -271,8 +272,17 @@ impl Store {
         let fp = fingerprint(&pki::pem_to_der(&certificate_pem)?);
         self.write(|tx| {
             let n = tx.execute(
-                "UPDATE ha_nodes SET cert_fingerprint = ?2, registered_at = ?3, control_address = ?4 WHERE name = ?1",
-                params![name, fp, fmt_time(now()), control_address],
+                "UPDATE ha_nodes SET cert_fingerprint = ?2, registered_at = ?3, control_address = ?4,
+                        keys_port = ?5, keys_ec_port = ?6
+                 WHERE name = ?1",
+                params![
+                    name,
+                    fp,
+                    fmt_time(now()),
+                    control_address,
+                    i64::from(key_ports.0),
+                    i64::from(key_ports.1)
+                ],
             )?;
             if n == 0 {
                 return Err(Error::not_found("failover", name));
@@ -437,6 +447,17 @@ impl Store {
             self.master.expose_for_failover().expose().to_vec(),
         ))
     }
+}
+
+/// A failover as the hosts are told of it (Notify All Hosts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct HostFailover {
+    pub name: String,
+    /// The address the hosts reach it at (the one it registered from).
+    pub address: String,
+    /// Its key service, compatible mode (8444) and Suite B (8447).
+    pub keys_port: u16,
+    pub keys_ec_port: u16,
 }
 
 /// The group's key on a failover, sealed under the node's own key.
@@ -687,6 +708,12 @@ impl Store {
                 "UPDATE ha_nodes SET role = 'primary', configured_at = NULL WHERE name = ?1",
                 params![own_name],
             )?;
+            // What the hosts were told named this node as the failover:
+            // the new primary tells them again once a failover replicates.
+            tx.execute(
+                "DELETE FROM preferences WHERE name = 'ha_host_failovers'",
+                params![],
+            )?;
             if n == 0 {
                 return Err(Error::not_found("failover", own_name));
             }
@@ -714,6 +741,82 @@ impl Store {
         let json = serde_json::to_vec_pretty(primary)
             .map_err(|_| Error::Crypto("the primary's details cannot be stored"))?;
         super::write_atomic(&base.join(PRIMARY_FILE), &json)
+    }
+
+    /// §11 Notify All Hosts: the configured failovers, where hosts reach
+    /// their key service, kept so every key answer from now on tells the
+    /// hosts (the agent keeps it). Refused when no failover replicates.
+    pub fn notify_hosts(&self, actor: &Actor) -> Result<Vec<HostFailover>> {
+        actor.require_system(Access::Write)?;
+        let list: Vec<HostFailover> = self.read(|tx| {
+            Ok(tx
+                .prepare(
+                    "SELECT name, control_address, keys_port, keys_ec_port FROM ha_nodes
+                     WHERE role = 'failover' AND configured_at IS NOT NULL AND control_address IS NOT NULL
+                     ORDER BY name",
+                )?
+                .query_map(params![], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<i64>>(2)?,
+                        r.get::<_, Option<i64>>(3)?,
+                    ))
+                })?
+                .collect::<super::db::DbResult<Vec<_>>>()?
+                .into_iter()
+                .filter_map(|(name, control, keys, keys_ec)| {
+                    let addr: std::net::SocketAddr = control.parse().ok()?;
+                    Some(HostFailover {
+                        name,
+                        address: addr.ip().to_string(),
+                        keys_port: u16::try_from(keys.unwrap_or(8444)).ok()?,
+                        keys_ec_port: u16::try_from(keys_ec.unwrap_or(8447)).ok()?,
+                    })
+                })
+                .collect())
+        })?;
+        if list.is_empty() {
+            return Err(Error::conflict(
+                "high_availability",
+                "no failover replicates yet: Config Replication first",
+            ));
+        }
+        let json = serde_json::to_string(&list)
+            .map_err(|_| Error::Crypto("the failover list cannot be stored"))?;
+        let names: Vec<&str> = list.iter().map(|f| f.name.as_str()).collect();
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO preferences(name, value) VALUES ('ha_host_failovers', ?1)
+                 ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                params![json],
+            )?;
+            audit_actor(
+                tx,
+                actor,
+                Severity::Info,
+                None,
+                &format!("told the hosts about the failovers: {}", names.join(", ")),
+            )
+        })?;
+        Ok(list)
+    }
+
+    /// The failovers the hosts were told of (Notify All Hosts), for the
+    /// key answers.
+    pub fn host_failovers(&self) -> Result<Vec<HostFailover>> {
+        let text: Option<String> = self.read(|tx| {
+            Ok(tx
+                .query_row(
+                    "SELECT value FROM preferences WHERE name = 'ha_host_failovers'",
+                    params![],
+                    |r| r.get(0),
+                )
+                .optional()?)
+        })?;
+        Ok(text
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default())
     }
 
     /// Whether the group replicates synchronously (§11 setting; default
@@ -934,6 +1037,7 @@ mod tests {
                 &csr(CaKind::Ec),
                 CaKind::Ec,
                 None,
+                (8444, 8447),
             )
             .expect_err("not added");
         assert!(
@@ -941,7 +1045,14 @@ mod tests {
             "{e}"
         );
         let e = s
-            .register_ha_node(&sys, "Custos-B.example.com", "not a csr", CaKind::Ec, None)
+            .register_ha_node(
+                &sys,
+                "Custos-B.example.com",
+                "not a csr",
+                CaKind::Ec,
+                None,
+                (8444, 8447),
+            )
             .expect_err("garbage");
         assert!(e.to_string().starts_with("csr:"), "{e}");
         let cert = s
@@ -951,6 +1062,7 @@ mod tests {
                 &csr(CaKind::Ec),
                 CaKind::Ec,
                 None,
+                (8444, 8447),
             )
             .expect("register");
         let der = pki::pem_to_der(&cert.certificate_pem).expect("der");
@@ -997,6 +1109,7 @@ mod tests {
                 &csr(CaKind::Ec),
                 CaKind::Ec,
                 None,
+                (8444, 8447),
             )
             .expect_err("the primary");
         assert!(e.to_string().starts_with("name:"), "{e}");

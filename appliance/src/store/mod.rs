@@ -53,8 +53,8 @@ pub use email::{
     check_email_address, parse_threshold,
 };
 pub use ha::{
-    HaNodeView, HaRole, HaStatus, JoinedPrimary, NodeCertificate, ReplicationLine, joined_primary,
-    node_identity_in,
+    HaNodeView, HaRole, HaStatus, HostFailover, JoinedPrimary, NodeCertificate, ReplicationLine,
+    joined_primary, node_identity_in,
 };
 pub use hosts::{HostView, KeyRelease, NewSecret, Registration, SECRET_REFUSAL, SecretView};
 pub use keys::{KeyVersionView, KeyView, NewKey, Rotated};

@@ -202,6 +202,29 @@ pub struct KeyResponse {
     pub expires_at: Option<String>,
     /// Base64 key material; moved into a zeroizing buffer as soon as it is read.
     pub key: String,
+    /// The appliance's failovers (§11 Notify All Hosts), which the agent
+    /// keeps for the next time the primary does not answer.
+    #[serde(default)]
+    pub failovers: Vec<FailoverNotice>,
+}
+
+/// A failover the appliance told of: where its key service is.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FailoverNotice {
+    pub name: String,
+    pub address: String,
+    pub port: u16,
+}
+
+impl FailoverNotice {
+    /// `HOST:PORT`, as `--failover` takes it.
+    pub fn endpoint(&self) -> String {
+        if self.address.contains(':') {
+            format!("[{}]:{}", self.address, self.port)
+        } else {
+            format!("{}:{}", self.address, self.port)
+        }
+    }
 }
 
 impl fmt::Debug for KeyResponse {

@@ -323,6 +323,20 @@ async fn get_key(args: GetKeyArgs) -> Result<ExitCode> {
     .await
     .map_err(|failure| failure.into_error(None))?;
 
+    // §11 Notify All Hosts: keep the failover the appliance names, for the
+    // next time the primary does not answer.
+    if let Some(notice) = answer.failovers.first() {
+        let endpoint = notice.endpoint();
+        if saved.registration.failover.as_deref() != Some(endpoint.as_str()) {
+            let mut updated = saved.registration.clone();
+            updated.failover = Some(endpoint.clone());
+            state::save_registration(&args.dir, &updated)?;
+            eprintln!(
+                "failover {} ({endpoint}) kept, as the appliance told",
+                notice.name
+            );
+        }
+    }
     let encoded = Zeroizing::new(std::mem::take(&mut answer.key));
     let key = Zeroizing::new(
         base64::engine::general_purpose::STANDARD

@@ -69,6 +69,15 @@ pub fn save(dir: &Path, saved: &Saved) -> Result<()> {
     Ok(())
 }
 
+/// Rewrites only the registration's settings (`agent.json`), as when the
+/// appliance names its failover.
+pub fn save_registration(dir: &Path, registration: &Registration) -> Result<()> {
+    let mut json =
+        serde_json::to_string_pretty(registration).context("serialising the registration")?;
+    json.push('\n');
+    write_atomic(&dir.join(REGISTRATION_FILE), json.as_bytes(), 0o644)
+}
+
 /// Reads the registration in `dir`.
 pub fn load(dir: &Path) -> Result<Saved> {
     let json = match fs::read_to_string(dir.join(REGISTRATION_FILE)) {

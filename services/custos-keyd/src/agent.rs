@@ -109,11 +109,12 @@ fn too_many(wait: std::time::Duration) -> Response {
 
 /// The key service of one authority; the TLS layer has already verified
 /// the client certificate against that authority.
-pub fn keys_router(state: Arc<AppState>) -> Router {
+pub fn keys_router(state: Arc<AppState>, kind: CaKind) -> Router {
     Router::new()
         .route("/agent/v1/keys/{name}", get(get_key))
         .route("/agent/v1/status", get(status))
         .fallback(|| async { ApiError::Core(appliance::Error::not_found("resource", "this path")) })
+        .layer(Extension(kind))
         .with_state(state)
 }
 
@@ -131,6 +132,7 @@ struct VersionQuery {
 
 async fn get_key(
     State(st): State<Arc<AppState>>,
+    Extension(kind): Extension<CaKind>,
     Extension(peer): Extension<Peer>,
     Path(name): Path<String>,
     ApiQuery(q): ApiQuery<VersionQuery>,
@@ -160,6 +162,18 @@ async fn get_key(
         "created_at": r.created_at,
         "expires_at": r.expires_at,
         "key": key.as_str(),
+        // §11 Notify All Hosts: where else this key service runs.
+        "failovers": st
+            .host_failovers
+            .read()
+            .expect("host failovers lock poisoned")
+            .iter()
+            .map(|f| json!({
+                "name": f.name,
+                "address": f.address,
+                "port": if kind == CaKind::Ec { f.keys_ec_port } else { f.keys_port },
+            }))
+            .collect::<Vec<_>>(),
     }))
     .into_response())
 }

@@ -268,6 +268,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/v1/ha/join", post(join_ha_group))
         .route("/api/v1/ha/promote", post(promote_ha_node))
+        .route("/api/v1/ha/notify-hosts", post(notify_hosts))
         .route(
             "/api/v1/ha/replication-mode",
             get(get_ha_replication_mode).put(set_ha_replication_mode),
@@ -1219,6 +1220,10 @@ struct HaRegistration {
     /// it there, at the address it registered from, to configure the
     /// replication.
     ha_port: Option<u16>,
+    /// The failover's key ports (compatible, Suite B; default 8444, 8447),
+    /// which Notify All Hosts tells the hosts.
+    keys_port: Option<u16>,
+    keys_ec_port: Option<u16>,
 }
 
 /// `POST /api/v1/ha/nodes/{name}/registration`: a failover's
@@ -1232,9 +1237,19 @@ async fn register_ha_node(
     ApiJson(req): ApiJson<HaRegistration>,
 ) -> ApiResult<Response> {
     let port = req.ha_port.unwrap_or(8080);
-    if port == 0 {
-        return Err(appliance::Error::invalid("ha_port", "must be 1 to 65535").into());
+    for (field, p) in [
+        ("ha_port", Some(port)),
+        ("keys_port", req.keys_port),
+        ("keys_ec_port", req.keys_ec_port),
+    ] {
+        if p == Some(0) {
+            return Err(appliance::Error::invalid(field, "must be 1 to 65535").into());
+        }
     }
+    let key_ports = (
+        req.keys_port.unwrap_or(8444),
+        req.keys_ec_port.unwrap_or(8447),
+    );
     let control = std::net::SocketAddr::new(
         source
             .parse()
@@ -1246,7 +1261,7 @@ async fn register_ha_node(
         .store(move |s| {
             let kind = appliance::pki::CaKind::for_mode(s.preferences_unchecked()?.security_mode);
             Ok((
-                s.register_ha_node(&actor, &name, &req.csr, kind, Some(&control))?,
+                s.register_ha_node(&actor, &name, &req.csr, kind, Some(&control), key_ports)?,
                 kind,
             ))
         })
@@ -1295,9 +1310,12 @@ async fn join_ha_group(
         )
         .into());
     }
+    let ports = st.ports.get().cloned();
     let me = crate::ha_setup::Joiner {
         own_name,
         own_ha_port: st.ha_port.load(std::sync::atomic::Ordering::Relaxed),
+        own_keys_port: ports.as_ref().and_then(|p| p.keys).unwrap_or(8444),
+        own_keys_ec_port: ports.as_ref().map_or(8447, |p| p.keys_ec),
         suites: crate::tls::Suites::for_mode(st.mode),
         kind: appliance::pki::CaKind::for_mode(st.mode),
     };
@@ -1358,6 +1376,14 @@ async fn set_ha_replication_mode(
         })
         .await?;
     Ok(Json(mode_json(sync)).into_response())
+}
+
+/// `POST /api/v1/ha/notify-hosts` (§11 Notify All Hosts): every key
+/// answer from now on names the configured failovers; the agent keeps them.
+async fn notify_hosts(State(st): St, Authed(actor): Authed) -> ApiResult<Response> {
+    let list = st.store(move |s| s.notify_hosts(&actor)).await?;
+    crate::ha::refresh_once(&st).await;
+    Ok(Json(json!({ "failovers": list })).into_response())
 }
 
 /// `POST /api/v1/ha/promote` on a failover (§11 `convert2primary`): it

@@ -296,15 +296,29 @@ pub async fn refresh(st: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<b
 pub async fn refresh_once(st: &Arc<AppState>) {
     // A node that joined a group accepts its primary before the group's
     // table reaches it with the replica.
+    let own_fallback = st.host_name.clone();
     let found = st
-        .store(|s| {
+        .store(move |s| {
             let mut fps = s.registered_node_fingerprints()?;
             if let Some(j) = appliance::store::joined_primary(s.dir())? {
                 fps.push(j.node_fingerprint);
             }
-            Ok(fps)
+            // A key answer never names the node that gives it.
+            let own = s.os_settings()?.host_name.map(|h| h.as_str().to_owned());
+            let failovers: Vec<_> = s
+                .host_failovers()?
+                .into_iter()
+                .filter(|f| Some(&f.name) != own.as_ref() && f.name != own_fallback)
+                .collect();
+            Ok((fps, failovers))
         })
         .await;
+    let found = found.map(|(fps, failovers)| {
+        *st.host_failovers
+            .write()
+            .expect("host failovers lock poisoned") = failovers;
+        fps
+    });
     match found {
         Ok(fps) => st.nodes.replace(fps),
         Err(e) => tracing::warn!(error = ?e, "HA control: reading the registered nodes failed"),

@@ -305,6 +305,8 @@ pub struct JoinRequest {
 pub struct Joiner {
     pub own_name: String,
     pub own_ha_port: u16,
+    pub own_keys_port: u16,
+    pub own_keys_ec_port: u16,
     pub suites: Suites,
     pub kind: CaKind,
 }
@@ -438,7 +440,8 @@ pub async fn join(
         "POST",
         &format!("/api/v1/ha/nodes/{}/registration", me.own_name),
         Some(&token),
-        Some(&json!({ "csr": csr, "ha_port": me.own_ha_port })),
+        Some(&json!({ "csr": csr, "ha_port": me.own_ha_port,
+                      "keys_port": me.own_keys_port, "keys_ec_port": me.own_keys_ec_port })),
         CALL_TIMEOUT,
     )
     .await;

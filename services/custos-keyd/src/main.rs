@@ -136,6 +136,7 @@ async fn run(cfg: Config, bulk: tokio::runtime::Handle) -> anyhow::Result<Stoppe
         nodes: Default::default(),
         pg: cfg.pg.clone(),
         ha_port: cfg.ha_port.into(),
+        host_failovers: Default::default(),
     });
 
     // Bind everything first: key ports are told to hosts at enrolment.
@@ -275,7 +276,7 @@ async fn run(cfg: Config, bulk: tokio::runtime::Handle) -> anyhow::Result<Stoppe
                 &identities.server_rsa,
                 Some(&identities.ca_rsa),
             )?,
-            app: with_tracing(agent::keys_router(state.clone())),
+            app: with_tracing(agent::keys_router(state.clone(), CaKind::Rsa)),
         });
     }
     listeners.push(Listener {
@@ -299,7 +300,7 @@ async fn run(cfg: Config, bulk: tokio::runtime::Handle) -> anyhow::Result<Stoppe
             &identities.server_ec,
             Some(&identities.ca_ec),
         )?,
-        app: with_tracing(agent::keys_router(state.clone())),
+        app: with_tracing(agent::keys_router(state.clone(), CaKind::Ec)),
     });
 
     // A node that joined a group and is not yet its replica trusts the

@@ -305,6 +305,13 @@ pub const OPERATIONS: &[(&str, &str, &str, &str, Option<&str>)] = &[
     ),
     (
         "post",
+        "/api/v1/ha/notify-hosts",
+        "High Availability → Notify All Hosts: every key answer from now on names the failovers that replicate (address and key port), and custos-agent keeps the first as its failover. Refused while no failover replicates",
+        "System Administrator",
+        None,
+    ),
+    (
+        "post",
         "/api/v1/ha/promote",
         "On a failover, what convert2primary does (disaster recovery): it becomes the group's primary with the data of its last synchronisation and takes writes from then on; the former primary, when it comes back, finds it was replaced, refuses every write (fenced) and rejoins through Config Replication here. Refused on anything but a failover",
         "System Administrator",
@@ -731,6 +738,10 @@ fn schemas() -> Value {
                 "description": "the node's certificate signing request (PEM); ECDSA P-384 in Suite B mode"})),
             ("ha_port", json!({"type": "integer", "minimum": 1, "maximum": 65535,
                 "description": "the failover's HA control port (default 8080), reached at the address it registers from"})),
+            ("keys_port", json!({"type": "integer", "minimum": 1, "maximum": 65535,
+                "description": "the failover's key port in compatible mode (default 8444), told to hosts by Notify All Hosts"})),
+            ("keys_ec_port", json!({"type": "integer", "minimum": 1, "maximum": 65535,
+                "description": "the failover's key port in Suite B mode (default 8447)"})),
         ]),
         "HaReplicationMode": object(&["mode"], &[
             ("mode", json!({"type": "string", "enum": ["asynchronous", "synchronous"]})),
@@ -1007,6 +1018,7 @@ mod tests {
                 listen: "127.0.0.1".into(),
             },
             ha_port: 8080.into(),
+            host_failovers: Default::default(),
         });
         let app = crate::api::router(state);
         for (method, path, ..) in super::OPERATIONS {

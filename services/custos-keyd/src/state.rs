@@ -129,6 +129,9 @@ pub struct AppState {
     /// The HA control port this node listens on (told to the primary at
     /// registration).
     pub ha_port: std::sync::atomic::AtomicU16,
+    /// The failovers the hosts are told of in every key answer (Notify All
+    /// Hosts), refreshed from the store with the registered nodes.
+    pub host_failovers: std::sync::RwLock<Vec<appliance::store::HostFailover>>,
 }
 
 impl AppState {

@@ -102,6 +102,12 @@ fn page(ctx: &Ctx, st: &HaStatus, values: &Form, errors: &Errors) -> Markup {
                 }
             }
         }))
+        @if write && st.nodes.iter().any(|n| n.role == "failover" && n.configured) {
+            (layout::form(ctx, "/system/ha/notify", html! {
+                p.hint { "Notify All Hosts: every key answer from now on names the failovers, and the agent keeps them for when this appliance does not answer." }
+                div.actions { button type="submit" { "Notify All Hosts" } }
+            }))
+        }
         @if write {
             section aria-labelledby="h-add-node" {
                 h2 #h-add-node { "Add" }
@@ -250,6 +256,29 @@ pub async fn mode(Posted(ctx, form): Posted) -> WebResult<Response> {
                 "Replication is asynchronous."
             },
         )),
+        Err(e) => {
+            let msg = Errors::from_web(e)?.summary();
+            Ok(layout::refused(&ctx, "/system/ha", &msg))
+        }
+    }
+}
+
+/// Notify All Hosts: the key answers name the failovers from now on.
+pub async fn notify(Posted(ctx, _form): Posted) -> WebResult<Response> {
+    ctx.require(Page::System)?;
+    match ctx.store(|s, a| s.notify_hosts(a)).await {
+        Ok(list) => {
+            crate::ha::refresh_once(&ctx.st).await;
+            let names: Vec<String> = list.into_iter().map(|f| f.name).collect();
+            Ok(layout::done(
+                &ctx,
+                "/system/ha",
+                &format!(
+                    "Hosts are told of {} in their next key answer.",
+                    names.join(", ")
+                ),
+            ))
+        }
         Err(e) => {
             let msg = Errors::from_web(e)?.summary();
             Ok(layout::refused(&ctx, "/system/ha", &msg))

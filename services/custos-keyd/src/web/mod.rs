@@ -479,6 +479,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/system/ha/delete", post(ha::delete))
         .route("/system/ha/replicate", post(ha::replicate))
         .route("/system/ha/mode", post(ha::mode))
+        .route("/system/ha/notify", post(ha::notify))
         .route("/system/snmp/acl", get(snmp::acl_page))
         .route("/system/snmp/acl/add", post(snmp::add_acl))
         .route("/system/snmp/acl/delete", post(snmp::delete_acl))
