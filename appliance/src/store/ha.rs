@@ -344,19 +344,7 @@ impl Store {
     /// kept sealed under the master key), if it has one.
     pub fn node_identity(&self, kind: CaKind) -> Result<Option<pki::Identity>> {
         let (crt, key) = node_files(self.dir(), kind);
-        let cert_pem = match std::fs::read_to_string(&crt) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(Error::Io { path: crt, source }),
-        };
-        let sealed = std::fs::read(&key).map_err(|source| Error::Io { path: key, source })?;
-        let plain = self.machine.open(&node_context(kind), &sealed)?;
-        let key_pem = String::from_utf8(plain.expose().to_vec())
-            .map_err(|_| Error::Crypto("the node key is not PEM"))?;
-        Ok(Some(pki::Identity {
-            cert_pem,
-            key_pem: crate::secret::SecretString::new(key_pem),
-        }))
+        read_sealed_identity(&crt, &key, &self.machine, &node_context(kind))
     }
 
     /// Keeps `id` as this node's HA identity for `kind` (a failover's, from
@@ -521,15 +509,34 @@ pub fn joined_primary(dir: &std::path::Path) -> Result<Option<JoinedPrimary>> {
 pub fn node_identity_in(dir: &std::path::Path, kind: CaKind) -> Result<Option<pki::Identity>> {
     let machine = crate::crypto::MasterKey::load_or_create(dir)?;
     let (crt, key) = node_files(dir, kind);
-    let cert_pem = match std::fs::read_to_string(&crt) {
+    read_sealed_identity(&crt, &key, &machine, &node_context(kind))
+}
+
+/// A certificate beside the store with its key sealed under `key_of`
+/// (`None` when the certificate is not there).
+fn read_sealed_identity(
+    crt: &std::path::Path,
+    key: &std::path::Path,
+    key_of: &crate::crypto::MasterKey,
+    context: &str,
+) -> Result<Option<pki::Identity>> {
+    let cert_pem = match std::fs::read_to_string(crt) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(Error::Io { path: crt, source }),
+        Err(source) => {
+            return Err(Error::Io {
+                path: crt.to_path_buf(),
+                source,
+            });
+        }
     };
-    let sealed = std::fs::read(&key).map_err(|source| Error::Io { path: key, source })?;
-    let plain = machine.open(&node_context(kind), &sealed)?;
+    let sealed = std::fs::read(key).map_err(|source| Error::Io {
+        path: key.to_path_buf(),
+        source,
+    })?;
+    let plain = key_of.open(context, &sealed)?;
     let key_pem = String::from_utf8(plain.expose().to_vec())
-        .map_err(|_| Error::Crypto("the node key is not PEM"))?;
+        .map_err(|_| Error::Crypto("a sealed key is not PEM"))?;
     Ok(Some(pki::Identity {
         cert_pem,
         key_pem: crate::secret::SecretString::new(key_pem),
@@ -598,23 +605,7 @@ impl Store {
     ) -> Result<pki::Identity> {
         let (crt, key) = server_files(self.dir(), kind);
         let ca_der = pki::pem_to_der(&ca.cert_pem)?;
-        let current = match std::fs::read_to_string(&crt) {
-            Ok(cert_pem) => {
-                let sealed = std::fs::read(&key).map_err(|source| Error::Io {
-                    path: key.clone(),
-                    source,
-                })?;
-                let plain = self.machine.open(&server_context(kind), &sealed)?;
-                let key_pem = String::from_utf8(plain.expose().to_vec())
-                    .map_err(|_| Error::Crypto("the server key is not PEM"))?;
-                Some(pki::Identity {
-                    cert_pem,
-                    key_pem: crate::secret::SecretString::new(key_pem),
-                })
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(source) => return Err(Error::Io { path: crt, source }),
-        };
+        let current = read_sealed_identity(&crt, &key, &self.machine, &server_context(kind))?;
         let fits = |id: &pki::Identity| -> bool {
             let (Ok(der), Ok((_, ca_cert))) =
                 (id.cert_der(), x509_parser::parse_x509_certificate(&ca_der))
